@@ -1,0 +1,3 @@
+from sfda.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,182 @@
+"""All 2D slices of a set of cases, normalised, padded and held in contiguous arrays.
+
+Training reads batches by indexing these arrays, so no NIfTI is read per step.
+Built arrays are cached on disk (``.npy``, memory-mapped on reload) keyed by
+the files, their modification times and the slicing parameters.
+
+Array contract: ``images`` float32 (N, 1, H, W); ``labels`` int64 (N, H, W) or
+None; ``case_index`` int64 (N,) into ``cases``; ``slice_index`` the position of
+each slice along the slicing axis of its volume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from sfda.data.normalize import normalize_volume
+from sfda.data.slices import common_target, to_slices
+from sfda.errors import SfdaError
+from sfda.io.atomic import atomic_path, write_json
+from sfda.io.cases import Case
+from sfda.io.layouts import check_label_array
+from sfda.io.volume import read_volume
+
+
+@dataclass
+class SliceSet:
+    images: np.ndarray
+    labels: np.ndarray | None
+    case_index: np.ndarray
+    slice_index: np.ndarray
+    cases: list[Case]
+    modality: str
+    axis: int
+    hw: tuple[int, int]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def slice_ids(self) -> list[str]:
+        if not self.cases:
+            return [f"slice:{s}" for s in self.slice_index]
+        return [f"{self.cases[c].case_id}:{s}" for c, s in zip(self.case_index, self.slice_index)]
+
+    @classmethod
+    def from_arrays(cls, images: np.ndarray, labels: np.ndarray | None = None, num_classes: int = 2) -> "SliceSet":
+        """Slices a user already has in memory, (N, C, H, W); no case geometry."""
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        if images.ndim != 4:
+            raise SfdaError(f"images must be (N, C, H, W), got shape {images.shape}")
+        n = len(images)
+        return cls(images=images, labels=labels, case_index=np.zeros(n, dtype=np.int64),
+                   slice_index=np.arange(n, dtype=np.int64), cases=[], modality="", axis=0,
+                   hw=tuple(images.shape[2:]), num_classes=num_classes)
+
+    def subjects(self) -> list[str]:
+        return sorted({c.subject for c in self.cases})
+
+    def foreground_fractions(self) -> np.ndarray:
+        """Per-slice class ratios (N, K) from the labels, counted inside the unpadded area."""
+        if self.labels is None:
+            raise SfdaError("these slices have no labels; class ratios need labelled cases")
+        return label_ratios(self.labels, self.valid_mask(), self.num_classes)
+
+    num_classes: int = 2
+
+    def valid_mask(self) -> np.ndarray:
+        """(N, H, W) bool: True on real voxels, False on padding (all True without cases)."""
+        if not self.cases:
+            return np.ones((len(self), *self.hw), dtype=bool)
+        out = np.zeros((len(self), *self.hw), dtype=bool)
+        for c, case in enumerate(self.cases):
+            shape = [s for i, s in enumerate(case.shape) if i != self.axis]
+            one = to_slices(np.ones((1, *shape), dtype=bool), 0, self.hw, fill=False)[0]
+            out[self.case_index == c] = one
+        return out
+
+
+def label_ratios(labels: np.ndarray, valid: np.ndarray, num_classes: int) -> np.ndarray:
+    counts = np.stack([((labels == k) & valid).sum(axis=(1, 2)) for k in range(num_classes)], axis=1)
+    return (counts / np.maximum(valid.sum(axis=(1, 2)), 1)[:, None]).astype(np.float32)
+
+
+def _read_case(case: Case, modality: str, axis: int, hw, clip: tuple[float, float],
+               with_labels: bool, label_names: list[str]):
+    vol = read_volume(case.images[modality])
+    img = normalize_volume(vol.array, *clip, source=case.images[modality])
+    slices = to_slices(img, axis, hw, fill=float(img.min()))
+    labels = None
+    if with_labels:
+        if not case.label:
+            raise SfdaError(f"case {case.case_id} has no label file; this stage needs labelled cases")
+        lab = read_volume(case.label).array
+        check_label_array(lab, label_names, case.label)
+        if lab.shape != vol.array.shape:
+            raise SfdaError(f"label {case.label} has shape {lab.shape} but image "
+                            f"{case.images[modality]} has {vol.array.shape}; re-export the label")
+        labels = to_slices(lab.astype(np.int64), axis, hw, fill=0)
+    return slices, labels
+
+
+def _cache_key(cases: list[Case], modality: str, axis: int, hw, clip, with_labels: bool) -> str:
+    items = []
+    for c in cases:
+        for p in (c.images[modality], c.label if with_labels else None):
+            if p:
+                st = os.stat(p)
+                items.append([p, st.st_mtime_ns, st.st_size])
+    blob = json.dumps([items, modality, axis, list(hw), list(clip), with_labels, 2]).encode()
+    return hashlib.sha1(blob).hexdigest()[:16]
+
+
+def build_sliceset(cases: list[Case], modality: str, *, axis: int = 0, pad_multiple: int = 16,
+                   clip: tuple[float, float] = (0.5, 99.5), with_labels: bool = True,
+                   label_names: list[str] | None = None, hw: tuple[int, int] | None = None,
+                   cache_dir: str | None = None, progress: bool = True) -> SliceSet:
+    """Read, normalise and slice every case once; reuse the on-disk cache when it matches."""
+    if not cases:
+        raise SfdaError("no cases selected: check --subjects and the case list")
+    label_names = label_names or ["background", "foreground"]
+    for c in cases:
+        if modality not in c.images:
+            raise SfdaError(f"case {c.case_id} has no modality '{modality}'; "
+                            f"available: {', '.join(sorted(c.images))}")
+    hw = tuple(hw or common_target([c.shape for c in cases], axis, pad_multiple))
+    key = _cache_key(cases, modality, axis, hw, clip, with_labels)
+    cached = _load_cache(cache_dir, key) if cache_dir else None
+    if cached is None:
+        cached = _build_arrays(cases, modality, axis, hw, clip, with_labels, label_names, progress)
+        if cache_dir:
+            _save_cache(cache_dir, key, cached)
+    images, labels, case_index, slice_index = cached
+    return SliceSet(images=images, labels=labels, case_index=case_index, slice_index=slice_index,
+                    cases=list(cases), modality=modality, axis=axis, hw=hw,
+                    num_classes=len(label_names))
+
+
+def _build_arrays(cases, modality, axis, hw, clip, with_labels, label_names, progress):
+    images, labels, case_index, slice_index = [], [], [], []
+    for i, case in enumerate(tqdm(cases, desc=f"slicing {modality}", disable=not progress,
+                                  leave=False)):
+        img, lab = _read_case(case, modality, axis, hw, clip, with_labels, label_names)
+        images.append(img)
+        if lab is not None:
+            labels.append(lab)
+        case_index.append(np.full(len(img), i, dtype=np.int64))
+        slice_index.append(np.arange(len(img), dtype=np.int64))
+    return (np.ascontiguousarray(np.concatenate(images)[:, None], dtype=np.float32),
+            np.concatenate(labels) if with_labels else None,
+            np.concatenate(case_index), np.concatenate(slice_index))
+
+
+_NAMES = ("images", "labels", "case_index", "slice_index")
+
+
+def _load_cache(cache_dir: str, key: str):
+    folder = Path(cache_dir) / key
+    if not (folder / "done.json").exists():
+        return None
+    out = []
+    for name in _NAMES:
+        path = folder / f"{name}.npy"
+        out.append(np.load(path, mmap_mode="r") if path.exists() else None)
+    # Copy into RAM once: batches index these arrays randomly every step.
+    return tuple(None if a is None else np.ascontiguousarray(a) for a in out)
+
+
+def _save_cache(cache_dir: str, key: str, arrays) -> None:
+    folder = Path(cache_dir) / key
+    for name, array in zip(_NAMES, arrays):
+        if array is not None:
+            with atomic_path(folder / f"{name}.npy") as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, array)
+    write_json(folder / "done.json", {"arrays": [n for n, a in zip(_NAMES, arrays) if a is not None]})

@@ -1,0 +1,68 @@
+"""Self-describing checkpoints that execute no code when loaded.
+
+A checkpoint is a plain dict saved with :func:`torch.save` and read back with
+``weights_only=True``: tensors plus plain data (``meta``: network name and
+arguments, label names, modality, normalisation, slicing, config, epoch).
+A pickle that would run code is refused by torch's safe unpickler.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from sfda.errors import SfdaError
+from sfda.io.atomic import atomic_path
+from sfda.nets import build_net
+
+FORMAT = "sfda-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict, train_state: dict | None = None) -> None:
+    payload = {"format": FORMAT, "version": VERSION, "meta": meta,
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    if train_state is not None:
+        payload["train_state"] = train_state
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise SfdaError(f"checkpoint {p} not found; give the .pt file written by sfda (e.g. runs/source/last.pt)")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
+        raise SfdaError(f"checkpoint {p} was refused: it holds objects that could run code when loaded "
+                        f"({first[:120]}); only load checkpoints written by sfda") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise SfdaError(f"{p} is not a readable checkpoint ({type(exc).__name__}); "
+                        "it may be truncated or not a PyTorch file: re-create it") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise SfdaError(f"{p} is not an sfda checkpoint (no '{FORMAT}' header); "
+                        "use a checkpoint written by sfda train-source / train-prior / adapt")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict, path: str = "checkpoint") -> torch.nn.Module:
+    meta = ckpt["meta"]
+    model = build_net(meta["net"], **meta.get("net_args", {}))
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise SfdaError(f"{path}: weights do not fit network '{meta['net']}' "
+                        f"({str(exc).splitlines()[0][:160]}); the file is damaged or mislabelled") from None
+    return model
+
+
+def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
+    """Rebuild the network from the checkpoint alone; returns (model in eval mode, meta)."""
+    ckpt = load_checkpoint(path)
+    model = model_from_checkpoint(ckpt, str(path))
+    return model.eval(), ckpt["meta"]

@@ -1,0 +1,55 @@
+"""Batched inference over a SliceSet and 3D scoring per subject."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sfda.data.slices import assemble_subject, from_slices
+from sfda.data.sliceset import SliceSet
+from sfda.metrics import dice
+
+
+@torch.inference_mode()
+def predict_slices(model: torch.nn.Module, images: np.ndarray, batch_size: int = 64,
+                   device: str = "cpu", probabilities: bool = False):
+    """Softmax over (N, C, H, W) slices; returns argmax labels (N, H, W) uint8 and,
+    if asked, probabilities (N, K, H, W) float32."""
+    was_training = model.training
+    model.eval()
+    labels, probs = [], []
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(np.asarray(images[start:start + batch_size])).to(device)
+        p = torch.softmax(model(x).float(), dim=1)
+        labels.append(p.argmax(dim=1).to(torch.uint8).cpu().numpy())
+        if probabilities:
+            probs.append(p.cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(labels), (np.concatenate(probs) if probabilities else None)
+
+
+def case_volumes(ss: SliceSet, slices: np.ndarray) -> list[np.ndarray]:
+    """Per-slice maps (N, H, W) back to one volume per case, in ``ss.cases`` order."""
+    out = []
+    for c, case in enumerate(ss.cases):
+        rows = ss.case_index == c
+        order = np.argsort(ss.slice_index[rows])
+        out.append(from_slices(slices[rows][order], ss.axis, tuple(case.shape)))
+    return out
+
+
+def subject_volumes(ss: SliceSet, slices: np.ndarray) -> dict[str, np.ndarray]:
+    """One 3D volume per subject (its crops assembled), for 3D metrics."""
+    vols = case_volumes(ss, slices)
+    by_subject: dict[str, list[np.ndarray]] = {}
+    for case, vol in zip(ss.cases, vols):
+        by_subject.setdefault(case.subject, []).append(vol)
+    return {s: assemble_subject(v) for s, v in sorted(by_subject.items())}
+
+
+def subject_dice(ss: SliceSet, pred: np.ndarray) -> dict[str, float]:
+    """Mean foreground-class 3D Dice per subject."""
+    preds = subject_volumes(ss, pred)
+    truths = subject_volumes(ss, ss.labels)
+    k = ss.num_classes
+    return {s: float(np.mean([dice(preds[s] == c, truths[s] == c) for c in range(1, k)])) for s in preds}

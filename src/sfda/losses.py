@@ -1,0 +1,76 @@
+"""The losses of the paper, as pure functions of logits.
+
+All work from log-softmax, so probabilities of exactly 0 or 1 give finite
+values and finite gradients (no ``log(0)``).
+
+Shapes: ``logits`` (N, K, H, W); ``mask`` (N, H, W) bool marks real pixels
+(False on slice padding) so padding never counts; ``prior`` (N, K) ratios.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-8
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over pixels (N, H, W) where mask is True."""
+    if mask is None:
+        return values.mean()
+    m = mask.to(values.dtype)
+    return (values * m).sum() / m.sum().clamp_min(1.0)
+
+
+def pixel_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy per pixel (N, H, W), in nats, from logits."""
+    logp = F.log_softmax(logits, dim=1)
+    return -(logp.exp() * logp).sum(dim=1)
+
+
+def entropy_loss(logits: torch.Tensor, mask: torch.Tensor | None = None,
+                 class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean pixel entropy; with ``class_weights`` (K,), the per-class terms are weighted
+    (the authors' released code weighted them by inverse class frequency)."""
+    logp = F.log_softmax(logits, dim=1)
+    terms = -(logp.exp() * logp)
+    if class_weights is not None:
+        terms = terms * class_weights.view(1, -1, 1, 1)
+    return _masked_mean(terms.sum(dim=1), mask)
+
+
+def predicted_ratios(logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """τ̂: mean softmax over each image's real pixels, (N, K)."""
+    probs = F.softmax(logits, dim=1)
+    if mask is None:
+        return probs.mean(dim=(2, 3))
+    m = mask.unsqueeze(1).to(probs.dtype)
+    return (probs * m).sum(dim=(2, 3)) / m.sum(dim=(2, 3)).clamp_min(1.0)
+
+
+def kl_prior(logits: torch.Tensor, prior: torch.Tensor, mask: torch.Tensor | None = None,
+             direction: str = "paper") -> torch.Tensor:
+    """KL between the prior τe and the predicted ratios τ̂, averaged over images.
+
+    ``direction="paper"``: KL(τe ‖ τ̂) = Σ τe log(τe/τ̂), Eq. 3 of the paper: it
+    punishes predicting too little of a class the prior expects (the barrier
+    that stops collapse). ``direction="code"``: KL(τ̂ ‖ τe), what the authors'
+    released code computed; it is milder when τ̂ → 0 for a class.
+    """
+    tau_hat = predicted_ratios(logits, mask).clamp_min(EPS)
+    tau_e = prior.to(tau_hat.dtype).clamp_min(0)
+    if direction == "paper":
+        kl = (tau_e * (torch.log(tau_e.clamp_min(EPS)) - torch.log(tau_hat))).sum(dim=1)
+    elif direction == "code":
+        kl = (tau_hat * (torch.log(tau_hat) - torch.log(tau_e.clamp_min(EPS)))).sum(dim=1)
+    else:
+        from sfda.errors import SfdaError
+
+        raise SfdaError(f"unknown KL direction '{direction}'; choose paper or code")
+    return kl.mean()
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Pixel cross-entropy (Eq. 1), averaged over real pixels."""
+    return _masked_mean(F.cross_entropy(logits, labels, reduction="none"), mask)

@@ -1,0 +1,31 @@
+"""Registry of methods: a plain dict; unknown names list the valid ones."""
+
+from __future__ import annotations
+
+from sfda.errors import SfdaError
+from sfda.methods.adabn import AdaBN
+from sfda.methods.adaent import AdaEnt
+from sfda.methods.adasource import AdaSource
+from sfda.methods.adversarial import Adversarial
+from sfda.methods.base import Batch, Method
+from sfda.methods.entropy import EntropyOnly
+from sfda.methods.supervised import Supervised
+from sfda.methods.tent import Tent
+
+METHODS: dict[str, type[Method]] = {
+    "adaent": AdaEnt,
+    "adasource": AdaSource,
+    "adversarial": Adversarial,
+    "tent": Tent,
+    "entropy": EntropyOnly,
+    "adabn": AdaBN,
+}
+
+
+def build_method(name: str, cfg) -> Method:
+    if name not in METHODS:
+        raise SfdaError(f"unknown method '{name}'; choose one of: {', '.join(sorted(METHODS))}")
+    return METHODS[name](cfg)
+
+
+__all__ = ["METHODS", "Batch", "Method", "Supervised", "build_method"]

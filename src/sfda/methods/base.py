@@ -1,0 +1,67 @@
+"""What every method says to the one training loop.
+
+A method is a small object: it declares which data it needs (target slices,
+labelled source slices, a prior), which parameters it trains, how batch
+normalisation behaves, and computes its loss for one step. The loop in
+:mod:`sfda.engine.loop` does everything else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Batch:
+    """One minibatch. images (B, C, H, W) float32; labels (B, H, W) int64 or None;
+    mask (B, H, W) bool, True on real pixels; prior (B, K) or None; index (B,) into its SliceSet."""
+
+    images: torch.Tensor
+    mask: torch.Tensor
+    index: torch.Tensor
+    labels: torch.Tensor | None = None
+    prior: torch.Tensor | None = None
+
+
+class Method:
+    name = "base"
+    #: True when the method never sees source images: the loop gives it none.
+    source_free = True
+    #: Whether the loop's main data (``batch``) must carry labels.
+    needs_labels = False
+    needs_prior = False
+    #: Whether ``step`` returns a loss to back-propagate (AdaBN does not).
+    trains = True
+
+    def __init__(self, cfg=None):
+        self.cfg = cfg
+
+    def parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def train_mode(self, model: nn.Module) -> None:
+        """Put the model in the mode this method trains in (BN behaviour lives here)."""
+        model.train()
+
+    def step(self, model: nn.Module, batch: Batch, source: Batch | None = None):
+        """Return (loss or None, logits of ``batch``, dict of floats to log)."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def freeze_bn_stats(model: nn.Module) -> None:
+    """Keep BN running statistics as they are (eval-mode BN) while the rest trains."""
+    for m in bn_layers(model):
+        m.eval()

@@ -1,0 +1,155 @@
+"""Per-class metrics of labelled volumes, and their mean/std over subjects.
+
+A *subject* is one whole 3D volume: metrics are computed per subject and then
+averaged, as in the papers, so callers stack the slices or crops of a subject
+before :meth:`MetricAccumulator.add`.  Adding a subject twice is an error because
+it would weigh that subject twice in the mean.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from sfda.errors import SfdaError, require
+from sfda.metrics.overlap import check_same_shape, dice
+from sfda.metrics.surface import normalise_spacing, surface_distances
+
+SPACING_UNITS: tuple[str, ...] = ("mm", "voxel")
+_SUFFIX = {"mm": "mm", "voxel": "vox"}
+
+
+def metric_names(spacing_unit: str = "mm") -> tuple[str, ...]:
+    """Metric keys of a row: ``dice`` then the distances suffixed by their unit.
+
+    The suffix (``_mm`` or ``_vox``) keeps numbers in different units from being
+    mixed up in reports and tables.
+    """
+    _check_unit(spacing_unit)
+    suffix = _SUFFIX[spacing_unit]
+    return ("dice", f"hd_{suffix}", f"hd95_{suffix}", f"assd_{suffix}")
+
+
+def _check_unit(spacing_unit: str) -> None:
+    """Refuse unknown units rather than guess."""
+    require(
+        spacing_unit in SPACING_UNITS,
+        f"unknown spacing_unit {spacing_unit!r}; use one of {', '.join(SPACING_UNITS)}",
+    )
+
+
+def _as_labels(labels: np.ndarray, name: str, num_classes: int) -> np.ndarray:
+    """Return ``labels`` as an integer array, checking every label names a class."""
+    array = np.asarray(labels)
+    require(
+        np.issubdtype(array.dtype, np.integer) or array.dtype == bool,
+        f"{name} must hold integer class labels, got dtype {array.dtype}",
+    )
+    require(array.ndim >= 1, f"{name} must be an array with at least one axis")
+    if array.size:
+        low, high = int(array.min()), int(array.max())
+        require(
+            low >= 0 and high < num_classes,
+            f"{name} holds labels in [{low}, {high}] but only {num_classes} class names "
+            f"were given (labels 0..{num_classes - 1})",
+        )
+    return array
+
+
+def case_metrics(
+    pred_labels: np.ndarray,
+    truth_labels: np.ndarray,
+    spacing: Sequence[float] | None,
+    class_names: Sequence[str],
+    *,
+    spacing_unit: str = "mm",
+) -> list[dict[str, Any]]:
+    """One row per foreground class ``k >= 1`` of one subject.
+
+    Each row is ``{"class": class_names[k], "dice", "hd_mm", "hd95_mm", "assd_mm"}``.
+    ``class_names[0]`` is the background and gets no row.  With
+    ``spacing_unit="voxel"`` the given spacing is ignored, distances are in voxels
+    and the keys end in ``_vox``.  Empty classes follow the rule in
+    :mod:`sfda.metrics.surface`.
+    """
+    _check_unit(spacing_unit)
+    require(len(class_names) >= 2, "class_names needs the background and at least one class")
+    pred = _as_labels(pred_labels, "prediction labels", len(class_names))
+    truth = _as_labels(truth_labels, "ground-truth labels", len(class_names))
+    check_same_shape(pred, truth)
+    sampling = None if spacing_unit == "voxel" else normalise_spacing(spacing, pred.ndim)
+    keys = metric_names(spacing_unit)
+    rows = []
+    for k in range(1, len(class_names)):
+        p, t = pred == k, truth == k
+        distances = surface_distances(p, t, sampling)
+        values = (dice(p, t), distances["hd"], distances["hd95"], distances["assd"])
+        rows.append({"class": class_names[k], **dict(zip(keys, values))})
+    return rows
+
+
+class MetricAccumulator:
+    """Collects per-subject, per-class metrics and summarises them over subjects."""
+
+    def __init__(self, class_names: Sequence[str], spacing_unit: str = "mm") -> None:
+        """``class_names[0]`` is the background; ``spacing_unit`` is "mm" or "voxel"."""
+        _check_unit(spacing_unit)
+        require(len(class_names) >= 2, "class_names needs the background and at least one class")
+        self.class_names = list(class_names)
+        self.spacing_unit = spacing_unit
+        self.metric_names = metric_names(spacing_unit)
+        self._rows: list[dict[str, Any]] = []
+        self._subjects: set[str] = set()
+
+    def add(
+        self,
+        subject: str,
+        pred_labels: np.ndarray,
+        truth_labels: np.ndarray,
+        spacing: Sequence[float] | None,
+    ) -> list[dict[str, Any]]:
+        """Compute and store the rows of one subject (its whole volume); return them.
+
+        Raises :class:`SfdaError` if ``subject`` was already added.
+        """
+        if subject in self._subjects:
+            raise SfdaError(
+                f"subject {subject!r} was added twice; a subject is one whole volume, "
+                "so stack its slices or crops before adding"
+            )
+        rows = case_metrics(
+            pred_labels, truth_labels, spacing, self.class_names, spacing_unit=self.spacing_unit
+        )
+        rows = [{"subject": subject, **row} for row in rows]
+        self._subjects.add(subject)
+        self._rows.extend(rows)
+        return [dict(row) for row in rows]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """All rows so far, in the order added (copies, safe to modify)."""
+        return [dict(row) for row in self._rows]
+
+    def summary(self) -> dict[str, dict[str, dict[str, float]]]:
+        """``{class: {metric: {"mean", "std"}}}`` over subjects (population std, ddof=0).
+
+        Empty until a subject is added.
+        """
+        result: dict[str, dict[str, dict[str, float]]] = {}
+        for name in self.class_names[1:]:
+            class_rows = [row for row in self._rows if row["class"] == name]
+            if class_rows:
+                result[name] = {
+                    m: _mean_std([row[m] for row in class_rows]) for m in self.metric_names
+                }
+        return result
+
+    def __len__(self) -> int:
+        """Number of subjects added."""
+        return len(self._subjects)
+
+
+def _mean_std(values: Sequence[float]) -> dict[str, float]:
+    """Mean and population standard deviation (a single value has std 0)."""
+    array = np.asarray(values, dtype=float)
+    return {"mean": float(array.mean()), "std": float(array.std(ddof=0))}

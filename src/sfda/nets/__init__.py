@@ -1,0 +1,47 @@
+"""Network registry: configs name a network by string, ``build_net`` makes it.
+
+A plain dict keeps the set of choices explicit and lets errors list them.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from torch import nn
+
+from sfda.errors import SfdaError
+from sfda.nets.enet import ENet
+from sfda.nets.regressor import Regressor
+from sfda.nets.unet import UNet
+
+NETS: dict[str, type[nn.Module]] = {"enet": ENet, "unet": UNet, "regressor": Regressor}
+
+#: What each network outputs: per-pixel logits, or per-image class ratios.
+NET_KIND: dict[str, str] = {"enet": "segmentation", "unet": "segmentation", "regressor": "regression"}
+
+__all__ = ["ENet", "NETS", "NET_KIND", "Regressor", "UNet", "build_net", "net_names"]
+
+
+def net_names() -> list[str]:
+    """Registered network names, sorted, for error messages and CLI choices."""
+    return sorted(NETS)
+
+
+def _accepted_args(cls: type[nn.Module]) -> list[str]:
+    """Constructor argument names of ``cls``, for error messages."""
+    return [name for name in inspect.signature(cls).parameters if name != "self"]
+
+
+def build_net(name: str, **kwargs: object) -> nn.Module:
+    """Instantiate the network ``name`` with ``kwargs``; user mistakes become SfdaError."""
+    if name not in NETS:
+        raise SfdaError(f"unknown network {name!r}; choose one of: {', '.join(net_names())}")
+    cls = NETS[name]
+    try:
+        inspect.signature(cls).bind(**kwargs)  # unknown or duplicate names
+        return cls(**kwargs)  # values of the wrong type
+    except TypeError as exc:
+        raise SfdaError(
+            f"bad arguments for network {name!r} ({exc}); "
+            f"accepted arguments: {', '.join(_accepted_args(cls))}"
+        ) from None

@@ -1,0 +1,195 @@
+"""The stages of sfda as Python functions: the public API behind the ``sfda`` command.
+
+Each stage reads files and writes files (case list -> source checkpoint ->
+prior table -> adapted checkpoint -> metrics), so any stage can be rerun alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sfda.config import AdaptConfig, DataConfig, PriorTrainConfig, TrainConfig, config_to_dict, save_config
+from sfda.data.normalize import norm_params
+from sfda.data.sliceset import SliceSet, build_sliceset
+from sfda.engine.checkpoint import load_checkpoint, load_model, model_from_checkpoint
+from sfda.engine.loop import FitSpec, fit
+from sfda.errors import SfdaError
+from sfda.io.cases import CaseList, load_cases, select_cases
+from sfda.methods import Supervised, build_method
+from sfda.methods.regression import RatioRegression
+from sfda.nets import NET_KIND, build_net
+from sfda.priors.estimate import apply_tags, constant_prior, regressor_prior, source_mean_ratios
+from sfda.priors.table import load_prior, save_prior
+
+
+def _require(value, option: str) -> None:
+    if not value:
+        raise SfdaError(f"{option} is required")
+
+
+def slices_for(cl: CaseList, subjects: list[str], modality: str, data: DataConfig, *,
+               with_labels: bool, axis: int | None = None, pad_multiple: int | None = None,
+               clip: tuple[float, float] | None = None, hw=None, progress: bool = True) -> SliceSet:
+    """The slices of ``subjects`` in ``modality``; slicing/normalisation may be forced
+    (e.g. from a checkpoint, so a model sees what it was trained on)."""
+    cases = select_cases(cl, subjects, modality)
+    return build_sliceset(cases, modality, axis=data.axis if axis is None else axis,
+                          pad_multiple=pad_multiple or data.pad_multiple,
+                          clip=clip or (data.clip_low, data.clip_high), with_labels=with_labels,
+                          label_names=cl.label_names, hw=hw, cache_dir=data.cache or None, progress=progress)
+
+
+def _meta(cfg, net: str, net_args: dict, cl: CaseList, stage: str, modality: str) -> dict:
+    return {"net": net, "net_args": net_args, "kind": NET_KIND[net], "label_names": list(cl.label_names),
+            "modality": modality, "stage": stage,
+            "normalization": norm_params(cfg.data.clip_low, cfg.data.clip_high),
+            "slicing": {"axis": cfg.data.axis, "pad_multiple": cfg.data.pad_multiple},
+            "config": config_to_dict(cfg)}
+
+
+def _fit_spec(cfg, data: SliceSet, meta: dict, **kw) -> FitSpec:
+    o = cfg.optim
+    return FitSpec(data=data, out=Path(cfg.out), meta=meta, epochs=o.epochs, batch_size=o.batch_size,
+                   lr=o.lr, optimizer=o.optimizer, momentum=o.momentum, weight_decay=o.weight_decay,
+                   schedule=o.schedule, max_steps=o.max_steps_per_epoch, seed=cfg.seed, device=cfg.device,
+                   resume=cfg.resume, **kw)
+
+
+def train_source(cfg: TrainConfig, progress: bool = True) -> Path:
+    """Supervised training with cross-entropy on labelled slices (source model, or Oracle on target)."""
+    _require(cfg.out, "--out")
+    _require(cfg.data.cases, "--cases")
+    _require(cfg.data.modality, "--modality")
+    cl = load_cases(cfg.data.cases)
+    train = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, cfg.data, with_labels=True, progress=progress)
+    val = (slices_for(cl, cfg.data.val_subjects, cfg.data.modality, cfg.data, with_labels=True, progress=progress)
+           if cfg.data.val_subjects else None)
+    net_args = {"in_channels": 1, "num_classes": len(cl.label_names), **cfg.net_args}
+    model = build_net(cfg.net, **net_args)
+    save_config(cfg, Path(cfg.out) / "config.yaml")
+    meta = _meta(cfg, cfg.net, net_args, cl, "source", cfg.data.modality)
+    fit(model, Supervised(), _fit_spec(cfg, train, meta, val=val, augment=cfg.augment, progress=progress))
+    return Path(cfg.out)
+
+
+def train_prior(cfg: PriorTrainConfig, progress: bool = True) -> dict:
+    """Train the class-ratio regressor on labelled source slices; returns its validation error."""
+    _require(cfg.out, "--out")
+    cl = load_cases(cfg.data.cases)
+    train = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, cfg.data, with_labels=True, progress=progress)
+    val = (slices_for(cl, cfg.data.val_subjects, cfg.data.modality, cfg.data, with_labels=True, progress=progress)
+           if cfg.data.val_subjects else None)
+    net_args = {"in_channels": 1, "num_classes": len(cl.label_names), **cfg.net_args}
+    model = build_net(cfg.net, **net_args)
+    save_config(cfg, Path(cfg.out) / "config.yaml")
+    meta = _meta(cfg, cfg.net, net_args, cl, "prior", cfg.data.modality)
+    out = fit(model, RatioRegression(), _fit_spec(cfg, train, meta, val=val, regression=True,
+                                                   augment=cfg.augment, progress=progress))
+    return out["log"][-1] if out["log"] else {}
+
+
+def make_prior(*, method: str, cases: str, modality: str, subjects: list[str] | None, out: str,
+               regressor: str = "", source_modality: str = "", source_subjects: list[str] | None = None,
+               ratios: list[float] | None = None, tags: str = "", tags_from_labels: bool = False,
+               data: DataConfig | None = None, progress: bool = True) -> Path:
+    """Write τe for every target slice (``out`` CSV); see :mod:`sfda.priors.estimate`."""
+    data = data or DataConfig()
+    cl = load_cases(cases)
+    axis, pad, clip = data.axis, data.pad_multiple, (data.clip_low, data.clip_high)
+    if method == "regressor":
+        _require(regressor, "--regressor")
+        model, meta = load_model(regressor)
+        if meta.get("kind") != "regression":
+            raise SfdaError(f"{regressor} is a {meta.get('kind')} network, not a ratio regressor; "
+                            "give the checkpoint written by `sfda train-prior`")
+        axis, pad = meta["slicing"]["axis"], meta["slicing"]["pad_multiple"]
+        clip = (meta["normalization"]["clip_low"], meta["normalization"]["clip_high"])
+    target = slices_for(cl, subjects, modality, data, with_labels=tags_from_labels, axis=axis,
+                        pad_multiple=pad, clip=clip, progress=progress)
+    n, k = len(target), len(cl.label_names)
+    if method == "regressor":
+        tau = regressor_prior(model, target.images)
+    elif method == "source-mean":
+        _require(source_modality, "--source-modality")
+        src = slices_for(cl, source_subjects, source_modality, data, with_labels=True, axis=axis,
+                         pad_multiple=pad, clip=clip, progress=progress)
+        tau = np.tile(source_mean_ratios(src.foreground_fractions()), (n, 1))
+    elif method == "constant":
+        tau = constant_prior(n, ratios or [])
+    else:
+        raise SfdaError(f"unknown prior method '{method}'; choose one of: constant, regressor, source-mean")
+    if tau.shape[1] != k:
+        raise SfdaError(f"the prior has {tau.shape[1]} classes but the case list declares {k}")
+    if tags_from_labels:
+        tau = apply_tags(tau, target.foreground_fractions()[:, 1:].sum(axis=1) > 0)
+    elif tags:
+        tau = apply_tags(tau, read_tags(tags, target.slice_ids))
+    save_prior(out, target.slice_ids, tau, cl.label_names)
+    return Path(out)
+
+
+def read_tags(path: str, slice_ids: list[str]) -> np.ndarray:
+    """Image-level tags: a CSV ``slice_id,present`` (1/0, yes/no, true/false)."""
+    import csv
+
+    p = Path(path)
+    if not p.is_file():
+        raise SfdaError(f"tags file {p} not found")
+    table = {}
+    for row in csv.reader(p.read_text().splitlines()):
+        if len(row) >= 2 and row[0] != "slice_id":
+            table[row[0]] = row[1].strip().lower() in ("1", "yes", "true", "present")
+    missing = [s for s in slice_ids if s not in table]
+    if missing:
+        raise SfdaError(f"tags file {p} has no row for {len(missing)} slices (e.g. {missing[0]})")
+    return np.array([table[s] for s in slice_ids])
+
+
+def adapt(cfg: AdaptConfig, progress: bool = True) -> Path:
+    """Adapt a source checkpoint to target slices with ``cfg.method.name``."""
+    for value, option in ((cfg.out, "--out"), (cfg.checkpoint, "--checkpoint"), (cfg.data.cases, "--cases"),
+                          (cfg.data.modality, "--modality")):
+        _require(value, option)
+    ckpt = load_checkpoint(cfg.checkpoint)
+    model = model_from_checkpoint(ckpt, cfg.checkpoint)
+    src_meta = ckpt["meta"]
+    method = build_method(cfg.method.name, cfg.method)
+    _check_source_use(method, cfg)
+    cl = load_cases(cfg.data.cases)
+    force = _slicing_of(src_meta)
+    # Target labels are never read for adaptation: with_labels=False.
+    target = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, cfg.data, with_labels=False,
+                        progress=progress, **force)
+    val = (slices_for(cl, cfg.data.val_subjects, cfg.data.modality, cfg.data, with_labels=True,
+                      progress=progress, **force) if cfg.data.val_subjects else None)
+    prior = None
+    if method.needs_prior or cfg.prior:
+        _require(cfg.prior, "--prior (a table from `sfda prior`)")
+        prior = load_prior(cfg.prior, target.slice_ids, len(cl.label_names))
+    source = None
+    if not method.source_free:
+        source = slices_for(cl, cfg.method.source_subjects, cfg.method.source_modality, cfg.data,
+                            with_labels=True, hw=target.hw, progress=progress, **force)
+    save_config(cfg, Path(cfg.out) / "config.yaml")
+    meta = {**src_meta, "stage": f"adapt:{method.name}", "modality": cfg.data.modality,
+            "source_modality": src_meta.get("modality"), "config": config_to_dict(cfg)}
+    fit(model, method, _fit_spec(cfg, target, meta, val=val, source=source, prior=prior, progress=progress))
+    return Path(cfg.out)
+
+
+def _slicing_of(meta: dict) -> dict:
+    n = meta["normalization"]
+    return {"axis": meta["slicing"]["axis"], "pad_multiple": meta["slicing"]["pad_multiple"],
+            "clip": (n["clip_low"], n["clip_high"])}
+
+
+def _check_source_use(method, cfg: AdaptConfig) -> None:
+    m = cfg.method
+    if method.source_free and (m.source_modality or m.source_subjects):
+        raise SfdaError(f"method '{method.name}' is source-free and takes no source data; "
+                        "remove --source-modality/--source-subjects")
+    if not method.source_free and not (m.source_modality and m.source_subjects):
+        raise SfdaError(f"method '{method.name}' needs labelled source images: give --source-modality "
+                        "and --source-subjects (or use a source-free method such as adaent)")

@@ -1,0 +1,50 @@
+"""Ways to get τe for target slices (Section 2 of the paper).
+
+- ``constant``: a user's anatomical knowledge, the same ratios for every slice;
+- ``source-mean``: the mean ratios over labelled source slices that contain the
+  structure (a population statistic: no source image leaves the source site);
+- ``regressor``: the auxiliary network trained on source slices.
+Image-level tags then set τe = (1, 0, ...) on slices without the structure.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sfda.errors import SfdaError
+
+
+def constant_prior(n: int, ratios: list[float]) -> np.ndarray:
+    r = np.asarray(ratios, dtype=np.float32)
+    if r.ndim != 1 or len(r) < 2 or (r < 0).any() or abs(r.sum() - 1) > 1e-3:
+        raise SfdaError(f"--ratios {list(ratios)} must be >= 2 non-negative class fractions summing to one, "
+                        "e.g. --ratios 0.9,0.1")
+    return np.tile(r, (n, 1))
+
+
+def source_mean_ratios(source_ratios: np.ndarray) -> np.ndarray:
+    """Mean ratios over source slices that contain any foreground."""
+    present = source_ratios[:, 1:].sum(axis=1) > 0
+    if not present.any():
+        raise SfdaError("no source slice contains the structure; check the source labels and subjects")
+    return source_ratios[present].mean(axis=0)
+
+
+@torch.inference_mode()
+def regressor_prior(model: torch.nn.Module, images: np.ndarray, batch_size: int = 64,
+                    device: str = "cpu") -> np.ndarray:
+    model.eval().to(device)
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(np.asarray(images[start:start + batch_size])).to(device)
+        out.append(model(x).float().cpu().numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def apply_tags(ratios: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Weak supervision: slices tagged as without the structure get τe = (1, 0, ...)."""
+    out = ratios.copy()
+    out[~present] = 0.0
+    out[~present, 0] = 1.0
+    return out

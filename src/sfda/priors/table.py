@@ -1,0 +1,51 @@
+"""The prior table: one row of class ratios τe per target slice.
+
+CSV with a header ``slice_id,<class 0>,<class 1>,...``; slice ids are
+``<case_id>:<index along the slicing axis>`` as in :class:`sfda.data.sliceset.SliceSet`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from sfda.errors import SfdaError
+from sfda.io.atomic import write_text
+
+
+def save_prior(path: str | Path, slice_ids: list[str], ratios: np.ndarray, class_names: list[str]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["slice_id", *class_names])
+    for sid, row in zip(slice_ids, ratios):
+        writer.writerow([sid, *(f"{float(v):.6f}" for v in row)])
+    write_text(path, buf.getvalue())
+
+
+def load_prior(path: str | Path, slice_ids: list[str], num_classes: int) -> np.ndarray:
+    """Ratios (N, K) aligned with ``slice_ids``; refuses missing slices or rows not summing to one."""
+    p = Path(path)
+    if not p.is_file():
+        raise SfdaError(f"prior table {p} not found; create it with `sfda prior`")
+    try:
+        rows = list(csv.reader(p.read_text().splitlines()))
+        table = {r[0]: np.array([float(v) for v in r[1:]], dtype=np.float32) for r in rows[1:] if r}
+    except (ValueError, IndexError):
+        raise SfdaError(f"prior table {p} is not a CSV of slice_id and {num_classes} ratios; "
+                        "recreate it with `sfda prior`") from None
+    missing = [s for s in slice_ids if s not in table]
+    if missing:
+        raise SfdaError(f"prior table {p} has no row for {len(missing)} target slices (e.g. {missing[0]}); "
+                        "recreate it with `sfda prior` for the same cases, modality and subjects")
+    ratios = np.stack([table[s] for s in slice_ids])
+    if ratios.shape[1] != num_classes:
+        raise SfdaError(f"prior table {p} has {ratios.shape[1]} classes but the model has {num_classes}")
+    bad = np.abs(ratios.sum(axis=1) - 1) > 1e-3
+    if bad.any() or (ratios < 0).any():
+        sid = slice_ids[int(np.argmax(bad))] if bad.any() else "a row"
+        raise SfdaError(f"prior table {p}: ratios of {sid} do not sum to one (or are negative); "
+                        "each row must be class fractions")
+    return ratios

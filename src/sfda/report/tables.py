@@ -1,0 +1,196 @@
+"""Markdown results table in the shape of the paper's Table 1.
+
+One row per method, one column per (class, metric).  A method's entry is either
+a plain evaluation SUMMARY ``{class: {metric: {"mean", "std"}}}`` (± is then the
+spread over subjects, as evaluation wrote it) or ``{"summary": SUMMARY,
+"seeds": {seed: SUMMARY}}``, in which case the cell is the mean ± sample std
+over seeds of the per-seed means, because seed-to-seed variation is what
+decides whether two methods really differ.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+from sfda.errors import SfdaError
+
+DISPLAY: dict[str, str] = {
+    "noadapt": "NoAdaptation",
+    "oracle": "Oracle",
+    "adaent": "AdaEnt",
+    "adasource": "AdaSource",
+    "adversarial": "Adversarial",
+    "tent": "TENT",
+    "entropy": "Entropy only",
+    "adabn": "AdaBN",
+    "source": "Source",
+}
+
+METRIC_LABELS: dict[str, str] = {
+    "dice": "Dice (%)",
+    "hd_mm": "HD (mm)",
+    "hd95_mm": "HD95 (mm)",
+    "assd_mm": "ASSD (mm)",
+}
+
+MISSING = "–"
+
+Summary = Mapping[str, Mapping[str, Mapping[str, float]]]
+
+
+def display_name(key: str) -> str:
+    """The paper's name for a method key, so tables and figures agree."""
+    return DISPLAY.get(key, key)
+
+
+def results_markdown(
+    methods: Mapping[str, Any],
+    title: str = "",
+    metrics: Sequence[str] = ("dice", "hd95_mm", "assd_mm"),
+    order: list[str] | None = None,
+    classes: list[str] | None = None,
+) -> str:
+    """Render one Markdown table: a row per method, a column per (class, metric)."""
+    if not methods:
+        raise SfdaError("results_markdown: no methods given; pass at least one method's summary")
+    keys = _method_order(methods, order)
+    cells = {key: _method_cells(key, methods[key]) for key in keys}
+    class_names = list(classes) if classes is not None else _classes(cells.values())
+    lines = [_header(class_names, metrics), _rule(len(class_names) * len(metrics))]
+    for key in keys:
+        stats, n_seeds = cells[key]
+        lines.append(_row(_row_label(key, n_seeds), stats, class_names, metrics))
+    text = "\n".join(lines) + "\n"
+    if title:
+        text = f"**{_escape(title)}**\n\n" + text
+    if any(n is not None for _, n in cells.values()):
+        text += "\n*n* = number of seeds; ± is the std over seeds of the per-seed means " \
+                "(elsewhere ± is the std over subjects).\n"
+    return text
+
+
+def _method_order(methods: Mapping[str, Any], order: list[str] | None) -> list[str]:
+    """Keys in the requested order; an unknown key is a user error, not a silent gap."""
+    if order is None:
+        return list(methods)
+    unknown = [key for key in order if key not in methods]
+    if unknown:
+        raise SfdaError(f"results_markdown: order names {unknown} but results only have {list(methods)}")
+    return list(order)
+
+
+def _is_summary(obj: Any) -> bool:
+    """True for ``{class: {metric: {"mean": ...}}}`` (checks one level of stats)."""
+    if not isinstance(obj, Mapping):
+        return False
+    return all(
+        isinstance(per_class, Mapping)
+        and all(isinstance(stat, Mapping) and "mean" in stat for stat in per_class.values())
+        for per_class in obj.values()
+    )
+
+
+def _is_wrapped(obj: Mapping[str, Any]) -> bool:
+    """A method-level result ``{"summary": ..., "seeds": ...}`` rather than a bare SUMMARY.
+
+    A class literally named "summary" or "seeds" holds ``{metric: stats}``,
+    which is not itself a SUMMARY, so the two shapes cannot be confused.
+    """
+    if "summary" in obj and _is_summary(obj["summary"]):
+        return True
+    seeds = obj.get("seeds")
+    return isinstance(seeds, Mapping) and bool(seeds) and all(_is_summary(s) for s in seeds.values())
+
+
+def _method_cells(key: str, result: Any) -> tuple[dict[str, dict[str, tuple[float, float]]], int | None]:
+    """(class -> metric -> (mean, std), number of seeds or None) for one method."""
+    if not isinstance(result, Mapping):
+        raise SfdaError(f"results_markdown: result for {key!r} is {type(result).__name__}, expected a dict")
+    if _is_wrapped(result):
+        seeds = result.get("seeds") or {}
+        if seeds:
+            return _over_seeds(key, seeds), len(seeds)
+        result = result.get("summary")
+    if not _is_summary(result):
+        raise SfdaError(f"results_markdown: result for {key!r} is not {{class: {{metric: {{mean, std}}}}}}")
+    stats = {
+        cls: {m: (float(s["mean"]), float(s.get("std", math.nan))) for m, s in per.items()}
+        for cls, per in result.items()
+    }
+    return stats, None
+
+
+def _over_seeds(key: str, seeds: Mapping[str, Any]) -> dict[str, dict[str, tuple[float, float]]]:
+    """Mean ± sample std (ddof=1; 0 for one seed) of each per-seed mean."""
+    values: dict[str, dict[str, list[float]]] = {}
+    for seed, summary in seeds.items():
+        if not _is_summary(summary):
+            raise SfdaError(f"results_markdown: seed {seed!r} of {key!r} is not a summary dict")
+        for cls, per in summary.items():
+            for metric, stat in per.items():
+                values.setdefault(cls, {}).setdefault(metric, []).append(float(stat["mean"]))
+    return {cls: {m: _mean_std(v) for m, v in per.items()} for cls, per in values.items()}
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def _classes(all_cells: Iterable[tuple[dict[str, Any], int | None]]) -> list[str]:
+    """Classes in order of first appearance across methods."""
+    seen: dict[str, None] = {}
+    for stats, _ in all_cells:
+        for cls in stats:
+            seen.setdefault(cls, None)
+    return list(seen)
+
+
+def _header(class_names: list[str], metrics: Sequence[str]) -> str:
+    cols = [f"{_escape(cls)} {METRIC_LABELS.get(m, m)}" for cls in class_names for m in metrics]
+    return "| " + " | ".join(["Method", *cols]) + " |"
+
+
+def _rule(n_cols: int) -> str:
+    return "|" + "|".join([":---", *["---:"] * n_cols]) + "|"
+
+
+def _row_label(key: str, n_seeds: int | None) -> str:
+    name = _escape(display_name(key))
+    return name if n_seeds is None else f"{name} (*n*={n_seeds})"
+
+
+def _row(label: str, stats: dict[str, dict[str, tuple[float, float]]],
+         class_names: list[str], metrics: Sequence[str]) -> str:
+    cells = [format_cell(m, stats.get(cls, {}).get(m)) for cls in class_names for m in metrics]
+    return "| " + " | ".join([label, *cells]) + " |"
+
+
+def format_cell(metric: str, stat: tuple[float, float] | None) -> str:
+    """Dice in percent with one decimal, distances in mm with two; '–' if missing."""
+    if stat is None:
+        return MISSING
+    scale, digits = (100.0, 1) if metric == "dice" else (1.0, 2)
+    mean, std = stat
+    text = _number(mean * scale, digits)
+    if math.isnan(std):
+        return text
+    return f"{text} ± {_number(std * scale, digits)}"
+
+
+def _number(value: float, digits: int) -> str:
+    """Fixed-point text; NaN (undefined, e.g. HD of an empty mask) and ∞ spelled out."""
+    if math.isnan(value):
+        return "n/a"
+    if math.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    return f"{value:.{digits}f}"
+
+
+def _escape(text: str) -> str:
+    """Keep a name with '|' from breaking the table."""
+    return str(text).replace("|", "\\|")

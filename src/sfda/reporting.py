@@ -1,0 +1,108 @@
+"""``sfda report``: gather evaluated runs into a table, curves, a mask grid and report.md.
+
+A run folder holds ``log.jsonl`` (per-epoch log) and ``eval/`` (from
+:func:`sfda.evaluate.evaluate`: ``metrics.json``, ``examples.npz``); its name
+is the method's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from sfda.errors import SfdaError
+from sfda.io.atomic import write_json
+from sfda.report import plot_curves, plot_fractions, plot_grid, results_markdown, write_report
+
+
+def read_log(run: Path) -> list[dict]:
+    path = run / "log.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _metrics(run: Path) -> dict | None:
+    path = run / "eval" / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _examples(run: Path) -> dict[str, dict[str, np.ndarray]]:
+    path = run / "eval" / "examples.npz"
+    if not path.exists():
+        return {}
+    out: dict[str, dict[str, np.ndarray]] = {}
+    with np.load(path) as data:
+        for key in data.files:
+            subject, name = key.split("/", 1)
+            out.setdefault(subject, {})[name] = data[key]
+    return out
+
+
+def grid_rows(runs: dict[str, Path], max_subjects: int = 4) -> list[dict]:
+    examples = {name: _examples(run) for name, run in runs.items()}
+    subjects = sorted({s for ex in examples.values() for s in ex})[:max_subjects]
+    rows = []
+    for s in subjects:
+        first = next(ex[s] for ex in examples.values() if s in ex)
+        rows.append({"subject": f"{s} ({first['slice_id']})", "image": first["image"], "truth": first["truth"],
+                     "masks": {n: ex[s]["pred"] for n, ex in examples.items() if s in ex},
+                     "entropy": {n: ex[s]["entropy"] for n, ex in examples.items() if s in ex}})
+    return rows
+
+
+def collapse_notes(runs: dict[str, Path]) -> list[str]:
+    notes = []
+    for name, run in runs.items():
+        for row in read_log(run):
+            if row.get("collapse"):
+                notes.append(f"- **{name}**, epoch {row['epoch']}: {row['collapse']}")
+                break
+    return notes
+
+
+def report(run_dirs: list[str], out: str, title: str = "sfda report", names: list[str] | None = None) -> Path:
+    """Write ``out/results.md``, ``out/results.json``, figures and ``out/report.md``."""
+    runs = {(names[i] if names else Path(d).name): Path(d) for i, d in enumerate(run_dirs)}
+    for name, run in runs.items():
+        if not run.is_dir():
+            raise SfdaError(f"run folder {run} not found")
+    out_dir = Path(out)
+    summaries = {n: m["summary"] for n, r in runs.items() if (m := _metrics(r))}
+    if not summaries:
+        raise SfdaError(f"none of {', '.join(map(str, runs.values()))} has eval/metrics.json; "
+                        "run `sfda evaluate --out RUN/eval` first")
+    table = results_markdown(summaries, title=title)
+    write_json(out_dir / "results.json", {"methods": summaries})
+    figures = _figures(runs, out_dir)
+    sections = [("Results (test subjects, 3D, mean ± std over subjects)", table)]
+    notes = collapse_notes(runs)
+    if notes:
+        sections.append(("Collapse warnings", "\n".join(notes)))
+    from sfda.io.atomic import write_text
+
+    write_text(out_dir / "results.md", table + "\n")
+    return write_report(out_dir, title, sections, figures)
+
+
+def _figures(runs: dict[str, Path], out_dir: Path) -> list[tuple[str, Path]]:
+    figures = []
+    curves = {n: [(r["epoch"], r["val_dice"]) for r in read_log(run) if "val_dice" in r]
+              for n, run in runs.items()}
+    curves = {n: c for n, c in curves.items() if c}
+    if curves:
+        figures.append(("Validation Dice per epoch", plot_curves(curves, out_dir / "curves.png")))
+    fractions = {n: [(r["epoch"], r["pred_fraction"]) for r in read_log(run) if "pred_fraction" in r]
+                 for n, run in runs.items()}
+    fractions = {n: f for n, f in fractions.items() if f}
+    priors = [r["prior_fraction"] for run in runs.values() for r in read_log(run) if "prior_fraction" in r]
+    if fractions:
+        figures.append(("Predicted foreground fraction on target slices (dashed: prior)",
+                        plot_fractions(fractions, float(np.mean(priors)) if priors else None,
+                                       out_dir / "fractions.png")))
+    rows = grid_rows(runs)
+    if rows:
+        figures.append(("Masks and entropy maps", plot_grid(rows, out_dir / "grid.png")))
+    return figures
