@@ -22,8 +22,10 @@ METRICS = ("dice", "hd_mm", "hd95_mm", "assd_mm")
 def evaluate(checkpoint: str, cases: str, modality: str, subjects: list[str] | None, out: str,
              data: DataConfig | None = None, device: str = "cpu", progress: bool = True) -> dict:
     """Write ``out/metrics.json``, ``out/metrics.csv`` and ``out/examples.npz``; return metrics."""
+    from sfda.engine.loop import check_device
     from sfda.pipeline import _slicing_of, slices_for
 
+    check_device(device)  # a missing GPU is a user error, not a torch traceback
     model, meta = load_model(checkpoint)
     model.to(device)
     cl = load_cases(cases)

@@ -128,9 +128,11 @@ class Runner:
         for name in ("train", "test"):
             if not getattr(s, name):
                 raise SfdaError(f"split.{name} is empty; list subjects, e.g. split.{name}=[A1,B1]")
-        overlap = (set(s.train) | set(s.val)) & set(s.test)
+        # Validation labels are only logged (curves), never used to select, so val may equal test.
+        overlap = set(s.train) & (set(s.test) | set(s.val))
         if overlap:
-            raise SfdaError(f"subjects {sorted(overlap)} are both in split.test and train/val; splits must not overlap")
+            raise SfdaError(f"subjects {sorted(overlap)} are in split.train and in split.test/val; "
+                            "train on other subjects than you validate or test on")
         for modality in {m for d in self.cfg.directions for m in _direction(d)}:
             if modality not in cl.modalities:
                 raise SfdaError(f"direction modality '{modality}' is not in the dataset "

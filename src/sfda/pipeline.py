@@ -14,7 +14,7 @@ from sfda.config import AdaptConfig, DataConfig, PriorTrainConfig, TrainConfig, 
 from sfda.data.normalize import norm_params
 from sfda.data.sliceset import SliceSet, build_sliceset
 from sfda.engine.checkpoint import load_checkpoint, load_model, model_from_checkpoint
-from sfda.engine.loop import FitSpec, fit
+from sfda.engine.loop import FitSpec, check_device, fit
 from sfda.errors import SfdaError
 from sfda.io.cases import CaseList, load_cases, select_cases
 from sfda.methods import Supervised, build_method
@@ -62,6 +62,7 @@ def train_source(cfg: TrainConfig, progress: bool = True) -> Path:
     _require(cfg.out, "--out")
     _require(cfg.data.cases, "--cases")
     _require(cfg.data.modality, "--modality")
+    check_device(cfg.device)  # before any output is written
     cl = load_cases(cfg.data.cases)
     train = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, cfg.data, with_labels=True, progress=progress)
     val = (slices_for(cl, cfg.data.val_subjects, cfg.data.modality, cfg.data, with_labels=True, progress=progress)
@@ -77,6 +78,7 @@ def train_source(cfg: TrainConfig, progress: bool = True) -> Path:
 def train_prior(cfg: PriorTrainConfig, progress: bool = True) -> dict:
     """Train the class-ratio regressor on labelled source slices; returns its validation error."""
     _require(cfg.out, "--out")
+    check_device(cfg.device)  # before any output is written
     cl = load_cases(cfg.data.cases)
     train = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, cfg.data, with_labels=True, progress=progress)
     val = (slices_for(cl, cfg.data.val_subjects, cfg.data.modality, cfg.data, with_labels=True, progress=progress)
@@ -152,6 +154,7 @@ def adapt(cfg: AdaptConfig, progress: bool = True) -> Path:
     for value, option in ((cfg.out, "--out"), (cfg.checkpoint, "--checkpoint"), (cfg.data.cases, "--cases"),
                           (cfg.data.modality, "--modality")):
         _require(value, option)
+    check_device(cfg.device)  # before any output is written
     ckpt = load_checkpoint(cfg.checkpoint)
     model = model_from_checkpoint(ckpt, cfg.checkpoint)
     src_meta = ckpt["meta"]

@@ -1,0 +1,122 @@
+"""Throughput of sfda's training, adaptation and prediction paths against the bare network step.
+
+    python bench/throughput.py [--out bench/throughput.json] [--steps 20]
+
+Everything is measured in one run, on generated data, so the ratios are
+comparable even on a noisy machine; absolute times are for this machine only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sfda.config import MethodConfig
+from sfda.data.sliceset import SliceSet
+from sfda.engine.loop import FitSpec, fit
+from sfda.losses import cross_entropy
+from sfda.methods import Supervised, build_method
+from sfda.nets import build_net
+
+BATCH = 12
+
+
+def bare_step(size: int, steps: int) -> float:
+    """Slices/s of forward + backward + Adam step on batches already in memory."""
+    torch.manual_seed(0)
+    model = build_net("enet", in_channels=1, num_classes=2).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.randn(BATCH, 1, size, size)
+    y = (torch.rand(BATCH, size, size) > 0.8).long()
+    for i in range(steps + 2):
+        if i == 2:
+            t0 = time.perf_counter()
+        loss = cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return steps * BATCH / (time.perf_counter() - t0)
+
+
+def real_path(method: str, size: int, steps: int) -> dict:
+    """Slices/s through the real loop (batches from the slice arrays, loss, logging, checkpoints)."""
+    n = BATCH * steps
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(n, 1, size, size)).astype(np.float32)
+    labels = (rng.random((n, size, size)) > 0.8).astype(np.int64)
+    data = SliceSet.from_arrays(images, labels)
+    model = build_net("enet", in_channels=1, num_classes=2)
+    m = Supervised() if method == "train" else build_method("adaent", MethodConfig(name="adaent"))
+    prior = None if method == "train" else np.tile([0.8, 0.2], (n, 1)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = FitSpec(data=data, out=Path(tmp), meta={"net": "enet", "net_args": {}}, epochs=2,
+                       batch_size=BATCH, prior=prior, progress=False, keep_epochs=False, val=data)
+        log = fit(model, m, spec)["log"]
+    row = log[-1]  # the second epoch: no warm-up
+    epoch_s = row["train_s"] + row["val_s"] + row["ckpt_s"]
+    return {"slices_per_s": steps * BATCH / row["train_s"], "eval_share": (row["val_s"] + row["ckpt_s"]) / epoch_s}
+
+
+def predict_volume(shape=(36, 256, 256)) -> dict:
+    """Seconds and peak RSS of `sfda predict` on one volume, in a fresh process."""
+    from sfda.io.volume import write_volume
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = build_net("enet", in_channels=1, num_classes=2)
+        from sfda.engine.checkpoint import save_checkpoint
+
+        meta = {"net": "enet", "net_args": {"in_channels": 1, "num_classes": 2}, "kind": "segmentation",
+                "label_names": ["background", "disc"], "modality": "inn",
+                "normalization": {"method": "percentile-zscore", "clip_low": 0.5, "clip_high": 99.5},
+                "slicing": {"axis": 0, "pad_multiple": 16}}
+        save_checkpoint(Path(tmp) / "m.pt", model, meta)
+        vol = np.random.default_rng(0).normal(100, 20, size=shape).astype(np.float32)
+        write_volume(Path(tmp) / "v.nii.gz", vol, np.diag([2.0, 1.25, 1.25, 1.0]))
+        code = ("import time,resource,sys; from sfda.predict import predict; t=time.perf_counter(); "
+                f"predict('{tmp}/m.pt', ['{tmp}/v.nii.gz'], '{tmp}/out', progress=False); "
+                "print(time.perf_counter()-t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        seconds, rss_kib = out.stdout.split()
+    return {"seconds": float(seconds), "peak_rss_mib": int(rss_kib) / 1024}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="bench/throughput.json")
+    ap.add_argument("--steps", type=int, default=20)
+    args = ap.parse_args()
+    res = {"machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, threads {torch.get_num_threads()}"}
+    for size in (64, 128, 256):
+        res[f"bare_slices_per_s_{size}"] = bare_step(size, args.steps if size < 256 else max(args.steps // 4, 3))
+    train = real_path("train", 128, args.steps)
+    adapt = real_path("adapt", 128, args.steps)
+    bare = bare_step(128, args.steps)  # again, right after the real paths, and average both
+    bare128 = (bare + res["bare_slices_per_s_128"]) / 2
+    res.update({
+        "train_slices_per_s_128": train["slices_per_s"], "adapt_slices_per_s_128": adapt["slices_per_s"],
+        "train_vs_bare_128": train["slices_per_s"] / bare128, "adapt_vs_bare_128": adapt["slices_per_s"] / bare128,
+        "eval_share_of_epoch_synthetic": train["eval_share"],
+    })
+    pred = predict_volume()
+    res["predict_s_36x256x256"] = pred["seconds"]
+    res["predict_peak_rss_mib"] = pred["peak_rss_mib"]
+    res["cuda"] = "skipped: no GPU" if not torch.cuda.is_available() else "not measured by this script"
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+    width = max(map(len, res))
+    for k, v in res.items():
+        print(f"{k:<{width}}  {v:.3f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+
+
+if __name__ == "__main__":
+    main()
