@@ -36,7 +36,7 @@ def _prior_array(prior, n: int, k: int) -> np.ndarray | None:
     return arr
 
 
-def adapt(model: torch.nn.Module, target_images, prior=None, method: str = "adaent", *, lam: float = 0.1,
+def adapt(model: torch.nn.Module, target_images, prior=None, method: str = "adaent", *, lam: float = 1.0,
           kl: str = "paper", epochs: int = 10, lr: float = 1e-4, batch_size: int = 12, seed: int = 0,
           device: str = "cpu", out: str | None = None, progress: bool = False) -> torch.nn.Module:
     """Adapt ``model`` in place on ``target_images`` and return it (in eval mode).

@@ -50,10 +50,11 @@ class MethodConfig:
     """Every method's knobs in one place; each method reads only its own."""
 
     name: str = "adaent"
-    lam: float = 0.1
+    lam: float = 1.0
     kl: str = "paper"
     class_weighted_entropy: bool = False
     bn: str = "target"
+    adabn_init: bool = False
     adv_weight: float = 1e-3
     disc_lr: float = 1e-4
     source_modality: str = ""

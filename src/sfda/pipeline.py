@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from sfda.config import AdaptConfig, DataConfig, PriorTrainConfig, TrainConfig, config_to_dict, save_config
 from sfda.data.normalize import norm_params
@@ -68,6 +69,7 @@ def train_source(cfg: TrainConfig, progress: bool = True) -> Path:
     val = (slices_for(cl, cfg.data.val_subjects, cfg.data.modality, cfg.data, with_labels=True, progress=progress)
            if cfg.data.val_subjects else None)
     net_args = {"in_channels": 1, "num_classes": len(cl.label_names), **cfg.net_args}
+    torch.manual_seed(cfg.seed)  # the initial weights follow the seed too
     model = build_net(cfg.net, **net_args)
     save_config(cfg, Path(cfg.out) / "config.yaml")
     meta = _meta(cfg, cfg.net, net_args, cl, "source", cfg.data.modality)
@@ -84,6 +86,7 @@ def train_prior(cfg: PriorTrainConfig, progress: bool = True) -> dict:
     val = (slices_for(cl, cfg.data.val_subjects, cfg.data.modality, cfg.data, with_labels=True, progress=progress)
            if cfg.data.val_subjects else None)
     net_args = {"in_channels": 1, "num_classes": len(cl.label_names), **cfg.net_args}
+    torch.manual_seed(cfg.seed)  # the initial weights follow the seed too
     model = build_net(cfg.net, **net_args)
     save_config(cfg, Path(cfg.out) / "config.yaml")
     meta = _meta(cfg, cfg.net, net_args, cl, "prior", cfg.data.modality)
@@ -175,6 +178,10 @@ def adapt(cfg: AdaptConfig, progress: bool = True) -> Path:
     if not method.source_free:
         source = slices_for(cl, cfg.method.source_subjects, cfg.method.source_modality, cfg.data,
                             with_labels=True, hw=target.hw, progress=progress, **force)
+    if cfg.method.adabn_init and method.trains and not (cfg.resume and (Path(cfg.out) / "last.pt").exists()):
+        from sfda.methods.adabn import reestimate_bn
+
+        reestimate_bn(model, target.images, device=cfg.device)
     save_config(cfg, Path(cfg.out) / "config.yaml")
     meta = {**src_meta, "stage": f"adapt:{method.name}", "modality": cfg.data.modality,
             "source_modality": src_meta.get("modality"), "config": config_to_dict(cfg)}

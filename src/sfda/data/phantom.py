@@ -57,11 +57,11 @@ CONTRAST: dict[str, dict[str, float]] = {
     "inn": {
         "background": 0.02,
         "muscle": 0.40,
-        "fat": 0.85,
+        "fat": 0.62,
         "vessel": 0.35,
         "csf": 0.35,
         "bone": 0.46,
-        "disc": 0.74,
+        "disc": 0.76,
         "nucleus": 0.0,
         "noise": 0.05,
         "bias": 0.30,

@@ -169,7 +169,8 @@ def _load_cache(cache_dir: str, key: str):
         path = folder / f"{name}.npy"
         out.append(np.load(path, mmap_mode="r") if path.exists() else None)
     # Copy into RAM once: batches index these arrays randomly every step.
-    return tuple(None if a is None else np.ascontiguousarray(a) for a in out)
+    # (np.ascontiguousarray would return the read-only memmap itself: it is already contiguous.)
+    return tuple(None if a is None else np.array(a) for a in out)
 
 
 def _save_cache(cache_dir: str, key: str, arrays) -> None:

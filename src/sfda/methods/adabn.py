@@ -26,3 +26,25 @@ class AdaBN(Method):
         with torch.no_grad():
             logits = model(batch.images)
         return None, logits, {}
+
+
+@torch.no_grad()
+def reestimate_bn(model, images, batch_size: int = 32, device: str = "cpu") -> None:
+    """Replace BN running statistics by the exact mean/variance over ``images`` (N, C, H, W).
+
+    Used alone (AdaBN) or as the starting point of a gradient method: it puts the
+    source weights in the target's intensity statistics before any step is taken.
+    """
+    import numpy as np
+
+    layers = bn_layers(model)
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    for start in range(0, len(images), batch_size):
+        model(torch.from_numpy(np.asarray(images[start:start + batch_size])).to(device))
+    for m, mom in zip(layers, momenta):
+        m.momentum = mom
+    model.eval()

@@ -64,10 +64,12 @@ class Adversarial(Method):
         keep = self._keep(batch, source)
         ce = cross_entropy(src_logits, source.labels, source.mask)
         tgt_prob = F.softmax(logits, dim=1)
+        # The discriminator steps first: its optimiser updates its weights in place, which would
+        # invalidate a graph through the discriminator built before (the loop back-propagates later).
+        d_loss = self._train_disc(F.softmax(src_logits, dim=1).detach(), tgt_prob.detach(), keep)
         self.disc.requires_grad_(False)
         fool = self._bce(self.disc(tgt_prob), 1.0, keep)  # target made to look like source (label 1)
         self.disc.requires_grad_(True)
-        d_loss = self._train_disc(F.softmax(src_logits, dim=1).detach(), tgt_prob.detach(), keep)
         loss = ce + self.cfg.adv_weight * fool
         return loss, logits, {"ce": float(ce.detach()), "adv": float(fool.detach()), "disc": d_loss}
 

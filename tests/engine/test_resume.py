@@ -1,0 +1,177 @@
+"""Resuming replays the remaining epochs exactly; a crash (SIGKILL) loses nothing; NaN stops cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from sfda.config import AdaptConfig, load_config
+from sfda.engine import loop
+from sfda.engine.checkpoint import load_checkpoint
+from sfda.errors import SfdaError
+from sfda.methods import Supervised
+from sfda.pipeline import adapt, train_source
+
+from conftest import TINY_NET
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["state_dict"]
+
+
+def _assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        assert torch.equal(wa[name], wb[name]), f"{name} differs between {a} and {b}"
+
+
+def _epochs_run(monkeypatch) -> list[int]:
+    """Spy on the loop: the epochs actually trained (1-based)."""
+    seen: list[int] = []
+    real = loop._run_epoch
+
+    def spy(model, method, spec, data, source, opt, epoch, device):
+        seen.append(epoch + 1)
+        return real(model, method, spec, data, source, opt, epoch, device)
+
+    monkeypatch.setattr(loop, "_run_epoch", spy)
+    return seen
+
+
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_train_config, tmp_path, monkeypatch):
+    full = tmp_path / "full"
+    train_source(tiny_train_config(full, "optim.epochs=3"), progress=False)
+
+    part = tmp_path / "part"
+    train_source(tiny_train_config(part, "optim.epochs=1"), progress=False)
+    _assert_same_weights(full / "epoch_001.pt", part / "last.pt")
+    seen = _epochs_run(monkeypatch)
+    train_source(tiny_train_config(part, "optim.epochs=3", "resume=true"), progress=False)
+    assert seen == [2, 3]  # epoch 1 was restored, not retrained
+
+    _assert_same_weights(full / "last.pt", part / "last.pt")
+    for e in (2, 3):
+        _assert_same_weights(full / f"epoch_{e:03d}.pt", part / f"epoch_{e:03d}.pt")
+    full_state = load_checkpoint(full / "last.pt")["train_state"]
+    part_state = load_checkpoint(part / "last.pt")["train_state"]
+    assert part_state["epoch"] == 3
+    assert [r["loss"] for r in part_state["log"]] == [r["loss"] for r in full_state["log"]]
+    assert len((part / "log.jsonl").read_text().splitlines()) == 3
+
+
+def test_resume_with_nothing_to_resume_starts_fresh(tiny_train_config, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    train_source(tiny_train_config(a, "optim.epochs=2"), progress=False)
+    train_source(tiny_train_config(b, "optim.epochs=2", "resume=true"), progress=False)
+    _assert_same_weights(a / "last.pt", b / "last.pt")
+
+
+@pytest.mark.parametrize("method", ["adaent", "adversarial"])
+def test_adapt_resume_is_bit_identical(tiny_cases, tiny_source, tmp_path, method):
+    """Adaptation too (the adversarial discriminator and its optimiser are part of the state)."""
+    checkpoint, prior = tiny_source
+
+    def cfg(out, *extra):
+        src = ["method.source_modality=wat", "method.source_subjects=[P01]"] if method == "adversarial" else []
+        return load_config(AdaptConfig, None, [
+            f"data.cases={tiny_cases}", "data.modality=inn", "data.subjects=[P03]", f"checkpoint={checkpoint}",
+            f"prior={prior}", f"method.name={method}", *src, "optim.batch_size=4",
+            "optim.max_steps_per_epoch=2", "optim.lr=1e-3", f"out={out}", *extra])
+
+    adapt(cfg(tmp_path / "full", "optim.epochs=3"), progress=False)
+    adapt(cfg(tmp_path / "part", "optim.epochs=1"), progress=False)
+    adapt(cfg(tmp_path / "part", "optim.epochs=3", "resume=true"), progress=False)
+    _assert_same_weights(tmp_path / "full" / "last.pt", tmp_path / "part" / "last.pt")
+    if method == "adversarial":
+        da = load_checkpoint(tmp_path / "full" / "last.pt")["train_state"]["method"]["disc"]
+        db = load_checkpoint(tmp_path / "part" / "last.pt")["train_state"]["method"]["disc"]
+        assert all(torch.equal(da[k], db[k]) for k in da)
+
+
+def _cli_args(cases: str, out: Path, epochs: int) -> list[str]:
+    return ["train-source", "--cases", cases, "--modality", "wat", "--subjects", "P01,P02", "--out", str(out),
+            "--epochs", str(epochs), "--batch-size", "4", "--seed", "0", "optim.max_steps_per_epoch=2",
+            *TINY_NET]
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tiny_cases, tmp_path):
+    from sfda.cli import main
+
+    epochs = 4
+    reference = tmp_path / "reference"
+    assert main(_cli_args(tiny_cases, reference, epochs)) == 0
+
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "sfda", *_cli_args(tiny_cases, out, epochs)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "epoch_001.pt").exists():
+            assert proc.poll() is None, f"training exited early: {proc.stderr.read().decode()[-2000:]}"
+            assert time.monotonic() < deadline, "epoch_001.pt never appeared"
+            time.sleep(0.002)
+        time.sleep(random.Random().uniform(0.0, 0.08))  # land anywhere in epochs 1..3, saves included
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "done.json").exists(), "the run finished before the kill: the test proved nothing"
+    if (out / "last.pt").exists():  # whatever survived the kill is a complete checkpoint
+        killed_at = load_checkpoint(out / "last.pt")["train_state"]["epoch"]
+        assert 1 <= killed_at < epochs
+        print(f"killed after epoch {killed_at}")
+
+    # the rerun goes through the same command line, in this process (1 thread too) to save a start-up
+    assert main([*_cli_args(tiny_cases, out, epochs), "--resume"]) == 0
+    assert (out / "done.json").exists()
+    assert load_checkpoint(out / "last.pt")["train_state"]["epoch"] == epochs
+    _assert_same_weights(reference / "last.pt", out / "last.pt")
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == list(range(1, epochs + 1))
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_train_config, tmp_path, monkeypatch):
+    out = tmp_path / "nan"
+    real = Supervised.step
+    calls: list = []
+
+    def step(self, model, batch, source=None):
+        loss, logits, logs = real(self, model, batch, source)
+        calls.append(batch.index.tolist())
+        if len(calls) == 3:  # epoch 2, step 1 (2 steps per epoch)
+            loss = loss * float("nan")
+        return loss, logits, logs
+
+    monkeypatch.setattr(Supervised, "step", step)
+    with pytest.raises(SfdaError) as err:
+        train_source(tiny_train_config(out, "optim.epochs=3"), progress=False)
+    msg = str(err.value)
+    assert "non-finite loss at epoch 2, step 1" in msg and str(out / "last.pt") in msg
+    # slice ids of the offending batch: P01 is case 0 and P02 case 1, 8 slices each
+    expected = [f"P0{i // 8 + 1}:{i % 8}" for i in calls[-1]]
+    assert len(expected) == 4
+    for sid in expected:
+        assert sid in msg
+
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["meta"]["epoch"] == 1 and ckpt["train_state"]["epoch"] == 1
+    _assert_same_weights(out / "epoch_001.pt", out / "last.pt")
+    assert not (out / "epoch_002.pt").exists() and not (out / "done.json").exists()
+    assert len((out / "log.jsonl").read_text().splitlines()) == 1
+    for w in ckpt["state_dict"].values():
+        assert torch.isfinite(w.float()).all()

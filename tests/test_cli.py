@@ -1,0 +1,235 @@
+"""The ``sfda`` command end to end (in-process), and its refusals of bad input."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from sfda.cli import main
+from sfda.io.volume import read_volume, write_volume
+
+from conftest import TINY_NET
+
+PNG = b"\x89PNG\r\n\x1a\n"
+TRAIN = ["--epochs", "2", "--batch-size", "4", "optim.max_steps_per_epoch=2"]
+
+
+def _run(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main([str(a) for a in argv])
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def flow(tmp_path_factory):
+    """Every stage once, through main(): phantom -> index -> train -> prior -> adapt x3 -> evaluate
+    -> predict -> report. Returns (root, {step: (rc, stdout, stderr)})."""
+    root = tmp_path_factory.mktemp("cli")
+    data, cases, runs = root / "data", root / "cases.json", root / "runs"
+    steps: dict[str, tuple[int, str, str]] = {}
+
+    def step(name, argv):
+        steps[name] = _run(argv)
+        assert steps[name][0] == 0, f"{name} failed: {steps[name][2][-3000:]}"
+
+    # `data phantom` exposes no --shape: the default (16, 64, 48) is small enough
+    step("phantom", ["data", "phantom", data, "--subjects", "3", "--seed", "0"])
+    step("index", ["data", "index", data, "-o", cases])
+    step("describe", ["data", "describe", cases])
+    step("train", ["train-source", "--cases", cases, "--modality", "wat", "--subjects", "P01,P02",
+                   "--val-subjects", "P03", "--out", runs / "source", *TRAIN, *TINY_NET])
+    step("prior", ["prior", "--method", "source-mean", "--cases", cases, "--modality", "inn", "--subjects", "P03",
+                   "--source-modality", "wat", "--source-subjects", "P01,P02", "--out", runs / "prior.csv"])
+    target = ["--cases", cases, "--modality", "inn", "--subjects", "P03", "--val-subjects", "P03",
+              "--checkpoint", runs / "source" / "last.pt", "--prior", runs / "prior.csv", *TRAIN]
+    step("adaent", ["adapt", "--method", "adaent", "--out", runs / "adaent", *target])
+    source = ["--source-modality", "wat", "--source-subjects", "P01,P02"]
+    step("adasource", ["adapt", "--method", "adasource", "--out", runs / "adasource", *source, *target])
+    step("adversarial", ["adapt", "--method", "adversarial", "--out", runs / "adversarial", *source, *target])
+    for run in ("source", "adaent"):
+        step(f"evaluate-{run}", ["evaluate", "--checkpoint", runs / run / "last.pt", "--cases", cases,
+                                 "--modality", "inn", "--subjects", "P03", "--out", runs / run / "eval"])
+    vol = read_volume(data / "P03" / "P03_inn.nii.gz")
+    (root / "mha").mkdir()
+    write_volume(root / "mha" / "P03_inn.mha", vol.array, like=vol)
+    step("predict-nii", ["predict", "--checkpoint", runs / "adaent" / "last.pt", data / "P03" / "P03_inn.nii.gz",
+                         "--out", root / "pred", "--entropy"])
+    step("predict-mha", ["predict", "--checkpoint", runs / "adaent" / "last.pt", root / "mha" / "P03_inn.mha",
+                         "--out", root / "pred-mha"])
+    step("report", ["report", runs / "source", runs / "adaent", "--out", root / "report"])
+    return root, steps
+
+
+def test_data_commands(flow):
+    root, steps = flow
+    assert "3 subjects" in steps["phantom"][1]
+    assert "3 cases" in steps["index"][1]
+    cases = json.loads((root / "cases.json").read_text())
+    assert [c["subject"] for c in cases["cases"]] == ["P01", "P02", "P03"]
+    assert sorted(cases["modalities"]) == ["inn", "wat"]
+    described = steps["describe"][1]
+    assert all(s in described for s in ("P01", "P02", "P03", "wat", "inn"))
+
+
+def test_training_prior_and_adaptation_outputs(flow):
+    root, steps = flow
+    runs = root / "runs"
+    for run in ("source", "adaent", "adasource", "adversarial"):
+        assert (runs / run / "last.pt").is_file() and (runs / run / "done.json").is_file(), run
+        assert (runs / run / "config.yaml").is_file()
+        log = [json.loads(x) for x in (runs / run / "log.jsonl").read_text().splitlines()]
+        assert [r["epoch"] for r in log] == [1, 2] and all(np.isfinite(r["loss"]) for r in log)
+        assert "val_dice" in log[-1]
+    assert "checkpoint:" in steps["train"][1] and "validation 3D Dice" in steps["train"][1]
+    rows = (runs / "prior.csv").read_text().splitlines()
+    assert rows[0] == "slice_id,background,foreground" and len(rows) == 1 + 16
+    ratios = np.array([[float(v) for v in r.split(",")[1:]] for r in rows[1:]])
+    assert np.allclose(ratios.sum(axis=1), 1, atol=1e-5) and np.allclose(ratios, ratios[0])
+
+
+def test_evaluate_metrics(flow):
+    root, _ = flow
+    metrics = json.loads((root / "runs" / "adaent" / "eval" / "metrics.json").read_text())
+    assert metrics["subjects"] == ["P03"]
+    rows = metrics["per_subject"]
+    assert len(rows) == 1
+    assert {"subject", "class", "dice", "hd_mm", "hd95_mm", "assd_mm"} <= set(rows[0])
+    assert rows[0]["subject"] == "P03" and rows[0]["class"] == "foreground"
+    assert 0.0 <= rows[0]["dice"] <= 1.0
+    assert set(metrics["summary"]["foreground"]) >= {"dice", "hd_mm", "hd95_mm", "assd_mm"}
+    assert set(metrics["summary"]["foreground"]["dice"]) >= {"mean", "std"}
+    csv_rows = (root / "runs" / "adaent" / "eval" / "metrics.csv").read_text().splitlines()
+    assert csv_rows[0] == "subject,class,dice,hd_mm,hd95_mm,assd_mm" and len(csv_rows) == 2
+
+
+def test_predict_keeps_input_geometry(flow):
+    root, _ = flow
+    src = root / "data" / "P03" / "P03_inn.nii.gz"
+    mask = root / "pred" / "P03_inn_seg.nii.gz"
+    a, b = nib.load(str(src)), nib.load(str(mask))
+    assert b.shape == a.shape and np.array_equal(b.affine, a.affine)
+    assert b.get_data_dtype() == np.uint8
+    assert set(np.unique(np.asarray(b.dataobj))) <= {0, 1}
+    assert (root / "pred" / "P03_inn_entropy.nii.gz").is_file()
+
+    mha_in = read_volume(root / "mha" / "P03_inn.mha")
+    mha_out = read_volume(root / "pred-mha" / "P03_inn_seg.mha", dtype=None)
+    assert mha_out.array.shape == mha_in.array.shape
+    assert np.allclose(mha_out.affine, mha_in.affine)
+    assert mha_out.array.dtype == np.uint8
+    # same image, same model: the .mha mask equals the NIfTI one
+    assert np.array_equal(mha_out.array, np.asarray(b.dataobj))
+
+
+def test_report(flow):
+    root, steps = flow
+    report = root / "report"
+    assert "report:" in steps["report"][1]
+    text = (report / "report.md").read_text()
+    assert "source" in text.lower() and "adaent" in text.lower()
+    for png in ("curves.png", "grid.png"):
+        assert (report / png).read_bytes()[:8] == PNG, png
+        assert png in text
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _error_line(err: str) -> str:
+    """The one line the user sees (progress bars erase themselves with \\r)."""
+    assert "Traceback" not in err
+    lines = [seg.split("\r")[-1].strip() for seg in err.split("\n")]
+    lines = [line for line in lines if line]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("sfda: error: "), lines[0]
+    return lines[0]
+
+
+def _bad_prior(path: Path, ids: list[str], row: str) -> Path:
+    path.write_text("slice_id,background,foreground\n" + "".join(f"{i},{row}\n" for i in ids))
+    return path
+
+
+def _bad_cases(root: Path, tmp: Path) -> dict[str, list]:
+    runs, cases = root / "runs", root / "cases.json"
+    ckpt = runs / "source" / "last.pt"
+    junk = tmp / "junk.pt"
+    junk.write_bytes(np.random.default_rng(0).bytes(2048))
+    notckpt = tmp / "cases_copy.pt"
+    notckpt.write_text(cases.read_text())
+    p03 = [f"P03:{i}" for i in range(16)]
+    missing = _bad_prior(tmp / "short_prior.csv", p03[:-1], "0.9,0.1")
+    not_one = _bad_prior(tmp / "bad_prior.csv", p03, "0.5,0.6")
+    out = tmp / "out"
+    train = ["train-source", "--cases", cases, "--modality", "wat", "--out", out, *TRAIN, *TINY_NET]
+    adapt = ["adapt", "--cases", cases, "--modality", "inn", "--subjects", "P03", "--out", out,
+             "--prior", runs / "prior.csv", *TRAIN]
+    return {
+        "missing case list": (["train-source", "--cases", tmp / "nope.json", "--modality", "wat", "--out", out],
+                              "nope.json"),
+        "unknown modality": (train[:4] + ["opp"] + train[5:], "'opp'"),
+        "unknown subject": ([*train, "--subjects", "P01,P09"], "P09"),
+        "unknown method": ([*adapt, "--checkpoint", ckpt, "--method", "adaentt"], "adaentt"),
+        "junk checkpoint (adapt)": ([*adapt, "--checkpoint", junk], "junk.pt"),
+        "not a checkpoint (adapt)": ([*adapt, "--checkpoint", notckpt], "cases_copy.pt"),
+        "not a checkpoint (evaluate)": (["evaluate", "--checkpoint", notckpt, "--cases", cases, "--modality", "inn",
+                                         "--out", out], "cases_copy.pt"),
+        "not a checkpoint (predict)": (["predict", "--checkpoint", junk, root / "mha" / "P03_inn.mha",
+                                        "--out", out], "junk.pt"),
+        "prior missing slices": ([*adapt[:-len(TRAIN) - 2], "--prior", missing, *TRAIN, "--checkpoint", ckpt],
+                                 "short_prior.csv"),
+        "prior rows not summing to one": ([*adapt[:-len(TRAIN) - 2], "--prior", not_one, *TRAIN,
+                                           "--checkpoint", ckpt], "bad_prior.csv"),
+        "cuda (train-source)": ([*train, "--device", "cuda"], "--device cuda"),
+        "cuda (adapt)": ([*adapt, "--checkpoint", ckpt, "--device", "cuda"], "--device cuda"),
+        "cuda (evaluate)": (["evaluate", "--checkpoint", ckpt, "--cases", cases, "--modality", "inn", "--out", out,
+                             "--device", "cuda"], "--device cuda"),
+        "cuda (predict)": (["predict", "--checkpoint", ckpt, root / "mha" / "P03_inn.mha", "--out", out,
+                            "--device", "cuda"], "--device cuda"),
+        "unknown config key": ([*train, "optim.lrr=0.1"], "optim.lrr"),
+        "unknown config key (adapt)": ([adapt[0], "--checkpoint", ckpt, *adapt[1:], "method.lamda=1"], "method.lamda"),
+        "prior for unknown modality": (["prior", "--method", "constant", "--ratios", "0.9,0.1", "--cases", cases,
+                                        "--modality", "opp", "--out", out / "prior.csv"], "'opp'"),
+    }
+
+
+BAD = ["missing case list", "unknown modality", "unknown subject", "unknown method", "junk checkpoint (adapt)",
+       "not a checkpoint (adapt)", "not a checkpoint (evaluate)", "not a checkpoint (predict)",
+       "prior missing slices", "prior rows not summing to one", "cuda (train-source)", "cuda (adapt)",
+       "cuda (evaluate)", "cuda (predict)", "unknown config key", "unknown config key (adapt)",
+       "prior for unknown modality"]
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input_exits_2_with_one_line(flow, tmp_path, capsys, case):
+    pytest.importorskip("torch")
+    import torch
+
+    if case.startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    root, _ = flow
+    argv, named = _bad_cases(root, tmp_path)[case]
+    capsys.readouterr()
+    rc = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    assert rc == 2
+    line = _error_line(captured.err)
+    assert named in line, line
+    out = tmp_path / "out"
+    assert not out.exists() or not any(out.rglob("*")), sorted(out.rglob("*"))
+
+
+def test_bad_input_with_debug_shows_the_traceback(flow, tmp_path):
+    from sfda.errors import SfdaError
+
+    root, _ = flow
+    with pytest.raises(SfdaError, match="nope.json"):
+        main(["--debug", "train-source", "--cases", str(tmp_path / "nope.json"), "--modality", "wat",
+              "--out", str(tmp_path / "out")])
