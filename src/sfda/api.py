@@ -49,6 +49,9 @@ def adapt(model: torch.nn.Module, target_images, prior=None, method: str = "adae
     if not m.source_free:
         raise SfdaError(f"method '{method}' needs labelled source images; sfda.adapt takes target images only "
                         "(use adaent, tent, entropy or adabn)")
+    from sfda.engine.loop import check_device
+
+    check_device(device)
     images = np.asarray(target_images, dtype=np.float32)
     data = SliceSet.from_arrays(images)
     with torch.no_grad():

@@ -38,8 +38,8 @@ def load_checkpoint(path: str | Path) -> dict:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
-        raise SfdaError(f"checkpoint {p} was refused: it holds objects that could run code when loaded "
-                        f"({first[:120]}); only load checkpoints written by sfda") from None
+        raise SfdaError(f"checkpoint {p} was refused by the safe loader: it is corrupt, or holds objects that "
+                        f"could run code when loaded ({first[:120]}); only load checkpoints written by sfda") from None
     except Exception as exc:  # garbage bytes make the unpickler raise anything (IndexError, KeyError..)
         raise SfdaError(f"{p} is not a readable checkpoint ({type(exc).__name__}); "
                         "it may be truncated or not a PyTorch file: re-create it") from None

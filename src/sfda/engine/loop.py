@@ -147,13 +147,10 @@ def fit(model: torch.nn.Module, method: Method, spec: FitSpec) -> dict:
 
 
 def _fit_without_gradients(model, method, spec: FitSpec, device) -> dict:
-    """AdaBN-like methods: one pass over the target in train mode, no optimiser."""
-    method.reset(model)
-    method.train_mode(model)
-    data = Tensors(spec.data, spec.prior, device)
-    bs = spec.batch_size
-    for start in tqdm(range(0, len(spec.data), bs), desc=method.name, disable=not spec.progress, leave=False):
-        method.step(model, data.batch(torch.arange(start, min(start + bs, len(spec.data)))))
+    """AdaBN: one pass over the target re-estimates the BN statistics; no optimiser."""
+    from sfda.methods.adabn import reestimate_bn
+
+    reestimate_bn(model, spec.data.images, batch_size=spec.batch_size, device=str(device))
     row = {"epoch": 1, "loss": None}
     row.update(_validate(model, spec, device))
     row.update(_fraction_row(model, spec, device))

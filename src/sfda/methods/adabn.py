@@ -16,16 +16,8 @@ class AdaBN(Method):
     def parameters(self, model):
         return []
 
-    def reset(self, model) -> None:
-        # momentum=None makes BN keep a cumulative average: the exact target mean/var.
-        for m in bn_layers(model):
-            m.reset_running_stats()
-            m.momentum = None
-
     def step(self, model, batch: Batch, source=None):
-        with torch.no_grad():
-            logits = model(batch.images)
-        return None, logits, {}
+        raise RuntimeError("AdaBN takes no gradient step; the loop calls reestimate_bn instead")
 
 
 @torch.no_grad()
