@@ -249,7 +249,9 @@ def run_experiment(cfg: ExperimentConfig, out: str, progress: bool = True) -> di
         methods = _combine(per_seed, cfg.methods)
         directions.append({"source": src, "target": tgt, "methods": {m: v["summary"] for m, v in methods.items()},
                            "seeds": {str(k): v for k, v in per_seed.items()}})
-        md.append(f"## {src} → {tgt}\n\n" + results_markdown(methods, order=[m for m in cfg.methods if m in methods]))
+        # One seed: show the spread over subjects; several: mean ± std over seeds.
+        table = {m: (v if len(v["seeds"]) > 1 else v["summary"]) for m, v in methods.items()}
+        md.append(f"## {src} → {tgt}\n\n" + results_markdown(table, order=[m for m in cfg.methods if m in methods]))
     result = {"directions": directions, "test_subjects": cfg.split.test, "seeds": cfg.seeds, "selection": "last epoch"}
     write_json(out_dir / "results.json", result)
     write_text(out_dir / "results.md", "\n\n".join(md) + "\n")
@@ -265,7 +267,7 @@ def _combine(per_seed: dict[int, dict[str, dict]], methods: list[str]) -> dict[s
             continue
         first = next(iter(seeds.values()))
         summary = {cls: {met: _over(seeds, cls, met) for met in first[cls]} for cls in first}
-        out[m] = {"summary": summary, "seeds": seeds} if len(seeds) > 1 else {"summary": first, "seeds": seeds}
+        out[m] = {"summary": summary if len(seeds) > 1 else first, "seeds": seeds}
     return out
 
 
