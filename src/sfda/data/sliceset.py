@@ -39,6 +39,7 @@ class SliceSet:
     modality: str
     axis: int
     hw: tuple[int, int]
+    num_classes: int = 2
 
     def __len__(self) -> int:
         return len(self.images)
@@ -68,8 +69,6 @@ class SliceSet:
         if self.labels is None:
             raise SfdaError("these slices have no labels; class ratios need labelled cases")
         return label_ratios(self.labels, self.valid_mask(), self.num_classes)
-
-    num_classes: int = 2
 
     def valid_mask(self) -> np.ndarray:
         """(N, H, W) bool: True on real voxels, False on padding (all True without cases)."""
