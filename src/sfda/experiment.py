@@ -23,7 +23,7 @@ from sfda.config import AdaptConfig, DataConfig, MethodConfig, OptimConfig, Prio
 from sfda.errors import SfdaError
 from sfda.evaluate import evaluate
 from sfda.io.atomic import write_json, write_text
-from sfda.io.cases import load_cases, save_cases
+from sfda.io.cases import save_cases
 from sfda.io.layouts import index_dataset
 from sfda.report import results_markdown
 

@@ -58,11 +58,10 @@ def _fit_spec(cfg, data: SliceSet, meta: dict, **kw) -> FitSpec:
                    resume=cfg.resume, **kw)
 
 
-def train_source(cfg: TrainConfig, progress: bool = True) -> Path:
-    """Supervised training with cross-entropy on labelled slices (source model, or Oracle on target)."""
-    _require(cfg.out, "--out")
-    _require(cfg.data.cases, "--cases")
-    _require(cfg.data.modality, "--modality")
+def _supervised(cfg, stage: str, method, progress: bool, **spec_kw) -> dict:
+    """Shared by train-source and train-prior: labelled slices in, a network trained by ``method``."""
+    for value, option in ((cfg.out, "--out"), (cfg.data.cases, "--cases"), (cfg.data.modality, "--modality")):
+        _require(value, option)
     check_device(cfg.device)  # before any output is written
     cl = load_cases(cfg.data.cases)
     train = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, cfg.data, with_labels=True, progress=progress)
@@ -72,26 +71,19 @@ def train_source(cfg: TrainConfig, progress: bool = True) -> Path:
     torch.manual_seed(cfg.seed)  # the initial weights follow the seed too
     model = build_net(cfg.net, **net_args)
     save_config(cfg, Path(cfg.out) / "config.yaml")
-    meta = _meta(cfg, cfg.net, net_args, cl, "source", cfg.data.modality)
-    fit(model, Supervised(), _fit_spec(cfg, train, meta, val=val, augment=cfg.augment, progress=progress))
+    meta = _meta(cfg, cfg.net, net_args, cl, stage, cfg.data.modality)
+    return fit(model, method, _fit_spec(cfg, train, meta, val=val, augment=cfg.augment, progress=progress, **spec_kw))
+
+
+def train_source(cfg: TrainConfig, progress: bool = True) -> Path:
+    """Supervised training with cross-entropy on labelled slices (source model, or Oracle on target)."""
+    _supervised(cfg, "source", Supervised(), progress)
     return Path(cfg.out)
 
 
 def train_prior(cfg: PriorTrainConfig, progress: bool = True) -> dict:
     """Train the class-ratio regressor on labelled source slices; returns its validation error."""
-    _require(cfg.out, "--out")
-    check_device(cfg.device)  # before any output is written
-    cl = load_cases(cfg.data.cases)
-    train = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, cfg.data, with_labels=True, progress=progress)
-    val = (slices_for(cl, cfg.data.val_subjects, cfg.data.modality, cfg.data, with_labels=True, progress=progress)
-           if cfg.data.val_subjects else None)
-    net_args = {"in_channels": 1, "num_classes": len(cl.label_names), **cfg.net_args}
-    torch.manual_seed(cfg.seed)  # the initial weights follow the seed too
-    model = build_net(cfg.net, **net_args)
-    save_config(cfg, Path(cfg.out) / "config.yaml")
-    meta = _meta(cfg, cfg.net, net_args, cl, "prior", cfg.data.modality)
-    out = fit(model, RatioRegression(), _fit_spec(cfg, train, meta, val=val, regression=True,
-                                                   augment=cfg.augment, progress=progress))
+    out = _supervised(cfg, "prior", RatioRegression(), progress, regression=True)
     return out["log"][-1] if out["log"] else {}
 
 

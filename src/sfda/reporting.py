@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from sfda.errors import SfdaError
-from sfda.io.atomic import write_json
+from sfda.io.atomic import write_json, write_text
 from sfda.report import plot_curves, plot_fractions, plot_grid, results_markdown, write_report
 
 
@@ -81,8 +81,6 @@ def report(run_dirs: list[str], out: str, title: str = "sfda report", names: lis
     notes = collapse_notes(runs)
     if notes:
         sections.append(("Collapse warnings", "\n".join(notes)))
-    from sfda.io.atomic import write_text
-
     write_text(out_dir / "results.md", table + "\n")
     return write_report(out_dir, title, sections, figures)
 

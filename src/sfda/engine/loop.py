@@ -137,7 +137,7 @@ def fit(model: torch.nn.Module, method: Method, spec: FitSpec) -> dict:
         row = _run_epoch(model, method, spec, data, source, opt, epoch, device)
         sched.step()
         row.update(_validate(model, spec, device))
-        _flag_collapse(row, method.name)
+        _flag_collapse(row, method)
         log.append(row)
         _save_epoch(model, opt, sched, method, spec, epoch, log)
         if spec.on_epoch:
@@ -214,11 +214,12 @@ def _run_epoch(model, method, spec: FitSpec, data: Tensors, source, opt, epoch: 
     return row
 
 
-def _flag_collapse(row: dict, name: str) -> None:
+def _flag_collapse(row: dict, method: Method) -> None:
     """Warn when adaptation drives the prediction to (almost) one class or far from the prior."""
     pred, prior = row.get("pred_fraction"), row.get("prior_fraction")
-    if pred is None or name in ("supervised", "ratio-regression"):
+    if pred is None or method.needs_labels:  # supervised training cannot collapse unnoticed
         return
+    name = method.name
     why = None
     if pred < 1e-4 or pred > 1 - 1e-4:
         why = f"predicts almost only one class (foreground fraction {pred:.5f})"
@@ -243,7 +244,8 @@ def _check_finite(loss, spec: FitSpec, batch: Batch, epoch: int, step: int) -> N
 
 
 def _validate(model, spec: FitSpec, device) -> dict:
-    if spec.val is None or spec.val.labels is None:
+    # Slices without cases (sfda.adapt's in-memory arrays) have no subjects to score in 3D.
+    if spec.val is None or spec.val.labels is None or not spec.val.cases:
         return {}
     t0 = time.perf_counter()
     if spec.regression:

@@ -3,6 +3,7 @@ no gradient step, weights unchanged. One pass over the target data suffices."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from sfda.methods.base import Batch, Method, bn_layers
@@ -12,9 +13,6 @@ class AdaBN(Method):
     name = "adabn"
     source_free = True
     trains = False
-
-    def parameters(self, model):
-        return []
 
     def step(self, model, batch: Batch, source=None):
         raise RuntimeError("AdaBN takes no gradient step; the loop calls reestimate_bn instead")
@@ -27,8 +25,6 @@ def reestimate_bn(model, images, batch_size: int = 32, device: str = "cpu") -> N
     Used alone (AdaBN) or as the starting point of a gradient method: it puts the
     source weights in the target's intensity statistics before any step is taken.
     """
-    import numpy as np
-
     layers = bn_layers(model)
     momenta = [m.momentum for m in layers]
     for m in layers:
