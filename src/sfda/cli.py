@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train_prior)
 
     p = sub.add_parser("prior", help="write the per-slice prior table τe")
-    p.add_argument("--method", required=True, help="regressor, source-mean or constant")
+    p.add_argument("--method", required=True, help="regressor, source-mean, source-position or constant")
     p.add_argument("--cases", required=True)
     p.add_argument("--modality", required=True)
     p.add_argument("--subjects")

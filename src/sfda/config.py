@@ -82,8 +82,9 @@ class PriorTrainConfig:
 
     data: DataConfig = field(default_factory=DataConfig)
     net: str = "regressor"
-    net_args: dict[str, Any] = field(default_factory=dict)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, epochs=30))
+    # width 64 + cosine: validation MAE 0.0205 vs 0.0234 for width 32, constant lr (crops, opp, E1-F1)
+    net_args: dict[str, Any] = field(default_factory=lambda: {"width": 64})
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, epochs=40, schedule="cosine"))
     augment: bool = True
     seed: int = 0
     device: str = "cpu"

@@ -49,10 +49,11 @@ class SplitConfig:
 
 @dataclass
 class PriorConfig:
-    method: str = "source-mean"
+    method: str = "source-position"
     tags_from_labels: bool = False
     ratios: list[float] = field(default_factory=list)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, epochs=20))
+    net_args: dict = field(default_factory=lambda: dict(PriorTrainConfig().net_args))
+    optim: OptimConfig = field(default_factory=lambda: PriorTrainConfig().optim)
 
 
 @dataclass
@@ -166,7 +167,8 @@ class Runner:
             return path
         regressor = ""
         if c.prior.method == "regressor":
-            pcfg = PriorTrainConfig(data=self.data(src, s.train, s.val), optim=dataclasses.replace(c.prior.optim),
+            pcfg = PriorTrainConfig(data=self.data(src, s.train, s.val), net_args=dict(c.prior.net_args),
+                                    optim=dataclasses.replace(c.prior.optim),
                                     seed=seed, device=c.device, out=str(folder / "regressor"), resume=not c.rerun)
             if not _done(Path(pcfg.out)) or c.rerun:
                 self.log(f"[prior] training the ratio regressor in {pcfg.out}")

@@ -21,7 +21,8 @@ from sfda.io.cases import CaseList, load_cases, select_cases
 from sfda.methods import Supervised, build_method
 from sfda.methods.regression import RatioRegression
 from sfda.nets import NET_KIND, build_net
-from sfda.priors.estimate import apply_tags, constant_prior, regressor_prior, source_mean_ratios
+from sfda.priors.estimate import (apply_tags, constant_prior, regressor_prior, relative_positions,
+                                  source_mean_ratios, source_position_prior)
 from sfda.priors.table import load_prior, save_prior
 
 
@@ -113,10 +114,16 @@ def make_prior(*, method: str, cases: str, modality: str, subjects: list[str] | 
         src = slices_for(cl, source_subjects, source_modality, data, with_labels=True, axis=axis,
                          pad_multiple=pad, clip=clip, progress=progress)
         tau = np.tile(source_mean_ratios(src.foreground_fractions()), (n, 1))
+    elif method == "source-position":
+        _require(source_modality, "--source-modality")
+        src = slices_for(cl, source_subjects, source_modality, data, with_labels=True, axis=axis,
+                         pad_multiple=pad, clip=clip, progress=progress)
+        tau = source_position_prior(src.foreground_fractions(), _positions(src), _positions(target))
     elif method == "constant":
         tau = constant_prior(n, ratios or [])
     else:
-        raise SfdaError(f"unknown prior method '{method}'; choose one of: constant, regressor, source-mean")
+        raise SfdaError(f"unknown prior method '{method}'; choose one of: constant, regressor, source-mean, "
+                        "source-position")
     if tau.shape[1] != k:
         raise SfdaError(f"the prior has {tau.shape[1]} classes but the case list declares {k}")
     if tags_from_labels:
@@ -125,6 +132,11 @@ def make_prior(*, method: str, cases: str, modality: str, subjects: list[str] | 
         tau = apply_tags(tau, read_tags(tags, target.slice_ids))
     save_prior(out, target.slice_ids, tau, cl.label_names)
     return Path(out)
+
+
+def _positions(ss: SliceSet) -> np.ndarray:
+    depths = np.array([c.shape[ss.axis] for c in ss.cases])[ss.case_index]
+    return relative_positions(ss.slice_index, depths)
 
 
 def read_tags(path: str, slice_ids: list[str]) -> np.ndarray:

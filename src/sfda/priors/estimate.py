@@ -48,3 +48,28 @@ def apply_tags(ratios: np.ndarray, present: np.ndarray) -> np.ndarray:
     out[~present] = 0.0
     out[~present, 0] = 1.0
     return out
+
+
+def relative_positions(slice_index: np.ndarray, depths: np.ndarray) -> np.ndarray:
+    """Each slice's place along its volume's slicing axis, from 0 (first) to 1 (last)."""
+    return slice_index / np.maximum(depths - 1, 1)
+
+
+def source_position_prior(source_ratios: np.ndarray, source_pos: np.ndarray, target_pos: np.ndarray,
+                          bins: int = 32) -> np.ndarray:
+    """Anatomy from source statistics: τe of a target slice is the mean source ratio at the
+    same relative position along the slicing axis (e.g. no disc in the outermost sagittal
+    slices). Only label statistics leave the source site, never an image."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(source_pos, edges) - 1, 0, bins - 1)
+    centres, means = [], []
+    for b in range(bins):
+        rows = which == b
+        if rows.any():
+            centres.append((edges[b] + edges[b + 1]) / 2)
+            means.append(source_ratios[rows].mean(axis=0))
+    if not means:
+        raise SfdaError("no source slices to build a position prior from; check the source subjects")
+    means = np.stack(means)
+    out = np.stack([np.interp(target_pos, centres, means[:, k]) for k in range(means.shape[1])], axis=1)
+    return (out / out.sum(axis=1, keepdims=True)).astype(np.float32)

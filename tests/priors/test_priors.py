@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sfda.errors import SfdaError
+from sfda.priors.estimate import (apply_tags, constant_prior, relative_positions, source_mean_ratios,
+                                  source_position_prior)
+from sfda.priors.table import load_prior, save_prior
+
+
+def test_constant_prior_repeats_and_validates():
+    tau = constant_prior(3, [0.9, 0.1])
+    assert tau.shape == (3, 2) and np.allclose(tau, [[0.9, 0.1]] * 3)
+    with pytest.raises(SfdaError, match="summing to one"):
+        constant_prior(3, [0.5, 0.2])
+
+
+def test_source_mean_uses_only_slices_with_the_structure():
+    ratios = np.array([[1.0, 0.0], [0.8, 0.2], [0.6, 0.4]])
+    assert np.allclose(source_mean_ratios(ratios), [0.7, 0.3])
+    with pytest.raises(SfdaError):
+        source_mean_ratios(np.array([[1.0, 0.0]]))
+
+
+def test_relative_positions_span_zero_to_one():
+    assert np.allclose(relative_positions(np.array([0, 2, 4]), np.array([5, 5, 5])), [0, 0.5, 1])
+
+
+def test_position_prior_follows_the_source_profile():
+    # Source: foreground 0 at the ends, 0.3 in the middle, over volumes of 11 slices.
+    idx = np.tile(np.arange(11), 4)
+    pos = relative_positions(idx, np.full_like(idx, 11))
+    fg = np.where(np.abs(pos - 0.5) <= 0.2, 0.3, 0.0)
+    ratios = np.stack([1 - fg, fg], axis=1)
+    # Target volumes of another depth (21 slices) get the same profile by relative position.
+    t_idx = np.arange(21)
+    tau = source_position_prior(ratios, pos, relative_positions(t_idx, np.full_like(t_idx, 21)), bins=11)
+    assert np.allclose(tau.sum(axis=1), 1)
+    assert tau[0, 1] == pytest.approx(0.0) and tau[-1, 1] == pytest.approx(0.0)
+    assert tau[10, 1] == pytest.approx(0.3)
+    assert np.all(tau[:, 1] >= 0) and np.all(tau[:, 1] <= 0.3 + 1e-6)
+
+
+def test_tags_zero_the_structure_where_absent():
+    tau = apply_tags(np.array([[0.8, 0.2], [0.8, 0.2]]), np.array([True, False]))
+    assert np.allclose(tau, [[0.8, 0.2], [1.0, 0.0]])
+
+
+def test_prior_table_round_trip_and_refusals(tmp_path):
+    path = tmp_path / "tau.csv"
+    save_prior(path, ["a:0", "a:1"], np.array([[0.9, 0.1], [1.0, 0.0]]), ["background", "disc"])
+    assert np.allclose(load_prior(path, ["a:1", "a:0"], 2), [[1.0, 0.0], [0.9, 0.1]])
+    with pytest.raises(SfdaError, match="no row for 1 target slices"):
+        load_prior(path, ["a:0", "b:0"], 2)
+    path.write_text("slice_id,background,disc\na:0,0.5,0.2\n")
+    with pytest.raises(SfdaError, match="do not sum to one"):
+        load_prior(path, ["a:0"], 2)
