@@ -28,7 +28,8 @@ def test_defaults():
     adapt = load_config(AdaptConfig)
     assert adapt.method.name == "adaent" and adapt.method.kl == "paper"
     assert adapt.optim.lr == 1e-4 and adapt.optim.epochs == 10
-    assert load_config(PriorTrainConfig).optim.epochs == 30
+    prior = load_config(PriorTrainConfig)
+    assert prior.optim.epochs == 40 and prior.optim.schedule == "cosine" and prior.net_args == {"width": 64}
     # each config gets its own list objects (no shared mutable defaults)
     a, b = TrainConfig(), TrainConfig()
     a.data.subjects.append("X")
