@@ -233,3 +233,53 @@ def test_bad_input_with_debug_shows_the_traceback(flow, tmp_path):
     with pytest.raises(SfdaError, match="nope.json"):
         main(["--debug", "train-source", "--cases", str(tmp_path / "nope.json"), "--modality", "wat",
               "--out", str(tmp_path / "out")])
+
+
+# Bad volumes fed to `sfda predict`: each is refused with one line naming the file; nothing is written.
+def _bad_volume(kind: str, path: Path) -> None:
+    affine = np.diag([2.0, 1.25, 1.25, 1.0])
+    if kind == "constant":
+        write_volume(path, np.full((8, 16, 16), 7.0, dtype=np.float32), affine)
+    elif kind == "nan":
+        vol = np.random.default_rng(0).normal(size=(8, 16, 16)).astype(np.float32)
+        vol[2, 3, 4] = np.nan
+        nib.save(nib.Nifti1Image(vol, affine), path)
+    elif kind == "4d":
+        nib.save(nib.Nifti1Image(np.ones((8, 16, 16, 3), dtype=np.float32), affine), path)
+    elif kind == "truncated":
+        write_volume(path, np.random.default_rng(0).normal(size=(8, 16, 16)).astype(np.float32), affine)
+        path.write_bytes(path.read_bytes()[:200])
+
+
+@pytest.mark.parametrize("kind", ["constant", "nan", "4d", "truncated"])
+def test_predict_refuses_bad_volumes(flow, tmp_path, capsys, kind):
+    root, _ = flow
+    bad = tmp_path / f"bad_{kind}.nii.gz"
+    _bad_volume(kind, bad)
+    out = tmp_path / "out"
+    capsys.readouterr()
+    rc = main(["predict", "--checkpoint", str(root / "runs" / "source" / "last.pt"), str(bad), "--out", str(out)])
+    assert rc == 2
+    assert bad.name in _error_line(capsys.readouterr().err)
+    assert not out.exists() or not any(out.rglob("*"))
+
+
+def test_full_disk_leaves_no_partial_mask(flow, tmp_path, capsys, monkeypatch):
+    """A write that fails (ENOSPC at the rename) is reported in one line; no file, no temp file remains."""
+    import errno
+
+    import sfda.io.atomic as atomic
+
+    def full(*_args, **_kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "replace", full)
+    root, _ = flow
+    out = tmp_path / "out"
+    capsys.readouterr()
+    rc = main(["predict", "--checkpoint", str(root / "runs" / "source" / "last.pt"),
+               str(root / "mha" / "P03_inn.mha"), "--out", str(out)])
+    assert rc == 2
+    line = _error_line(capsys.readouterr().err)
+    assert "No space left" in line and "P03_inn_seg.mha" in line
+    assert not out.exists() or not any(out.rglob("*")), sorted(out.rglob("*"))

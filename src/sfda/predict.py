@@ -76,7 +76,7 @@ def predict(checkpoint: str, inputs: list[str], out: str, entropy: bool = False,
     model.to(device)
     files = collect_inputs(inputs, meta.get("modality"))
     written = []
-    for path in tqdm(files, desc="predicting", disable=not progress):
+    for path in tqdm(files, desc="predicting", disable=not progress, leave=False):
         vol = read_volume(path)
         probs = predict_volume(model, meta, vol.array, str(path), device)
         ext, stem, out_dir = volume_suffix(path), _stem(path), Path(out)
