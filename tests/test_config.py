@@ -29,7 +29,7 @@ def test_defaults():
     assert adapt.method.name == "adaent" and adapt.method.kl == "paper"
     assert adapt.optim.lr == 1e-4 and adapt.optim.epochs == 10
     prior = load_config(PriorTrainConfig)
-    assert prior.optim.epochs == 40 and prior.optim.schedule == "cosine" and prior.net_args == {"width": 64}
+    assert prior.optim.epochs == 60 and prior.optim.schedule == "cosine" and prior.net_args == {"width": 64}
     # each config gets its own list objects (no shared mutable defaults)
     a, b = TrainConfig(), TrainConfig()
     a.data.subjects.append("X")
