@@ -109,16 +109,13 @@ def make_prior(*, method: str, cases: str, modality: str, subjects: list[str] | 
     n, k = len(target), len(cl.label_names)
     if method == "regressor":
         tau = regressor_prior(model, target.images)
-    elif method == "source-mean":
+    elif method in ("source-mean", "source-position"):
         _require(source_modality, "--source-modality")
         src = slices_for(cl, source_subjects, source_modality, data, with_labels=True, axis=axis,
                          pad_multiple=pad, clip=clip, progress=progress)
-        tau = np.tile(source_mean_ratios(src.foreground_fractions()), (n, 1))
-    elif method == "source-position":
-        _require(source_modality, "--source-modality")
-        src = slices_for(cl, source_subjects, source_modality, data, with_labels=True, axis=axis,
-                         pad_multiple=pad, clip=clip, progress=progress)
-        tau = source_position_prior(src.foreground_fractions(), _positions(src), _positions(target))
+        src_ratios = src.foreground_fractions()
+        tau = (np.tile(source_mean_ratios(src_ratios), (n, 1)) if method == "source-mean"
+               else source_position_prior(src_ratios, _positions(src), _positions(target)))
     elif method == "constant":
         tau = constant_prior(n, ratios or [])
     else:

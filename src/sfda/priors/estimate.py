@@ -3,6 +3,8 @@
 - ``constant``: a user's anatomical knowledge, the same ratios for every slice;
 - ``source-mean``: the mean ratios over labelled source slices that contain the
   structure (a population statistic: no source image leaves the source site);
+- ``source-position``: the mean source ratios at the same relative position
+  along the slicing axis (anatomy: the outer sagittal slices hold no disc);
 - ``regressor``: the auxiliary network trained on source slices.
 Image-level tags then set τe = (1, 0, ...) on slices without the structure.
 """
