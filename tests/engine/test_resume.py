@@ -104,24 +104,17 @@ def _cli_args(cases: str, out: Path, epochs: int) -> list[str]:
             *TINY_NET]
 
 
-def test_sigkill_then_resume_matches_uninterrupted_run(tiny_cases, tmp_path):
-    from sfda.cli import main
-
-    epochs = 4
-    reference = tmp_path / "reference"
-    assert main(_cli_args(tiny_cases, reference, epochs)) == 0
-
-    out = tmp_path / "killed"
+def _start_and_kill(cmd: list[str], wait_for: Path) -> None:
+    """Run ``cmd``; once ``wait_for`` exists, SIGKILL it after a random extra delay."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "sfda", *_cli_args(tiny_cases, out, epochs)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
-        while not (out / "epoch_001.pt").exists():
+        while not wait_for.exists():
             assert proc.poll() is None, f"training exited early: {proc.stderr.read().decode()[-2000:]}"
-            assert time.monotonic() < deadline, "epoch_001.pt never appeared"
+            assert time.monotonic() < deadline, f"{wait_for.name} never appeared"
             time.sleep(0.002)
-        time.sleep(random.Random().uniform(0.0, 0.08))  # land anywhere in epochs 1..3, saves included
+        time.sleep(random.Random().uniform(0.0, 0.08))  # land anywhere in the next epochs, saves included
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -130,16 +123,40 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tiny_cases, tmp_path):
             proc.wait()
         proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
-    assert not (out / "done.json").exists(), "the run finished before the kill: the test proved nothing"
-    if (out / "last.pt").exists():  # whatever survived the kill is a complete checkpoint
-        killed_at = load_checkpoint(out / "last.pt")["train_state"]["epoch"]
-        assert 1 <= killed_at < epochs
-        print(f"killed after epoch {killed_at}")
 
-    # the rerun goes through the same command line, in this process (1 thread too) to save a start-up
+
+def _epoch_reached(out: Path) -> int:
+    """The epoch of the last complete checkpoint (0 if none survived)."""
+    if not (out / "last.pt").exists():
+        return 0
+    return load_checkpoint(out / "last.pt")["train_state"]["epoch"]
+
+
+def test_two_sigkills_then_resume_match_uninterrupted_run(tiny_cases, tmp_path):
+    from sfda.cli import main
+
+    epochs = 6
+    reference = tmp_path / "reference"
+    assert main(_cli_args(tiny_cases, reference, epochs)) == 0
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "sfda", *_cli_args(tiny_cases, out, epochs)]
+    _start_and_kill(cmd, out / "epoch_001.pt")
+    first = _epoch_reached(out)
+    assert not (out / "done.json").exists() and first < epochs - 2, "killed too late: the test proves little"
+    # Second kill, during the resumed run. epoch_{first+2} cannot be left over from the first run (it is only
+    # written after last.pt holds epoch first+1), so waiting for it means the resumed run really trained.
+    _start_and_kill([*cmd, "--resume"], out / f"epoch_{first + 2:03d}.pt")
+    second = _epoch_reached(out)
+    assert not (out / "done.json").exists(), "the resumed run finished before the second kill"
+    # epoch_NNN.pt is saved before last.pt: a kill between the two leaves last.pt one epoch behind
+    assert first <= second < epochs
+    print(f"killed after epochs {first} and {second}")
+
+    # the last rerun goes through the same command line, in this process (1 thread too) to save a start-up
     assert main([*_cli_args(tiny_cases, out, epochs), "--resume"]) == 0
     assert (out / "done.json").exists()
-    assert load_checkpoint(out / "last.pt")["train_state"]["epoch"] == epochs
+    assert _epoch_reached(out) == epochs
     _assert_same_weights(reference / "last.pt", out / "last.pt")
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == list(range(1, epochs + 1))
