@@ -283,3 +283,86 @@ def test_full_disk_leaves_no_partial_mask(flow, tmp_path, capsys, monkeypatch):
     line = _error_line(capsys.readouterr().err)
     assert "No space left" in line and "P03_inn_seg.mha" in line
     assert not out.exists() or not any(out.rglob("*")), sorted(out.rglob("*"))
+
+
+# Bad datasets fed through `sfda data index` + `sfda train-source`: whichever stage meets the bad
+# file refuses it with one line naming it; no case list or run folder is left half-written.
+def _spoil(kind: str, subject: Path) -> Path:
+    """Damage one file of a phantom subject; returns the file the error must name."""
+    name = subject.name
+    label, image = subject / f"{name}-Labels.nii.gz", subject / f"{name}_wat.nii.gz"
+    lab = read_volume(label)
+    if kind == "label value 7":
+        arr = lab.array.copy()
+        arr[0, 0, 0] = 7
+        write_volume(label, arr, like=lab)
+        return label
+    if kind == "non-integer label":
+        arr = lab.array.astype(np.float32)
+        arr[0, 0, 0] = 0.5
+        nib.save(nib.Nifti1Image(arr, nib.load(label).affine), label)
+        return label
+    if kind == "label of another shape":
+        write_volume(label, lab.array[:-1], like=lab)
+        return label
+    if kind == "label of another spacing":
+        img = nib.load(label)
+        nib.save(nib.Nifti1Image(np.asarray(img.dataobj), img.affine @ np.diag([1.5, 1, 1, 1])), label)
+        return label
+    if kind == "header/data size mismatch":
+        img = nib.load(image)
+        plain = subject / f"{name}_wat.nii"
+        nib.save(nib.Nifti1Image(np.asarray(img.dataobj), img.affine), plain)
+        image.unlink()
+        plain.write_bytes(plain.read_bytes()[:-512])  # the header promises 512 more bytes
+        return plain
+    if kind == "NaN voxels":
+        vol = read_volume(image)
+        arr = vol.array.astype(np.float32)
+        arr[1, 2, 3] = np.nan
+        nib.save(nib.Nifti1Image(arr, nib.load(image).affine), image)
+        return image
+    raise ValueError(kind)
+
+
+BAD_DATA = ["label value 7", "non-integer label", "label of another shape", "label of another spacing",
+            "header/data size mismatch", "NaN voxels", "file deleted after indexing"]
+
+
+@pytest.mark.parametrize("kind", BAD_DATA)
+def test_bad_dataset_exits_2_naming_the_file(flow, tmp_path, capsys, kind):
+    import shutil
+
+    root, _ = flow
+    data = tmp_path / "data"
+    for s in ("P01", "P02"):
+        shutil.copytree(root / "data" / s, data / s)
+    cases, out = tmp_path / "cases.json", tmp_path / "out"
+    if kind == "file deleted after indexing":
+        assert main(["data", "index", str(data), "-o", str(cases)]) == 0
+        bad = data / "P02" / "P02_wat.nii.gz"
+        bad.unlink()
+    else:
+        bad = _spoil(kind, data / "P02")
+    capsys.readouterr()
+    rc = main(["data", "index", str(data), "-o", str(cases)]) if not cases.exists() else 0
+    if rc == 0:
+        rc = main(["train-source", "--cases", str(cases), "--modality", "wat", "--out", str(out), *TRAIN,
+                   *TINY_NET])
+    else:
+        assert not cases.exists()
+    assert rc == 2
+    line = _error_line(capsys.readouterr().err)
+    assert bad.name in line, line
+    assert not out.exists() or not any(out.rglob("*")), sorted(out.rglob("*"))
+
+
+def test_empty_subject_list_is_refused(flow, tmp_path, capsys):
+    root, _ = flow
+    out = tmp_path / "out"
+    capsys.readouterr()
+    rc = main(["train-source", "--cases", str(root / "cases.json"), "--modality", "wat", "--subjects", ",",
+               "--out", str(out), *TRAIN, *TINY_NET])
+    assert rc == 2
+    assert "--subjects" in _error_line(capsys.readouterr().err)
+    assert not out.exists() or not any(out.rglob("*"))

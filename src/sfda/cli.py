@@ -29,6 +29,9 @@ def _add_config_args(p: argparse.ArgumentParser, flags: dict[str, str]) -> None:
 
 
 def _overrides(args, flags: dict[str, str]) -> list[str]:
+    for name in flags:
+        if name.endswith("subjects") and getattr(args, name) is not None:
+            _split(getattr(args, name), "--" + name.replace("_", "-"))
     out = [f"{key}={getattr(args, name)}" for name, key in flags.items() if getattr(args, name) is not None]
     if getattr(args, "resume", False):
         out.append("resume=true")
@@ -41,8 +44,16 @@ def _cfg(cls, args, flags):
     return load_config(cls, args.config, _overrides(args, flags))
 
 
-def _split(text: str | None) -> list[str] | None:
-    return [s for s in text.split(",") if s] if text else None
+def _split(text: str | None, flag: str = "--subjects") -> list[str] | None:
+    """``A1,B1`` -> [A1, B1]; a flag given with no names is refused (leave it out to mean all)."""
+    if text is None:
+        return None
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names:
+        from sfda.errors import SfdaError
+
+        raise SfdaError(f"{flag} lists no subject; name them (e.g. {flag} A1,B1) or leave {flag} out to use all")
+    return names
 
 
 def cmd_index(args) -> int:
@@ -111,7 +122,7 @@ def cmd_prior(args) -> int:
     ratios = [float(r) for r in args.ratios.split(",")] if args.ratios else None
     path = make_prior(method=args.method, cases=args.cases, modality=args.modality,
                       subjects=_split(args.subjects), out=args.out, regressor=args.regressor or "",
-                      source_modality=args.source_modality or "", source_subjects=_split(args.source_subjects),
+                      source_modality=args.source_modality or "", source_subjects=_split(args.source_subjects, "--source-subjects"),
                       ratios=ratios, tags=args.tags or "", tags_from_labels=args.tags_from_labels,
                       data=DataConfig(axis=args.axis))
     print(f"wrote {path}")

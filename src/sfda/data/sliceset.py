@@ -24,7 +24,7 @@ from sfda.data.normalize import normalize_volume
 from sfda.data.slices import common_target, to_slices
 from sfda.errors import SfdaError
 from sfda.io.atomic import atomic_path, write_json
-from sfda.io.cases import Case
+from sfda.io.cases import Case, check_case_files
 from sfda.io.layouts import check_label_array
 from sfda.io.volume import read_volume
 
@@ -128,6 +128,7 @@ def build_sliceset(cases: list[Case], modality: str, *, axis: int = 0, pad_multi
         if modality not in c.images:
             raise SfdaError(f"case {c.case_id} has no modality '{modality}'; "
                             f"available: {', '.join(sorted(c.images))}")
+        check_case_files(c)
     hw = tuple(hw or common_target([c.shape for c in cases], axis, pad_multiple))
     key = _cache_key(cases, modality, axis, hw, clip, with_labels)
     cached = _load_cache(cache_dir, key) if cache_dir else None

@@ -44,6 +44,7 @@ class FitSpec:
     device: str = "cpu"
     resume: bool = False
     augment: bool = False
+    invert: float = 0.0
     val: SliceSet | None = None
     source: SliceSet | None = None
     prior: np.ndarray | None = None
@@ -97,15 +98,22 @@ class Tensors:
                      prior=None if self.prior is None else self.prior[idx].to(d))
 
 
-def augment_intensity(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random per-image contrast, brightness and gamma in normalised space (source side only)."""
+def augment_intensity(x: torch.Tensor, gen: torch.Generator, invert: float = 0.0) -> torch.Tensor:
+    """Random per-image contrast, brightness and gamma in normalised space (source side only).
+
+    With probability ``invert`` an image's intensities are also mirrored (dark <-> bright), so the
+    network has to recognise the structure by its shape, not its contrast: a source-side change
+    that lets a model shared with another site survive a contrast flip (fat -> in-phase MRI).
+    """
     n = x.shape[0]
+    flip = torch.rand(n, 1, 1, 1, generator=gen) < invert
     scale = 0.7 + 0.6 * torch.rand(n, 1, 1, 1, generator=gen)
     shift = 0.4 * (torch.rand(n, 1, 1, 1, generator=gen) - 0.5)
     gamma = torch.exp(0.6 * (torch.rand(n, 1, 1, 1, generator=gen) - 0.5))
     lo = x.amin(dim=(1, 2, 3), keepdim=True)
     hi = x.amax(dim=(1, 2, 3), keepdim=True)
     unit = ((x - lo) / (hi - lo).clamp_min(1e-6)) ** gamma.to(x.device)
+    unit = torch.where(flip.to(x.device), 1 - unit, unit)
     x = unit * (hi - lo) + lo
     return x * scale.to(x.device) + shift.to(x.device)
 
@@ -185,7 +193,7 @@ def _run_epoch(model, method, spec: FitSpec, data: Tensors, source, opt, epoch: 
         idx = perm[step * spec.batch_size:(step + 1) * spec.batch_size]
         batch = data.batch(idx)
         if spec.augment:
-            batch.images = augment_intensity(batch.images, gen)
+            batch.images = augment_intensity(batch.images, gen, spec.invert)
         src = None
         if source is not None:
             src_idx = torch.randint(len(spec.source), (spec.batch_size,), generator=gen)
