@@ -104,6 +104,8 @@ class AdaptConfig:
     prior: str = ""
     method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, epochs=10))
+    # Which epoch `selected.pt` holds, chosen without target labels (see sfda.engine.selection).
+    select: str = "last"
     seed: int = 0
     device: str = "cpu"
     out: str = ""

@@ -70,6 +70,8 @@ class AdaptSection:
     method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, epochs=10))
     overrides: dict = field(default_factory=dict)
+    # The epoch each adapted model is scored at, chosen without target labels (sfda.engine.selection).
+    select: str = "last"
 
 
 @dataclass
@@ -175,9 +177,11 @@ class Runner:
                 self.log(f"[prior] training the ratio regressor in {pcfg.out}")
                 train_prior(pcfg, progress=self.progress)
             regressor = str(Path(pcfg.out) / "last.pt")
-        make_prior(method=c.prior.method, cases=self.cases, modality=tgt, subjects=s.train, out=str(path),
+        # The validation subjects' slices too: their images (not labels) score epochs for selection.
+        subjects = list(dict.fromkeys([*s.train, *s.val]))
+        make_prior(method=c.prior.method, cases=self.cases, modality=tgt, subjects=subjects, out=str(path),
                    regressor=regressor, source_modality=src, source_subjects=s.train, ratios=c.prior.ratios,
-                   tags_from_labels=c.prior.tags_from_labels, data=self.data(tgt, s.train, []),
+                   tags_from_labels=c.prior.tags_from_labels, data=self.data(tgt, subjects, []),
                    progress=self.progress)
         return path
 
@@ -194,20 +198,38 @@ class Runner:
         mcfg.source_modality = src if needs_source else ""
         mcfg.source_subjects = list(s.train) if needs_source else []
         cfg = AdaptConfig(data=self.data(tgt, s.train, s.val), checkpoint=str(ckpt), prior=str(prior),
-                          method=mcfg, optim=dataclasses.replace(c.adapt.optim), seed=seed, device=c.device,
-                          out=str(out), resume=not c.rerun)
+                          method=mcfg, optim=dataclasses.replace(c.adapt.optim), select=c.adapt.select,
+                          seed=seed, device=c.device, out=str(out), resume=not c.rerun)
         if method in c.adapt.overrides:
             _merge(cfg, c.adapt.overrides[method], prefix=f"adapt.overrides.{method}.")
         self.log(f"[adapt] {method} -> {out}")
         adapt(cfg, progress=self.progress)
         return out
 
-    def score(self, run: Path, ckpt: Path, tgt: str) -> dict:
-        path = run / "eval" / "metrics.json"
+    def score(self, run: Path, ckpt: Path, tgt: str, folder: str = "eval") -> dict:
+        path = run / folder / "metrics.json"
         if path.exists() and not self.cfg.rerun:
             return json.loads(path.read_text())
-        return evaluate(str(ckpt), self.cases, tgt, self.cfg.split.test, str(run / "eval"),
+        return evaluate(str(ckpt), self.cases, tgt, self.cfg.split.test, str(run / folder),
                         data=self.data(tgt, [], []), device=self.cfg.device, progress=self.progress)
+
+    def score_adapted(self, run: Path, tgt: str) -> tuple[dict, dict]:
+        """Score the label-free selected epoch (reported) and the last; read the best validation epoch."""
+        done = json.loads((run / "done.json").read_text())
+        log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+        sel = done.get("selection") or {"criterion": "last", "epoch": log[-1]["epoch"]}
+        last_epoch = log[-1]["epoch"]
+        ckpt = run / "selected.pt" if (run / "selected.pt").exists() else run / "last.pt"
+        selected = self.score(run, ckpt, tgt)["summary"]
+        last = selected if sel["epoch"] == last_epoch else self.score(run, run / "last.pt", tgt, "eval-last")["summary"]
+        scored = [r for r in log if r.get("val_dice") is not None]
+        best = max(scored, key=lambda r: r["val_dice"]) if scored else None
+        info = {"criterion": sel["criterion"], "selected_epoch": sel["epoch"], "last_epoch": last_epoch,
+                "dice_selected": _dice(selected), "dice_last": _dice(last),
+                "best_val_epoch": best["epoch"] if best else None,
+                "best_val_dice": best["val_dice"] if best else None,
+                "val_subjects": list(self.cfg.split.val)}
+        return selected, info
 
     def run_seed(self, folder: Path, src: str, tgt: str, seed: int) -> dict[str, dict]:
         methods, results = self.cfg.methods, {}
@@ -221,10 +243,12 @@ class Runner:
             results["oracle"] = self.score(oracle, oracle / "last.pt", tgt)["summary"]
         adapt_methods = [m for m in methods if m not in ("noadapt", "oracle")]
         prior = self.prior(folder, src, tgt, seed) if adapt_methods else None
+        selection = {}
         for m in adapt_methods:
             run = self.adapt(folder / m, m, source / "last.pt", prior, src, tgt, seed)
-            results[m] = self.score(run, run / "last.pt", tgt)["summary"]
-        return results
+            results[m], selection[m] = self.score_adapted(run, tgt)
+        write_json(folder / "selection.json", selection)
+        return results, selection
 
 
 def run_experiment(cfg: ExperimentConfig, out: str, progress: bool = True) -> dict:
@@ -239,23 +263,31 @@ def run_experiment(cfg: ExperimentConfig, out: str, progress: bool = True) -> di
     save_config(cfg, out_dir / "config.yaml")
     runner = Runner(cfg, out_dir, progress)
     runner.index()
+    chosen = f"the epoch chosen by `{cfg.adapt.select}` on the validation subjects' unlabelled target images" \
+        if cfg.adapt.select != "last" else "their last epoch"
     directions, md = [], [f"# Results\n\nTest subjects: {', '.join(cfg.split.test)}; seeds: "
-                          f"{', '.join(map(str, cfg.seeds))}; adapted models scored at their last epoch.\n"]
+                          f"{', '.join(map(str, cfg.seeds))}; adapted models scored at {chosen}.\n"]
     for text in cfg.directions:
         src, tgt = _direction(text)
-        per_seed = {}
+        per_seed, selection = {}, {}
         for seed in cfg.seeds:
             folder = out_dir / f"{src}-{tgt}" / f"seed{seed}"
-            per_seed[seed] = runner.run_seed(folder, src, tgt, seed)
+            per_seed[seed], selection[seed] = runner.run_seed(folder, src, tgt, seed)
             runs = [folder / m for m in cfg.methods if (folder / m / "eval").exists()]
             report([str(r) for r in runs], str(folder / "report"), title=f"{src} → {tgt}, seed {seed}")
         methods = _combine(per_seed, cfg.methods)
         directions.append({"source": src, "target": tgt, "methods": {m: v["summary"] for m, v in methods.items()},
-                           "seeds": {str(k): v for k, v in per_seed.items()}})
+                           "seeds": {str(k): v for k, v in per_seed.items()},
+                           "selection": {str(k): v for k, v in selection.items()}})
         # One seed: show the spread over subjects; several: mean ± std over seeds.
         table = {m: (v if len(v["seeds"]) > 1 else v["summary"]) for m, v in methods.items()}
         md.append(f"## {src} → {tgt}\n\n" + results_markdown(table, order=[m for m in cfg.methods if m in methods]))
-    result = {"directions": directions, "test_subjects": cfg.split.test, "seeds": cfg.seeds, "selection": "last epoch"}
+        if len(cfg.seeds) > 1:
+            md.append(_per_seed_markdown(per_seed, [m for m in cfg.methods if m in methods]))
+        if any(selection.values()):
+            md.append(_selection_markdown(selection))
+    result = {"directions": directions, "test_subjects": cfg.split.test, "seeds": cfg.seeds,
+              "selection": cfg.adapt.select}
     write_json(out_dir / "results.json", result)
     write_text(out_dir / "results.md", "\n\n".join(md) + "\n")
     return result
@@ -272,6 +304,45 @@ def _combine(per_seed: dict[int, dict[str, dict]], methods: list[str]) -> dict[s
         summary = {cls: {met: _over(seeds, cls, met) for met in first[cls]} for cls in first}
         out[m] = {"summary": summary if len(seeds) > 1 else first, "seeds": seeds}
     return out
+
+
+def _pm(values: list[float]) -> str:
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+
+def _per_seed_markdown(per_seed: dict[int, dict], methods: list[str]) -> str:
+    """Dice per seed, each as mean ± std over the test subjects."""
+    seeds = sorted(per_seed)
+    lines = ["Dice per seed (mean ± std over test subjects):\n",
+             "| method | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---" * (len(seeds) + 1) + "|"]
+    for m in methods:
+        cells = []
+        for s in seeds:
+            fg = [v["dice"] for k, v in per_seed[s].get(m, {}).items() if k != "background"]
+            cells.append(f"{fg[0]['mean']:.3f} ± {fg[0]['std']:.3f}" if fg else "–")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _selection_markdown(selection: dict[int, dict]) -> str:
+    """Last vs label-free selected epoch vs the best epoch by validation labels, mean ± std over seeds."""
+    methods = list(dict.fromkeys(m for sel in selection.values() for m in sel))
+    lines = ["Epoch selection (Dice, mean ± std over seeds; the best epoch needs validation labels, "
+             "so it is shown only as the gap no label-free rule can beat):\n",
+             "| method | criterion | selected epochs | last | selected | best by val labels |",
+             "|---|---|---|---|---|---|"]
+    for m in methods:
+        rows = [sel[m] for sel in selection.values() if m in sel]
+        best = [r["best_val_dice"] for r in rows if r["best_val_dice"] is not None]
+        lines.append(f"| {m} | {rows[0]['criterion']} | {', '.join(str(r['selected_epoch']) for r in rows)} | "
+                     f"{_pm([r['dice_last'] for r in rows])} | {_pm([r['dice_selected'] for r in rows])} | "
+                     f"{_pm(best) if best else '–'} |")
+    return "\n".join(lines) + "\n"
+
+
+def _dice(summary: dict) -> float:
+    """Mean Dice over the foreground classes of one summary."""
+    return float(np.mean([v["dice"]["mean"] for k, v in summary.items() if k != "background"]))
 
 
 def _over(seeds: dict[str, dict], cls: str, metric: str) -> dict:

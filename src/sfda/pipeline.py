@@ -172,10 +172,12 @@ def adapt(cfg: AdaptConfig, progress: bool = True) -> Path:
                         progress=progress, **force)
     val = (slices_for(cl, cfg.data.val_subjects, cfg.data.modality, cfg.data, with_labels=True,
                       progress=progress, **force) if cfg.data.val_subjects else None)
-    prior = None
+    prior, val_prior = None, None
     if method.needs_prior or cfg.prior:
         _require(cfg.prior, "--prior (a table from `sfda prior`)")
         prior = load_prior(cfg.prior, target.slice_ids, len(cl.label_names))
+        val_prior = _val_prior(cfg, val, len(cl.label_names))
+    _check_selection(cfg, val_prior)
     source = None
     if not method.source_free:
         source = slices_for(cl, cfg.method.source_subjects, cfg.method.source_modality, cfg.data,
@@ -187,8 +189,30 @@ def adapt(cfg: AdaptConfig, progress: bool = True) -> Path:
     save_config(cfg, Path(cfg.out) / "config.yaml")
     meta = {**src_meta, "stage": f"adapt:{method.name}", "modality": cfg.data.modality,
             "source_modality": src_meta.get("modality"), "config": config_to_dict(cfg)}
-    fit(model, method, _fit_spec(cfg, target, meta, val=val, source=source, prior=prior, progress=progress))
+    fit(model, method, _fit_spec(cfg, target, meta, val=val, source=source, prior=prior, val_prior=val_prior,
+                                 select=cfg.select, progress=progress))
     return Path(cfg.out)
+
+
+def _val_prior(cfg: AdaptConfig, val: SliceSet | None, k: int) -> np.ndarray | None:
+    """The prior of the held-out (validation) target slices, when the table covers them."""
+    if val is None:
+        return None
+    try:
+        return load_prior(cfg.prior, val.slice_ids, k)
+    except SfdaError:
+        return None
+
+
+def _check_selection(cfg: AdaptConfig, val_prior) -> None:
+    from sfda.engine.selection import CRITERIA
+
+    if cfg.select not in CRITERIA:
+        raise SfdaError(f"unknown select '{cfg.select}'; choose one of: {', '.join(CRITERIA)}")
+    if cfg.select != "last" and val_prior is None:
+        raise SfdaError(f"select={cfg.select} scores held-out target images: give --val-subjects and a prior "
+                        "table that covers their slices (`sfda prior` with --subjects listing both), "
+                        "or select=last")
 
 
 def _slicing_of(meta: dict) -> dict:

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from sfda.data.sliceset import SliceSet
 from sfda.engine.checkpoint import load_checkpoint, save_checkpoint
 from sfda.engine.infer import predict_slices, subject_dice
+from sfda.engine.selection import holdout_scores, select_epoch
 from sfda.errors import SfdaError
 from sfda.io.atomic import write_json, write_text
 from sfda.methods.base import Batch, Method
@@ -48,6 +49,9 @@ class FitSpec:
     val: SliceSet | None = None
     source: SliceSet | None = None
     prior: np.ndarray | None = None
+    # The prior of the validation slices: enables the label-free held-out scores (sfda.engine.selection).
+    val_prior: np.ndarray | None = None
+    select: str = "last"
     regression: bool = False
     progress: bool = True
     on_epoch: Callable[[dict], None] | None = None
@@ -145,12 +149,14 @@ def fit(model: torch.nn.Module, method: Method, spec: FitSpec) -> dict:
         row = _run_epoch(model, method, spec, data, source, opt, epoch, device)
         sched.step()
         row.update(_validate(model, spec, device))
+        row.update(_holdout(model, method, spec, device))
         _flag_collapse(row, method)
         log.append(row)
         _save_epoch(model, opt, sched, method, spec, epoch, log)
         if spec.on_epoch:
             spec.on_epoch(row)
-    write_json(spec.out / "done.json", {"epochs": spec.epochs, "final": log[-1] if log else {}})
+    write_json(spec.out / "done.json", {"epochs": spec.epochs, "final": log[-1] if log else {},
+                                        "selection": _selection(log, spec)})
     return {"log": log}
 
 
@@ -161,9 +167,10 @@ def _fit_without_gradients(model, method, spec: FitSpec, device) -> dict:
     reestimate_bn(model, spec.data.images, batch_size=spec.batch_size, device=str(device))
     row = {"epoch": 1, "loss": None}
     row.update(_validate(model, spec, device))
+    row.update(_holdout(model, method, spec, device))
     row.update(_fraction_row(model, spec, device))
     _save_epoch(model, None, None, method, spec, 0, [row])
-    write_json(spec.out / "done.json", {"epochs": 1, "final": row})
+    write_json(spec.out / "done.json", {"epochs": 1, "final": row, "selection": _selection([row], spec)})
     return {"log": [row]}
 
 
@@ -271,6 +278,20 @@ def _validate(model, spec: FitSpec, device) -> dict:
             "val_s": time.perf_counter() - t0}
 
 
+def _holdout(model, method, spec: FitSpec, device) -> dict:
+    """Label-free scores on the validation subjects' target images (adaptation only)."""
+    if spec.val is None or spec.val_prior is None or method.needs_labels or spec.regression:
+        return {}
+    cfg = method.cfg
+    return holdout_scores(model, spec.val.images, spec.val.valid_mask(), spec.val_prior,
+                          lam=getattr(cfg, "lam", 1.0), direction=getattr(cfg, "kl", "paper"), device=str(device))
+
+
+def _selection(log: list[dict], spec: FitSpec) -> dict:
+    epoch = select_epoch(log, spec.select)
+    return {"criterion": spec.select, "epoch": epoch if epoch is not None else (log[-1]["epoch"] if log else None)}
+
+
 def _save_epoch(model, opt, sched, method, spec: FitSpec, epoch: int, log: list[dict]) -> None:
     t0 = time.perf_counter()
     meta = {**spec.meta, "epoch": epoch + 1}
@@ -284,6 +305,8 @@ def _save_epoch(model, opt, sched, method, spec: FitSpec, epoch: int, log: list[
     best = [r.get("val_dice", -r.get("val_mae", float("nan"))) for r in log]
     if np.isfinite(score) and score >= np.nanmax(best):
         save_checkpoint(spec.out / "best.pt", model, meta)
+    if select_epoch(log, spec.select) in (epoch + 1, None):
+        save_checkpoint(spec.out / "selected.pt", model, {**meta, "selected_by": spec.select})
     save_checkpoint(spec.out / "last.pt", model, meta, train_state=state)
     log[-1]["ckpt_s"] = time.perf_counter() - t0
     write_text(spec.out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in log))

@@ -1,0 +1,57 @@
+"""Label-free scores of an adapted model on held-out target images, and epoch selection.
+
+Adaptation runs on some target subjects; a few others are held out. Their
+images (never their labels) are scored each epoch in evaluation mode:
+
+- ``holdout_entropy``: mean pixel entropy;
+- ``holdout_kl``: mean per-image KL(τe ‖ τ̂) against the prior of those slices;
+- ``holdout_objective``: entropy + λ·KL, the adaptation loss itself;
+- ``holdout_fraction`` / ``holdout_prior_fraction``: predicted vs expected foreground.
+
+The selected epoch minimises one of them (``SELECTION``); no target label is read.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sfda.losses import kl_prior, pixel_entropy
+
+CRITERIA = ("last", "holdout_kl", "holdout_objective", "holdout_entropy")
+
+
+@torch.inference_mode()
+def holdout_scores(model: torch.nn.Module, images: np.ndarray, valid: np.ndarray, prior: np.ndarray,
+                   lam: float, direction: str = "paper", batch_size: int = 64, device: str = "cpu") -> dict:
+    """Label-free scores of ``model`` on slices ``images`` (N, C, H, W) with prior (N, K)."""
+    was_training = model.training
+    model.eval()
+    ent_sum, kl_sum, fg_sum, pixels = 0.0, 0.0, 0.0, 0.0
+    for start in range(0, len(images), batch_size):
+        sl = slice(start, start + batch_size)
+        x = torch.from_numpy(np.asarray(images[sl])).to(device)
+        mask = torch.from_numpy(np.asarray(valid[sl])).to(device)
+        logits = model(x).float()
+        m = mask.float()
+        ent_sum += float((pixel_entropy(logits) * m).sum())
+        fg_sum += float(((logits.argmax(dim=1) > 0) & mask).sum())
+        pixels += float(m.sum())
+        tau = torch.from_numpy(np.asarray(prior[sl], dtype=np.float32)).to(device)
+        kl_sum += float(kl_prior(logits, tau, mask, direction)) * len(x)
+    model.train(was_training)
+    ent, kl = ent_sum / max(pixels, 1.0), kl_sum / max(len(images), 1)
+    return {"holdout_entropy": ent, "holdout_kl": kl, "holdout_objective": ent + lam * kl,
+            "holdout_fraction": fg_sum / max(pixels, 1.0),
+            "holdout_prior_fraction": float(np.asarray(prior)[:, 1:].sum(axis=1).mean())}
+
+
+def select_epoch(log: list[dict], criterion: str) -> int | None:
+    """1-based epoch minimising ``criterion`` over ``log`` (the last on ties); None if never logged."""
+    if criterion == "last":
+        return int(log[-1]["epoch"]) if log else None
+    scored = [(r[criterion], r["epoch"]) for r in log if r.get(criterion) is not None]
+    if not scored:
+        return None
+    best = min(v for v, _ in scored)
+    return int(max(e for v, e in scored if v == best))

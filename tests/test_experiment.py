@@ -1,0 +1,100 @@
+"""``sfda experiment`` on the tiny phantom: seeds, label-free selection, results, and resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sfda.cli import main
+
+TINY = {"net": "unet", "net_args": {"width": 4, "depth": 2},
+        "optim": {"epochs": 2, "batch_size": 4, "max_steps_per_epoch": 2}}
+
+
+def _config(tmp: Path, tiny_cases: str, **extra) -> Path:
+    cfg = {
+        "data": {"root": str(Path(tiny_cases).parent / "data"), "layout": "auto"},
+        "directions": ["wat->inn"],
+        "split": {"train": ["P01"], "val": ["P02"], "test": ["P03"]},
+        "methods": ["noadapt", "oracle", "adabn", "adaent"],
+        "seeds": [0, 1],
+        "source": TINY,
+        "prior": {"method": "source-position"},
+        "adapt": {"optim": {"epochs": 3, "batch_size": 4, "max_steps_per_epoch": 2, "lr": 1e-3},
+                  "select": "holdout_kl"},
+        **extra,
+    }
+    path = tmp / "experiment.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _numbers(results: dict) -> list:
+    """Every figure of results.json (the run folder names differ between runs)."""
+    return [(d["source"], d["target"], d["seeds"], d["selection"]) for d in results["directions"]]
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_cases, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("experiment")
+    out = tmp / "run"
+    assert main(["experiment", str(_config(tmp, tiny_cases)), "--out", str(out)]) == 0
+    return tmp, out, json.loads((out / "results.json").read_text())
+
+
+def test_seeds_give_mean_and_std_and_keep_each_seed(finished):
+    _, out, results = finished
+    (direction,) = results["directions"]
+    assert set(direction["seeds"]) == {"0", "1"}
+    for m in ("noadapt", "oracle", "adabn", "adaent"):
+        dice = direction["methods"][m]["foreground"]["dice"]
+        per_seed = [direction["seeds"][s][m]["foreground"]["dice"]["mean"] for s in ("0", "1")]
+        assert dice["mean"] == pytest.approx(sum(per_seed) / 2)
+        assert dice["std"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2)
+    md = (out / "results.md").read_text()
+    assert "seed 0" in md and "seed 1" in md and "holdout_kl" in md
+
+
+def test_selection_is_label_free_and_reported_beside_last_and_best(finished):
+    _, out, results = finished
+    sel = results["directions"][0]["selection"]["0"]["adaent"]
+    assert sel["criterion"] == "holdout_kl" and 1 <= sel["selected_epoch"] <= 3 and sel["last_epoch"] == 3
+    run = out / "wat-inn" / "seed0" / "adaent"
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    kls = [r["holdout_kl"] for r in log]
+    assert sel["selected_epoch"] == max(i + 1 for i, v in enumerate(kls) if v == min(kls))
+    assert sel["best_val_dice"] == max(r["val_dice"] for r in log)
+    assert (run / "selected.pt").exists()
+    reported = results["directions"][0]["seeds"]["0"]["adaent"]["foreground"]["dice"]["mean"]
+    assert reported == pytest.approx(sel["dice_selected"])
+
+
+def test_experiment_resumes_after_sigkill_and_matches(finished, tiny_cases, tmp_path):
+    """Kill the experiment during seed 0's adaptation; the rerun keeps the finished stages
+    (source not retrained) and its results equal the uninterrupted run's."""
+    tmp, _, reference = finished
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "sfda", "experiment", str(_config(tmp, tiny_cases)), "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    target = out / "wat-inn" / "seed0" / "adaent" / "epoch_001.pt"
+    deadline = time.monotonic() + 300
+    while not target.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the experiment finished before it could be killed"
+    assert not (out / "results.json").exists()
+    source = out / "wat-inn" / "seed0" / "source" / "last.pt"
+    stamp = source.stat().st_mtime_ns
+    assert main(["experiment", str(_config(tmp, tiny_cases)), "--out", str(out)]) == 0
+    assert source.stat().st_mtime_ns == stamp, "the finished source stage was redone"
+    assert _numbers(json.loads((out / "results.json").read_text())) == _numbers(reference)
