@@ -15,6 +15,7 @@ from sfda.config import AdaptConfig, DataConfig, PriorTrainConfig, TrainConfig, 
 from sfda.data.normalize import norm_params
 from sfda.data.sliceset import SliceSet, build_sliceset
 from sfda.engine.checkpoint import load_checkpoint, load_model, model_from_checkpoint
+from sfda.engine.distributed import is_main
 from sfda.engine.loop import FitSpec, check_device, fit
 from sfda.errors import SfdaError
 from sfda.io.cases import CaseList, load_cases, select_cases
@@ -71,7 +72,8 @@ def _supervised(cfg, stage: str, method, progress: bool, **spec_kw) -> dict:
     net_args = {"in_channels": 1, "num_classes": len(cl.label_names), **cfg.net_args}
     torch.manual_seed(cfg.seed)  # the initial weights follow the seed too
     model = build_net(cfg.net, **net_args)
-    save_config(cfg, Path(cfg.out) / "config.yaml")
+    if is_main():  # under torchrun only rank 0 writes
+        save_config(cfg, Path(cfg.out) / "config.yaml")
     meta = _meta(cfg, cfg.net, net_args, cl, stage, cfg.data.modality)
     return fit(model, method, _fit_spec(cfg, train, meta, val=val, augment=cfg.augment,
                                   invert=getattr(cfg, "invert", 0.0), progress=progress, **spec_kw))
@@ -186,7 +188,8 @@ def adapt(cfg: AdaptConfig, progress: bool = True) -> Path:
         from sfda.methods.adabn import reestimate_bn
 
         reestimate_bn(model, target.images, device=cfg.device)
-    save_config(cfg, Path(cfg.out) / "config.yaml")
+    if is_main():  # under torchrun only rank 0 writes
+        save_config(cfg, Path(cfg.out) / "config.yaml")
     meta = {**src_meta, "stage": f"adapt:{method.name}", "modality": cfg.data.modality,
             "source_modality": src_meta.get("modality"), "config": config_to_dict(cfg)}
     fit(model, method, _fit_spec(cfg, target, meta, val=val, source=source, prior=prior, val_prior=val_prior,

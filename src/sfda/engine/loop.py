@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from sfda.data.sliceset import SliceSet
+from sfda.engine import distributed as ddp
 from sfda.engine.checkpoint import load_checkpoint, save_checkpoint
 from sfda.engine.infer import predict_slices, subject_dice
 from sfda.engine.selection import holdout_scores, select_epoch
@@ -128,11 +129,14 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 def fit(model: torch.nn.Module, method: Method, spec: FitSpec) -> dict:
     """Train ``model`` with ``method``; writes checkpoints and ``log.jsonl`` under ``spec.out``."""
-    device = check_device(spec.device)
+    device = check_device(ddp.device_for(spec.device))
+    dist = ddp.context(device)
+    _check_distributed(method, spec, dist)
+    spec.progress = spec.progress and dist.main
     spec.out.mkdir(parents=True, exist_ok=True)
     model.to(device)
     if not method.trains:
-        return _fit_without_gradients(model, method, spec, device)
+        return _fit_without_gradients(model, method, spec, device, dist)
     params = method.parameters(model)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -143,34 +147,54 @@ def fit(model: torch.nn.Module, method: Method, spec: FitSpec) -> dict:
     start, log = 0, []
     if spec.resume and (spec.out / "last.pt").exists():
         start, log = _restore(spec.out / "last.pt", model, opt, sched, method)
+    net = ddp.wrap(model, dist, device)  # the replica that trains; ``model`` is the weights it shares
     data = Tensors(spec.data, spec.prior, device)
     source = Tensors(spec.source, None, device) if spec.source is not None else None
     for epoch in range(start, spec.epochs):
-        row = _run_epoch(model, method, spec, data, source, opt, epoch, device)
+        row = _run_epoch(net, method, spec, data, source, opt, epoch, device, dist)
         sched.step()
-        row.update(_validate(model, spec, device))
-        row.update(_holdout(model, method, spec, device))
-        _flag_collapse(row, method)
+        if dist.main:
+            row.update(_validate(model, spec, device))
+            row.update(_holdout(model, method, spec, device))
+            _flag_collapse(row, method)
         log.append(row)
-        _save_epoch(model, opt, sched, method, spec, epoch, log)
-        if spec.on_epoch:
-            spec.on_epoch(row)
-    write_json(spec.out / "done.json", {"epochs": spec.epochs, "final": log[-1] if log else {},
-                                        "selection": _selection(log, spec)})
+        if dist.main:
+            _save_epoch(model, opt, sched, method, spec, epoch, log)
+            if spec.on_epoch:
+                spec.on_epoch(row)
+        ddp.barrier(dist)
+    if dist.main:
+        write_json(spec.out / "done.json", {"epochs": spec.epochs, "final": log[-1] if log else {},
+                                            "selection": _selection(log, spec)})
+    ddp.barrier(dist)
     return {"log": log}
 
 
-def _fit_without_gradients(model, method, spec: FitSpec, device) -> dict:
-    """AdaBN: one pass over the target re-estimates the BN statistics; no optimiser."""
+def _check_distributed(method, spec: FitSpec, dist) -> None:
+    if not dist.active:
+        return
+    if not method.distributed:
+        raise SfdaError(f"method '{method.name}' cannot run under torchrun (its extra network is not "
+                        "synchronised across processes); run it in one process")
+    ddp.check_batch(spec.batch_size, dist)
+
+
+def _fit_without_gradients(model, method, spec: FitSpec, device, dist) -> dict:
+    """AdaBN: one pass over the target re-estimates the BN statistics; no optimiser.
+    Every rank computes the same statistics; rank 0 writes them."""
     from sfda.methods.adabn import reestimate_bn
 
     reestimate_bn(model, spec.data.images, batch_size=spec.batch_size, device=str(device))
+    if not dist.main:
+        ddp.barrier(dist)
+        return {"log": []}
     row = {"epoch": 1, "loss": None}
     row.update(_validate(model, spec, device))
     row.update(_holdout(model, method, spec, device))
     row.update(_fraction_row(model, spec, device))
     _save_epoch(model, None, None, method, spec, 0, [row])
     write_json(spec.out / "done.json", {"epochs": 1, "final": row, "selection": _selection([row], spec)})
+    ddp.barrier(dist)
     return {"log": [row]}
 
 
@@ -184,7 +208,8 @@ def _fraction_row(model, spec: FitSpec, device) -> dict:
     return out
 
 
-def _run_epoch(model, method, spec: FitSpec, data: Tensors, source, opt, epoch: int, device) -> dict:
+def _run_epoch(model, method, spec: FitSpec, data: Tensors, source, opt, epoch: int, device,
+               dist: ddp.Dist = ddp.Dist()) -> dict:
     torch.manual_seed(_epoch_seed(spec.seed, epoch))
     gen = torch.Generator().manual_seed(_epoch_seed(spec.seed, epoch))
     n = len(spec.data)
@@ -197,7 +222,7 @@ def _run_epoch(model, method, spec: FitSpec, data: Tensors, source, opt, epoch: 
     fg_pred, fg_prior, t0 = 0.0, 0.0, time.perf_counter()
     bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{spec.epochs}", disable=not spec.progress, leave=False)
     for step in bar:
-        idx = perm[step * spec.batch_size:(step + 1) * spec.batch_size]
+        idx = ddp.shard(perm[step * spec.batch_size:(step + 1) * spec.batch_size], dist)
         batch = data.batch(idx)
         if spec.augment:
             batch.images = augment_intensity(batch.images, gen, spec.invert)
@@ -208,7 +233,7 @@ def _run_epoch(model, method, spec: FitSpec, data: Tensors, source, opt, epoch: 
         # Mixed precision on CUDA only: bf16 autocast is far slower on AVX2-only CPUs.
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             loss, out, logs = method.step(model, batch, src)
-        _check_finite(loss, spec, batch, epoch, step)
+        _check_finite(loss, spec, batch, epoch, step, dist)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -220,13 +245,13 @@ def _run_epoch(model, method, spec: FitSpec, data: Tensors, source, opt, epoch: 
             if batch.prior is not None:
                 fg_prior += float(batch.prior[:, 1:].sum(dim=1).mean())
         bar.set_postfix(loss=f"{logs['loss']:.4f}")
-    row = {"epoch": epoch + 1, **{k: v / steps for k, v in sums.items()},
-           "lr": opt.param_groups[0]["lr"], "train_s": time.perf_counter() - t0}
+    means = {k: v / steps for k, v in sums.items()}
     if not spec.regression:
-        row["pred_fraction"] = fg_pred / steps
+        means["pred_fraction"] = fg_pred / steps
         if spec.prior is not None:
-            row["prior_fraction"] = fg_prior / steps
-    return row
+            means["prior_fraction"] = fg_prior / steps
+    return {"epoch": epoch + 1, **ddp.mean_over_ranks(means, dist), "lr": opt.param_groups[0]["lr"],
+            "train_s": time.perf_counter() - t0}
 
 
 def _flag_collapse(row: dict, method: Method) -> None:
@@ -251,8 +276,11 @@ def _foreground(logits: torch.Tensor, mask: torch.Tensor) -> float:
         return float((pred & mask).sum() / mask.sum().clamp_min(1))
 
 
-def _check_finite(loss, spec: FitSpec, batch: Batch, epoch: int, step: int) -> None:
-    if loss is not None and not torch.isfinite(loss):
+def _check_finite(loss, spec: FitSpec, batch: Batch, epoch: int, step: int, dist: ddp.Dist = ddp.Dist()) -> None:
+    finite = loss is None or bool(torch.isfinite(loss))
+    if dist.active:  # every rank stops together, not just the one that met the bad batch
+        finite = ddp.mean_over_ranks({"finite": float(finite)}, dist)["finite"] == 1.0
+    if not finite:
         ids = [spec.data.slice_ids[i] for i in batch.index.tolist()]
         raise SfdaError(f"non-finite loss at epoch {epoch + 1}, step {step + 1} (slices {', '.join(ids[:6])}); "
                         f"the last good checkpoint is {spec.out / 'last.pt'}: lower optim.lr or check these images")

@@ -29,6 +29,7 @@ class Adversarial(Method):
     name = "adversarial"
     source_free = False
     needs_prior = False
+    distributed = False
 
     def __init__(self, cfg=None):
         super().__init__(cfg)

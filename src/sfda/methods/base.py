@@ -35,6 +35,8 @@ class Method:
     needs_prior = False
     #: Whether ``step`` returns a loss to back-propagate (AdaBN does not).
     trains = True
+    #: Whether it can run under torchrun (DDP syncs the segmentation net only).
+    distributed = True
 
     def __init__(self, cfg=None):
         self.cfg = cfg
