@@ -70,8 +70,10 @@ class TrainConfig:
     net_args: dict[str, Any] = field(default_factory=dict)
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: bool = True
-    # Probability of mirroring an image's intensities during augmentation (0 = never).
+    # Source-side shape-over-contrast augmentation (sfda.engine.loop.augment_intensity): the probability
+    # of mirroring an image's intensities, and of a random piecewise-linear intensity curve (0 = never).
     invert: float = 0.0
+    remap: float = 0.0
     seed: int = 0
     device: str = "cpu"
     out: str = ""

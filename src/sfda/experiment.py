@@ -63,6 +63,7 @@ class SourceConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: bool = False
     invert: float = 0.0
+    remap: float = 0.0
 
 
 @dataclass
@@ -153,7 +154,8 @@ class Runner:
         if _done(out) and not c.rerun:
             return out
         cfg = TrainConfig(data=self.data(modality, s.train, s.val), net=c.source.net, net_args=dict(c.source.net_args),
-                          optim=dataclasses.replace(c.source.optim), augment=c.source.augment, invert=c.source.invert, seed=seed,
+                          optim=dataclasses.replace(c.source.optim), augment=c.source.augment, invert=c.source.invert,
+                          remap=c.source.remap, seed=seed,
                           device=c.device, out=str(out), resume=not c.rerun)
         from sfda.pipeline import train_source
 
