@@ -97,27 +97,95 @@ def predict_volume(shape=(36, 256, 256)) -> dict:
     return {"seconds": float(seconds), "peak_rss_mib": int(rss_kib) / 1024}
 
 
+def crops_eval_share(epochs: int = 2) -> dict | str:
+    """Validation + checkpointing over epoch time in a real `train-source` on the IVDM3Seg crops."""
+    root = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ivdm3seg-crops"
+    if not root.is_dir():
+        return f"skipped: {root} not found"
+    from sfda.config import TrainConfig, load_config
+    from sfda.io.cases import save_cases
+    from sfda.io.layouts import index_dataset
+    from sfda.pipeline import train_source
+
+    with tempfile.TemporaryDirectory() as tmp:
+        save_cases(Path(tmp) / "cases.json", index_dataset(str(root), "ivdm3seg-crops"))
+        cfg = load_config(TrainConfig, None, [
+            f"data.cases={tmp}/cases.json", "data.modality=opp", "data.subjects=[A1,B1,C1,D1]",
+            "data.val_subjects=[E1,F1]", f"data.cache={tmp}/cache", f"optim.epochs={epochs}", f"out={tmp}/run"])
+        train_source(cfg, progress=False)
+        rows = [json.loads(line) for line in (Path(tmp) / "run" / "log.jsonl").read_text().splitlines()]
+    row = rows[-1]
+    extra = row["val_s"] + row["ckpt_s"]
+    return {"share": extra / (row["train_s"] + extra), "train_s": row["train_s"], "val_s": row["val_s"],
+            "ckpt_s": row["ckpt_s"]}
+
+
+def cuda_figures(steps: int) -> dict | str:
+    """Bare ENet step on the GPU at 256x256: fp32, bf16 autocast, and bf16 + channels_last."""
+    if not torch.cuda.is_available():
+        return "skipped: no GPU"
+    out = {}
+    for name, bf16, cl in (("fp32", False, False), ("bf16", True, False), ("bf16_channels_last", True, True)):
+        torch.manual_seed(0)
+        model = build_net("enet", in_channels=1, num_classes=2).cuda().train()
+        x = torch.randn(BATCH, 1, 256, 256, device="cuda")
+        if cl:
+            model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+        y = (torch.rand(BATCH, 256, 256, device="cuda") > 0.8).long()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        for i in range(steps + 3):
+            if i == 3:
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+                loss = cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        torch.cuda.synchronize()
+        out[f"bare_slices_per_s_256_{name}"] = steps * BATCH / (time.perf_counter() - t0)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="bench/throughput.json")
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved bare/real rounds; the median ratio is kept")
     args = ap.parse_args()
     res = {"machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, threads {torch.get_num_threads()}"}
     for size in (64, 128, 256):
         res[f"bare_slices_per_s_{size}"] = bare_step(size, args.steps if size < 256 else max(args.steps // 4, 3))
-    train = real_path("train", 128, args.steps)
-    adapt = real_path("adapt", 128, args.steps)
-    bare = bare_step(128, args.steps)  # again, right after the real paths, and average both
-    bare128 = (bare + res["bare_slices_per_s_128"]) / 2
+    # Interleave: each real-path figure is divided by the mean of the bare steps measured just
+    # before and just after it, so a machine that drifts (another process, clocks) cancels out.
+    ratios: dict[str, list[float]] = {"train": [], "adapt": []}
+    speeds: dict[str, list[float]] = {"train": [], "adapt": []}
+    shares = []
+    for _ in range(args.rounds):
+        for kind in ("train", "adapt"):
+            before = bare_step(128, args.steps)
+            real = real_path(kind, 128, args.steps)
+            after = bare_step(128, args.steps)
+            ratios[kind].append(real["slices_per_s"] / ((before + after) / 2))
+            speeds[kind].append(real["slices_per_s"])
+            if kind == "train":
+                shares.append(real["eval_share"])
     res.update({
-        "train_slices_per_s_128": train["slices_per_s"], "adapt_slices_per_s_128": adapt["slices_per_s"],
-        "train_vs_bare_128": train["slices_per_s"] / bare128, "adapt_vs_bare_128": adapt["slices_per_s"] / bare128,
-        "eval_share_of_epoch_synthetic": train["eval_share"],
+        "train_slices_per_s_128": float(np.median(speeds["train"])),
+        "adapt_slices_per_s_128": float(np.median(speeds["adapt"])),
+        "train_vs_bare_128": float(np.median(ratios["train"])), "adapt_vs_bare_128": float(np.median(ratios["adapt"])),
+        "train_vs_bare_128_rounds": [round(r, 3) for r in ratios["train"]],
+        "adapt_vs_bare_128_rounds": [round(r, 3) for r in ratios["adapt"]],
+        "eval_share_of_epoch_synthetic": float(np.median(shares)),
     })
+    crops = crops_eval_share()
+    res["eval_share_of_epoch"] = crops["share"] if isinstance(crops, dict) else crops
+    if isinstance(crops, dict):
+        res["crops_epoch_s"] = {k: round(v, 2) for k, v in crops.items() if k != "share"}
     pred = predict_volume()
     res["predict_s_36x256x256"] = pred["seconds"]
     res["predict_peak_rss_mib"] = pred["peak_rss_mib"]
-    res["cuda"] = "skipped: no GPU" if not torch.cuda.is_available() else "not measured by this script"
+    res["cuda"] = cuda_figures(args.steps)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
     width = max(map(len, res))

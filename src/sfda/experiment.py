@@ -241,7 +241,8 @@ class Runner:
             noadapt.mkdir(parents=True, exist_ok=True)
             results["noadapt"] = self.score(noadapt, source / "last.pt", tgt)["summary"]
         if "oracle" in methods:
-            oracle = self.supervised(folder / "oracle", tgt, seed)
+            # One Oracle per target modality and seed, shared by every direction into that target.
+            oracle = self.supervised(self.out / f"oracle-{tgt}" / f"seed{seed}", tgt, seed)
             results["oracle"] = self.score(oracle, oracle / "last.pt", tgt)["summary"]
         adapt_methods = [m for m in methods if m not in ("noadapt", "oracle")]
         prior = self.prior(folder, src, tgt, seed) if adapt_methods else None
@@ -275,8 +276,11 @@ def run_experiment(cfg: ExperimentConfig, out: str, progress: bool = True) -> di
         for seed in cfg.seeds:
             folder = out_dir / f"{src}-{tgt}" / f"seed{seed}"
             per_seed[seed], selection[seed] = runner.run_seed(folder, src, tgt, seed)
-            runs = [folder / m for m in cfg.methods if (folder / m / "eval").exists()]
-            report([str(r) for r in runs], str(folder / "report"), title=f"{src} → {tgt}, seed {seed}")
+            runs = {m: (out_dir / f"oracle-{tgt}" / f"seed{seed}") if m == "oracle" else folder / m
+                    for m in cfg.methods}
+            runs = {m: r for m, r in runs.items() if (r / "eval").exists()}
+            report([str(r) for r in runs.values()], str(folder / "report"), title=f"{src} → {tgt}, seed {seed}",
+                   names=list(runs))
         methods = _combine(per_seed, cfg.methods)
         directions.append({"source": src, "target": tgt, "methods": {m: v["summary"] for m, v in methods.items()},
                            "seeds": {str(k): v for k, v in per_seed.items()},
