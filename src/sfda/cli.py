@@ -122,7 +122,8 @@ def cmd_prior(args) -> int:
     ratios = [float(r) for r in args.ratios.split(",")] if args.ratios else None
     path = make_prior(method=args.method, cases=args.cases, modality=args.modality,
                       subjects=_split(args.subjects), out=args.out, regressor=args.regressor or "",
-                      source_modality=args.source_modality or "", source_subjects=_split(args.source_subjects, "--source-subjects"),
+                      source_modality=args.source_modality or "",
+                      source_subjects=_split(args.source_subjects, "--source-subjects"),
                       ratios=ratios, tags=args.tags or "", tags_from_labels=args.tags_from_labels,
                       data=DataConfig(axis=args.axis))
     print(f"wrote {path}")
@@ -181,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    data = sub.add_parser("data", help="index, describe or generate datasets").add_subparsers(dest="data_cmd", required=True)
+    data = sub.add_parser("data", help="index, describe or generate datasets")
+    data = data.add_subparsers(dest="data_cmd", required=True)
     p = data.add_parser("index", help="scan a dataset folder into a case list")
     p.add_argument("root")
     p.add_argument("-o", "--out", required=True)

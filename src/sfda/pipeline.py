@@ -75,9 +75,8 @@ def _supervised(cfg, stage: str, method, progress: bool, **spec_kw) -> dict:
     if is_main():  # under torchrun only rank 0 writes
         save_config(cfg, Path(cfg.out) / "config.yaml")
     meta = _meta(cfg, cfg.net, net_args, cl, stage, cfg.data.modality)
-    return fit(model, method, _fit_spec(cfg, train, meta, val=val, augment=cfg.augment,
-                                  invert=getattr(cfg, "invert", 0.0), remap=getattr(cfg, "remap", 0.0), progress=progress,
-                                  **spec_kw))
+    shape = {"augment": cfg.augment, "invert": getattr(cfg, "invert", 0.0), "remap": getattr(cfg, "remap", 0.0)}
+    return fit(model, method, _fit_spec(cfg, train, meta, val=val, progress=progress, **shape, **spec_kw))
 
 
 def train_source(cfg: TrainConfig, progress: bool = True) -> Path:

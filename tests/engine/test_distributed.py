@@ -50,7 +50,8 @@ def _assert_close(single: Path, multi: Path) -> None:
     assert [r["epoch"] for r in a] == [r["epoch"] for r in b]
     assert a[-1]["val_dice"] > 0.5, "the single-process run learnt too little for the comparison to mean anything"
     for ra, rb in zip(a, b):
-        assert rb["loss"] == pytest.approx(ra["loss"], rel=LOSS_RTOL, abs=LOSS_ATOL), (ra["epoch"], ra["loss"], rb["loss"])
+        assert rb["loss"] == pytest.approx(ra["loss"], rel=LOSS_RTOL, abs=LOSS_ATOL), (ra["epoch"], ra["loss"],
+                                                                                     rb["loss"])
     da, db = (sum(r["val_dice"] for r in x[-5:]) / 5 for x in (a, b))
     assert abs(da - db) <= DICE_ATOL, (da, db)
 

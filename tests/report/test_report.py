@@ -70,7 +70,7 @@ def test_table_order_missing_metric_and_unknown_display_name():
     partial = {"disc": {"dice": {"mean": 0.5, "std": 0.1}}}
     text = results_markdown({"a": _summary(0.6, 0.0), "mystery": partial, "oracle": _summary(0.9, 0.01)},
                             order=["oracle", "mystery"], metrics=("dice", "hd_mm"))
-    rows = [l for l in text.splitlines() if l.startswith("| ") and "Method" not in l]
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "Method" not in line]
     assert rows == ["| Oracle | 90.0 ± 1.0 | – |", "| mystery | 50.0 ± 10.0 | – |"]
     with pytest.raises(SfdaError, match="nope"):
         results_markdown({"a": _summary(0.6, 0.0)}, order=["nope"])

@@ -41,7 +41,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp_path, dest)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
-        raise SfdaError(f"could not write {dest}: {exc.strerror or exc}; free disk space or choose another --out") from exc
+        raise SfdaError(f"could not write {dest}: {exc.strerror or exc}; "
+                        "free disk space or choose another --out") from exc
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
