@@ -256,7 +256,7 @@ class Runner:
 
 def run_experiment(cfg: ExperimentConfig, out: str, progress: bool = True) -> dict:
     """Run every direction × seed × method; write results.json, results.md and the reports."""
-    from sfda.reporting import report
+    from sfda.reporting import collapse_notes, report
 
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -272,7 +272,7 @@ def run_experiment(cfg: ExperimentConfig, out: str, progress: bool = True) -> di
                           f"{', '.join(map(str, cfg.seeds))}; adapted models scored at {chosen}.\n"]
     for text in cfg.directions:
         src, tgt = _direction(text)
-        per_seed, selection = {}, {}
+        per_seed, selection, warnings = {}, {}, []
         for seed in cfg.seeds:
             folder = out_dir / f"{src}-{tgt}" / f"seed{seed}"
             per_seed[seed], selection[seed] = runner.run_seed(folder, src, tgt, seed)
@@ -281,10 +281,12 @@ def run_experiment(cfg: ExperimentConfig, out: str, progress: bool = True) -> di
             runs = {m: r for m, r in runs.items() if (r / "eval").exists()}
             report([str(r) for r in runs.values()], str(folder / "report"), title=f"{src} → {tgt}, seed {seed}",
                    names=list(runs))
+            adapted = {f"{m} (seed {seed})": r for m, r in runs.items() if m not in ("noadapt", "oracle")}
+            warnings += collapse_notes(adapted)
         methods = _combine(per_seed, cfg.methods)
         directions.append({"source": src, "target": tgt, "methods": {m: v["summary"] for m, v in methods.items()},
                            "seeds": {str(k): v for k, v in per_seed.items()},
-                           "selection": {str(k): v for k, v in selection.items()}})
+                           "selection": {str(k): v for k, v in selection.items()}, "collapse_warnings": warnings})
         # One seed: show the spread over subjects; several: mean ± std over seeds.
         table = {m: (v if len(v["seeds"]) > 1 else v["summary"]) for m, v in methods.items()}
         md.append(f"## {src} → {tgt}\n\n" + results_markdown(table, order=[m for m in cfg.methods if m in methods]))
@@ -292,6 +294,9 @@ def run_experiment(cfg: ExperimentConfig, out: str, progress: bool = True) -> di
             md.append(_per_seed_markdown(per_seed, [m for m in cfg.methods if m in methods]))
         if any(selection.values()):
             md.append(_selection_markdown(selection))
+        md.append("Collapse warnings (first flagged epoch per run; see each run's log.jsonl):\n\n" + "\n".join(warnings)
+                  if warnings else "No collapse flagged: every adapted model's predicted foreground stayed within "
+                  "4x of the prior's, on adaptation and held-out images.\n")
     result = {"directions": directions, "test_subjects": cfg.split.test, "seeds": cfg.seeds,
               "selection": cfg.adapt.select}
     write_json(out_dir / "results.json", result)

@@ -213,6 +213,7 @@ def _fit_without_gradients(model, method, spec: FitSpec, device, dist) -> dict:
     row.update(_validate(model, spec, device))
     row.update(_holdout(model, method, spec, device))
     row.update(_fraction_row(model, spec, device))
+    _flag_collapse(row, method)
     _save_epoch(model, None, None, method, spec, 0, [row])
     write_json(spec.out / "done.json", {"epochs": 1, "final": row, "selection": _selection([row], spec)})
     ddp.barrier(dist)
@@ -276,19 +277,24 @@ def _run_epoch(model, method, spec: FitSpec, data: Tensors, source, opt, epoch: 
 
 
 def _flag_collapse(row: dict, method: Method) -> None:
-    """Warn when adaptation drives the prediction to (almost) one class or far from the prior."""
-    pred, prior = row.get("pred_fraction"), row.get("prior_fraction")
-    if pred is None or method.needs_labels:  # supervised training cannot collapse unnoticed
+    """Warn when adaptation drives the prediction to (almost) one class or far from the prior,
+    on the adaptation batches (``pred_fraction``) or on the held-out images (``holdout_fraction``)."""
+    if method.needs_labels:  # supervised training cannot collapse unnoticed
         return
-    name = method.name
     why = None
-    if pred < 1e-4 or pred > 1 - 1e-4:
-        why = f"predicts almost only one class (foreground fraction {pred:.5f})"
-    elif prior and (pred < prior / 4 or pred > prior * 4):
-        why = f"predicted foreground fraction {pred:.4f} is far from the prior's {prior:.4f}"
+    for where, pred, prior in (("", row.get("pred_fraction"), row.get("prior_fraction")),
+                               (" on held-out images", row.get("holdout_fraction"), row.get("holdout_prior_fraction"))):
+        if pred is None:
+            continue
+        if pred < 1e-4 or pred > 1 - 1e-4:
+            why = f"predicts almost only one class{where} (foreground fraction {pred:.5f})"
+        elif prior and (pred < prior / 4 or pred > prior * 4):
+            why = f"predicted foreground fraction{where} {pred:.4f} is far from the prior's {prior:.4f}"
+        if why:
+            break
     if why:
         row["collapse"] = why
-        tqdm.write(f"warning: {name} epoch {row['epoch']}: possible collapse: {why}")
+        tqdm.write(f"warning: {method.name} epoch {row['epoch']}: possible collapse: {why}")
 
 
 def _foreground(logits: torch.Tensor, mask: torch.Tensor) -> float:
