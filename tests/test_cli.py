@@ -157,6 +157,18 @@ def _bad_prior(path: Path, ids: list[str], row: str) -> Path:
     return path
 
 
+def _foreign_checkpoints(ckpt: Path, regressor: Path, mislabelled: Path) -> None:
+    """A ratio regressor's checkpoint, and a U-Net's weights declared as an ENet."""
+    from sfda.engine.checkpoint import load_checkpoint, save_checkpoint
+    from sfda.nets import build_net
+
+    meta = load_checkpoint(ckpt)["meta"]
+    save_checkpoint(regressor, build_net("regressor", in_channels=1, num_classes=2),
+                    {**meta, "net": "regressor", "net_args": {"in_channels": 1, "num_classes": 2}, "kind": "regression"})
+    unet = build_net(meta["net"], **meta["net_args"])
+    save_checkpoint(mislabelled, unet, {**meta, "net": "enet", "net_args": {"in_channels": 1, "num_classes": 2}})
+
+
 def _bad_cases(root: Path, tmp: Path) -> dict[str, list]:
     runs, cases = root / "runs", root / "cases.json"
     ckpt = runs / "source" / "last.pt"
@@ -164,6 +176,8 @@ def _bad_cases(root: Path, tmp: Path) -> dict[str, list]:
     junk.write_bytes(np.random.default_rng(0).bytes(2048))
     notckpt = tmp / "cases_copy.pt"
     notckpt.write_text(cases.read_text())
+    regressor, mislabelled = tmp / "regressor.pt", tmp / "mislabelled.pt"
+    _foreign_checkpoints(ckpt, regressor, mislabelled)
     p03 = [f"P03:{i}" for i in range(16)]
     missing = _bad_prior(tmp / "short_prior.csv", p03[:-1], "0.9,0.1")
     not_one = _bad_prior(tmp / "bad_prior.csv", p03, "0.5,0.6")
@@ -183,6 +197,12 @@ def _bad_cases(root: Path, tmp: Path) -> dict[str, list]:
                                          "--out", out], "cases_copy.pt"),
         "not a checkpoint (predict)": (["predict", "--checkpoint", junk, root / "mha" / "P03_inn.mha",
                                         "--out", out], "junk.pt"),
+        "regressor checkpoint (adapt)": ([*adapt, "--checkpoint", regressor], "regressor.pt"),
+        "regressor checkpoint (evaluate)": (["evaluate", "--checkpoint", regressor, "--cases", cases, "--modality",
+                                             "inn", "--out", out], "regressor.pt"),
+        "weights of another network (adapt)": ([*adapt, "--checkpoint", mislabelled], "mislabelled.pt"),
+        "weights of another network (predict)": (["predict", "--checkpoint", mislabelled,
+                                                  root / "mha" / "P03_inn.mha", "--out", out], "mislabelled.pt"),
         "prior missing slices": ([*adapt[:-len(TRAIN) - 2], "--prior", missing, *TRAIN, "--checkpoint", ckpt],
                                  "short_prior.csv"),
         "prior rows not summing to one": ([*adapt[:-len(TRAIN) - 2], "--prior", not_one, *TRAIN,
@@ -204,7 +224,8 @@ BAD = ["missing case list", "unknown modality", "unknown subject", "unknown meth
        "not a checkpoint (adapt)", "not a checkpoint (evaluate)", "not a checkpoint (predict)",
        "prior missing slices", "prior rows not summing to one", "cuda (train-source)", "cuda (adapt)",
        "cuda (evaluate)", "cuda (predict)", "unknown config key", "unknown config key (adapt)",
-       "prior for unknown modality"]
+       "prior for unknown modality", "regressor checkpoint (adapt)", "regressor checkpoint (evaluate)",
+       "weights of another network (adapt)", "weights of another network (predict)"]
 
 
 @pytest.mark.parametrize("case", BAD)

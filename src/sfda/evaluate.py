@@ -10,7 +10,7 @@ import numpy as np
 
 from sfda.config import DataConfig
 from sfda.data.sliceset import SliceSet
-from sfda.engine.checkpoint import load_model
+from sfda.engine.checkpoint import load_model, require_kind
 from sfda.engine.infer import predict_slices, subject_volumes
 from sfda.io.atomic import atomic_path, write_json, write_text
 from sfda.io.cases import load_cases
@@ -27,6 +27,7 @@ def evaluate(checkpoint: str, cases: str, modality: str, subjects: list[str] | N
 
     check_device(device)  # a missing GPU is a user error, not a torch traceback
     model, meta = load_model(checkpoint)
+    require_kind(meta, "segmentation", checkpoint, "evaluate")
     model.to(device)
     cl = load_cases(cases)
     ss = slices_for(cl, subjects, modality, data or DataConfig(), with_labels=True, progress=progress,

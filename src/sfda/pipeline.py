@@ -14,7 +14,7 @@ import torch
 from sfda.config import AdaptConfig, DataConfig, PriorTrainConfig, TrainConfig, config_to_dict, save_config
 from sfda.data.normalize import norm_params
 from sfda.data.sliceset import SliceSet, build_sliceset
-from sfda.engine.checkpoint import load_checkpoint, load_model, model_from_checkpoint
+from sfda.engine.checkpoint import load_checkpoint, load_model, model_from_checkpoint, require_kind
 from sfda.engine.distributed import is_main
 from sfda.engine.loop import FitSpec, check_device, fit
 from sfda.errors import SfdaError
@@ -163,6 +163,7 @@ def adapt(cfg: AdaptConfig, progress: bool = True) -> Path:
         _require(value, option)
     check_device(cfg.device)  # before any output is written
     ckpt = load_checkpoint(cfg.checkpoint)
+    require_kind(ckpt["meta"], "segmentation", cfg.checkpoint, "adapt")
     model = model_from_checkpoint(ckpt, cfg.checkpoint)
     src_meta = ckpt["meta"]
     method = build_method(cfg.method.name, cfg.method)
