@@ -40,9 +40,9 @@ def _epochs_run(monkeypatch) -> list[int]:
     seen: list[int] = []
     real = loop._run_epoch
 
-    def spy(model, method, spec, data, source, opt, epoch, device):
+    def spy(model, method, spec, data, source, opt, epoch, *rest):
         seen.append(epoch + 1)
-        return real(model, method, spec, data, source, opt, epoch, device)
+        return real(model, method, spec, data, source, opt, epoch, *rest)
 
     monkeypatch.setattr(loop, "_run_epoch", spy)
     return seen
