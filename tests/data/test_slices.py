@@ -155,3 +155,37 @@ def test_cache_reused_without_reading_volumes(tiny_cases, tmp_path, monkeypatch)
         build_sliceset(cl.cases, "wat", **{**kw, "axis": 2})
     with pytest.raises(AssertionError, match="read_volume called"):
         build_sliceset(cl.cases, "wat", **{**kw, "clip": (1.0, 99.0)})
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.data())
+def test_volumes_assemble_the_same_whatever_the_slice_order(data):
+    """Predictions come back per slice in any order (shuffled batches, several ranks): assembling
+    them into volumes and subjects depends only on each slice's case and position, not on row order."""
+    from sfda.data.sliceset import SliceSet
+    from sfda.engine.infer import case_volumes, subject_volumes
+    from sfda.io.cases import Case
+
+    axis = data.draw(st.integers(0, 2), label="axis")
+    n_cases = data.draw(st.integers(1, 3), label="cases")
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
+    cases, vols = [], []
+    for c in range(n_cases):
+        shape = tuple(int(v) for v in rng.integers(2, 7, size=3))
+        cases.append(Case(subject=f"S{c % 2}", case_id=f"S{c % 2}_{c}", images={"x": "x"}, label=None,
+                          spacing=(1.0, 1.0, 1.0), shape=shape))
+        vols.append(rng.integers(0, 3, size=shape).astype(np.uint8))
+    hw = common_target([c.shape for c in cases], axis, 4)
+    slices = [to_slices(v, axis, hw, fill=0) for v in vols]
+    maps = np.concatenate(slices)
+    ss = SliceSet(images=np.zeros((len(maps), 1, *hw), np.float32), labels=None,
+                  case_index=np.concatenate([np.full(len(s), i) for i, s in enumerate(slices)]),
+                  slice_index=np.concatenate([np.arange(len(s)) for s in slices]), cases=cases, modality="x",
+                  axis=axis, hw=tuple(hw))
+    perm = rng.permutation(len(maps))
+    shuffled = SliceSet(images=ss.images[perm], labels=None, case_index=ss.case_index[perm],
+                        slice_index=ss.slice_index[perm], cases=cases, modality="x", axis=axis, hw=tuple(hw))
+    for got, want in zip(case_volumes(shuffled, maps[perm]), vols):
+        assert np.array_equal(got, want)
+    a, b = subject_volumes(ss, maps), subject_volumes(shuffled, maps[perm])
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
