@@ -125,6 +125,7 @@ def cmd_prior(args) -> int:
                       source_modality=args.source_modality or "",
                       source_subjects=_split(args.source_subjects, "--source-subjects"),
                       ratios=ratios, tags=args.tags or "", tags_from_labels=args.tags_from_labels,
+                      min_presence=args.min_presence,
                       data=DataConfig(axis=args.axis))
     print(f"wrote {path}")
     return 0
@@ -220,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratios", help="constant prior, e.g. 0.9,0.1")
     p.add_argument("--tags", help="CSV slice_id,present: slices without the structure get (1, 0, ...)")
     p.add_argument("--tags-from-labels", action="store_true", help="tags from the target labels (experiments)")
+    p.add_argument("--min-presence", type=float, default=0.0,
+                   help="source-position: tag slices empty where fewer source slices hold the structure")
     p.add_argument("--axis", type=int, default=0)
     p.set_defaults(func=cmd_prior)
 

@@ -51,6 +51,8 @@ class SplitConfig:
 class PriorConfig:
     method: str = "source-position"
     tags_from_labels: bool = False
+    # source-position only: tag slices as empty where fewer source slices than this hold the structure
+    min_presence: float = 0.0
     ratios: list[float] = field(default_factory=list)
     net_args: dict = field(default_factory=lambda: dict(PriorTrainConfig().net_args))
     optim: OptimConfig = field(default_factory=lambda: PriorTrainConfig().optim)
@@ -183,7 +185,8 @@ class Runner:
         subjects = list(dict.fromkeys([*s.train, *s.val]))
         make_prior(method=c.prior.method, cases=self.cases, modality=tgt, subjects=subjects, out=str(path),
                    regressor=regressor, source_modality=src, source_subjects=s.train, ratios=c.prior.ratios,
-                   tags_from_labels=c.prior.tags_from_labels, data=self.data(tgt, subjects, []),
+                   tags_from_labels=c.prior.tags_from_labels, min_presence=c.prior.min_presence,
+                   data=self.data(tgt, subjects, []),
                    progress=self.progress)
         return path
 

@@ -94,6 +94,7 @@ def train_prior(cfg: PriorTrainConfig, progress: bool = True) -> dict:
 def make_prior(*, method: str, cases: str, modality: str, subjects: list[str] | None, out: str,
                regressor: str = "", source_modality: str = "", source_subjects: list[str] | None = None,
                ratios: list[float] | None = None, tags: str = "", tags_from_labels: bool = False,
+               min_presence: float = 0.0,
                data: DataConfig | None = None, progress: bool = True) -> Path:
     """Write τe for every target slice (``out`` CSV); see :mod:`sfda.priors.estimate`."""
     data = data or DataConfig()
@@ -118,7 +119,8 @@ def make_prior(*, method: str, cases: str, modality: str, subjects: list[str] | 
                          pad_multiple=pad, clip=clip, progress=progress)
         src_ratios = src.foreground_fractions()
         tau = (np.tile(source_mean_ratios(src_ratios), (n, 1)) if method == "source-mean"
-               else source_position_prior(src_ratios, _positions(src), _positions(target)))
+               else source_position_prior(src_ratios, _positions(src), _positions(target),
+                                          min_presence=min_presence))
     elif method == "constant":
         tau = constant_prior(n, ratios or [])
     else:

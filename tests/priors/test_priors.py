@@ -42,6 +42,23 @@ def test_position_prior_follows_the_source_profile():
     assert np.all(tau[:, 1] >= 0) and np.all(tau[:, 1] <= 0.3 + 1e-6)
 
 
+def test_position_prior_tags_positions_where_the_source_rarely_has_the_structure():
+    # 10 source volumes of 5 slices: slice 1 holds the structure in 2 of 10, slice 2 in all, slice 3 in 6.
+    idx = np.tile(np.arange(5), 10)
+    fg = np.zeros(len(idx))
+    fg[(idx == 1) & (np.repeat(np.arange(10), 5) < 2)] = 0.1
+    fg[idx == 2] = 0.3
+    fg[(idx == 3) & (np.repeat(np.arange(10), 5) < 6)] = 0.1
+    ratios = np.stack([1 - fg, fg], axis=1)
+    pos = relative_positions(idx, np.full_like(idx, 5))
+    centres = np.array([0.1, 0.3, 0.5, 0.7, 0.9])  # of the 5 position bins: no interpolation in between
+    soft = source_position_prior(ratios, pos, centres, bins=5)
+    tagged = source_position_prior(ratios, pos, centres, bins=5, min_presence=0.5)
+    assert np.allclose(soft[:, 1], [0.0, 0.02, 0.3, 0.06, 0.0], atol=1e-6)
+    assert np.allclose(tagged[:, 1], [0.0, 0.0, 0.3, 0.06, 0.0], atol=1e-6)  # slice 1: 20 % < 50 %: empty
+    assert np.allclose(tagged.sum(axis=1), 1)
+
+
 def test_tags_zero_the_structure_where_absent():
     tau = apply_tags(np.array([[0.8, 0.2], [0.8, 0.2]]), np.array([True, False]))
     assert np.allclose(tau, [[0.8, 0.2], [1.0, 0.0]])

@@ -58,20 +58,29 @@ def relative_positions(slice_index: np.ndarray, depths: np.ndarray) -> np.ndarra
 
 
 def source_position_prior(source_ratios: np.ndarray, source_pos: np.ndarray, target_pos: np.ndarray,
-                          bins: int = 32) -> np.ndarray:
+                          bins: int = 32, min_presence: float = 0.0) -> np.ndarray:
     """Anatomy from source statistics: τe of a target slice is the mean source ratio at the
     same relative position along the slicing axis (e.g. no disc in the outermost sagittal
-    slices). Only label statistics leave the source site, never an image."""
+    slices). Only label statistics leave the source site, never an image.
+
+    ``min_presence`` > 0 also tags slices as without the structure (τe = (1, 0, ...)) where
+    fewer than that fraction of the source slices at the same position hold any: a soft τe of
+    a few percent there would otherwise ask the adapted model to paint foreground into
+    slices that have none."""
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(source_pos, edges) - 1, 0, bins - 1)
-    centres, means = [], []
+    centres, means, presence = [], [], []
     for b in range(bins):
         rows = which == b
         if rows.any():
             centres.append((edges[b] + edges[b + 1]) / 2)
             means.append(source_ratios[rows].mean(axis=0))
+            presence.append(float((source_ratios[rows, 1:].sum(axis=1) > 0).mean()))
     if not means:
         raise SfdaError("no source slices to build a position prior from; check the source subjects")
     means = np.stack(means)
     out = np.stack([np.interp(target_pos, centres, means[:, k]) for k in range(means.shape[1])], axis=1)
-    return (out / out.sum(axis=1, keepdims=True)).astype(np.float32)
+    out = (out / out.sum(axis=1, keepdims=True)).astype(np.float32)
+    if min_presence > 0:
+        out = apply_tags(out, np.interp(target_pos, centres, presence) >= min_presence)
+    return out
