@@ -14,6 +14,7 @@ from tqdm import tqdm
 from sfda.data.normalize import normalize_volume
 from sfda.data.slices import from_slices, padded_size, slice_shape, to_slices
 from sfda.engine.checkpoint import load_model
+from sfda.engine.infer import fold_batchnorm
 from sfda.engine.loop import check_device
 from sfda.errors import SfdaError
 from sfda.io.cases import load_cases
@@ -73,7 +74,7 @@ def predict(checkpoint: str, inputs: list[str], out: str, entropy: bool = False,
     model, meta = load_model(checkpoint)
     if meta.get("kind") != "segmentation":
         raise SfdaError(f"{checkpoint} is a {meta.get('kind')} network; predict needs a segmentation checkpoint")
-    model.to(device)
+    model = fold_batchnorm(model).to(device)
     files = collect_inputs(inputs, meta.get("modality"))
     written = []
     for path in tqdm(files, desc="predicting", disable=not progress, leave=False):

@@ -145,3 +145,26 @@ def test_weights_that_do_not_fit_the_declared_network(tmp_path):
     with pytest.raises(SfdaError, match="do not fit") as err:
         load_model(path)
     assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("net", ["enet", "unet"])
+def test_folding_batchnorm_keeps_the_outputs(net):
+    """predict folds BN into the convolutions before it: same probabilities in eval mode."""
+    import copy
+
+    from sfda.engine.infer import fold_batchnorm
+    from sfda.nets import build_net
+
+    torch.manual_seed(0)
+    model = build_net(net, in_channels=1, num_classes=2)
+    model.train()
+    with torch.no_grad():  # give BN non-trivial running statistics
+        for _ in range(3):
+            model(torch.randn(4, 1, 32, 32) * 3 + 1)
+    model.eval()
+    folded = fold_batchnorm(copy.deepcopy(model))
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(x), folded(x), atol=1e-4)
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert n_bn < sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
