@@ -25,6 +25,7 @@ def reestimate_bn(model, images, batch_size: int = 32, device: str = "cpu") -> N
     Used alone (AdaBN) or as the starting point of a gradient method: it puts the
     source weights in the target's intensity statistics before any step is taken.
     """
+    model.to(device)
     layers = bn_layers(model)
     momenta = [m.momentum for m in layers]
     for m in layers:
