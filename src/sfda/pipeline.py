@@ -15,7 +15,7 @@ from sfda.config import AdaptConfig, DataConfig, PriorTrainConfig, TrainConfig, 
 from sfda.data.normalize import norm_params
 from sfda.data.sliceset import SliceSet, build_sliceset
 from sfda.engine.checkpoint import load_checkpoint, load_model, model_from_checkpoint, require_kind
-from sfda.engine.distributed import is_main
+from sfda.engine.distributed import device_for, is_main
 from sfda.engine.loop import FitSpec, check_device, fit
 from sfda.errors import SfdaError
 from sfda.io.cases import CaseList, load_cases, select_cases
@@ -190,7 +190,7 @@ def adapt(cfg: AdaptConfig, progress: bool = True) -> Path:
     if cfg.method.adabn_init and method.trains and not (cfg.resume and (Path(cfg.out) / "last.pt").exists()):
         from sfda.methods.adabn import reestimate_bn
 
-        reestimate_bn(model, target.images, device=cfg.device)
+        reestimate_bn(model, target.images, device=device_for(cfg.device))
     if is_main():  # under torchrun only rank 0 writes
         save_config(cfg, Path(cfg.out) / "config.yaml")
     meta = {**src_meta, "stage": f"adapt:{method.name}", "modality": cfg.data.modality,
