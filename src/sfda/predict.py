@@ -48,7 +48,7 @@ def collect_inputs(inputs: list[str], modality: str | None) -> list[Path]:
 
 @torch.inference_mode()
 def predict_volume(model: torch.nn.Module, meta: dict, array: np.ndarray, source: str, device: str = "cpu",
-                   batch_size: int = 16) -> np.ndarray:
+                   batch_size: int = 12) -> np.ndarray:
     """Class probabilities (K, *shape) for one volume, float32."""
     norm, sl = meta["normalization"], meta["slicing"]
     img = normalize_volume(array, norm["clip_low"], norm["clip_high"], source=source)
