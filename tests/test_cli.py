@@ -164,7 +164,8 @@ def _foreign_checkpoints(ckpt: Path, regressor: Path, mislabelled: Path) -> None
 
     meta = load_checkpoint(ckpt)["meta"]
     save_checkpoint(regressor, build_net("regressor", in_channels=1, num_classes=2),
-                    {**meta, "net": "regressor", "net_args": {"in_channels": 1, "num_classes": 2}, "kind": "regression"})
+                    {**meta, "net": "regressor", "net_args": {"in_channels": 1, "num_classes": 2},
+                     "kind": "regression"})
     unet = build_net(meta["net"], **meta["net_args"])
     save_checkpoint(mislabelled, unet, {**meta, "net": "enet", "net_args": {"in_channels": 1, "num_classes": 2}})
 

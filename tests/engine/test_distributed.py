@@ -18,11 +18,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TINY_NET
 
 from sfda.cli import main
 from sfda.engine.checkpoint import load_checkpoint
-
-from conftest import TINY_NET
 
 LOSS_RTOL, LOSS_ATOL, DICE_ATOL = 0.15, 0.01, 0.05
 
@@ -101,11 +100,11 @@ def test_adaptation_with_two_gloo_processes_matches_one(two_sources, tiny_cases)
 
 def test_adversarial_refuses_torchrun(tiny_cases, tmp_path, monkeypatch):
     """Its discriminator is not synchronised across processes: refused before anything trains."""
+    from sfda.config import MethodConfig
     from sfda.engine import distributed as ddp
     from sfda.engine.loop import FitSpec, _check_distributed
     from sfda.errors import SfdaError
     from sfda.methods import build_method
-    from sfda.config import MethodConfig
 
     method = build_method("adversarial", MethodConfig(name="adversarial"))
     spec = FitSpec(data=None, out=tmp_path, meta={}, batch_size=8)
