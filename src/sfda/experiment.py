@@ -25,7 +25,7 @@ from sfda.evaluate import evaluate
 from sfda.io.atomic import write_json, write_text
 from sfda.io.cases import save_cases
 from sfda.io.layouts import index_dataset
-from sfda.report import results_markdown
+from sfda.report import per_seed_markdown, results_markdown, selection_markdown
 
 ADAPT_METHODS = ("adabn", "adaent", "adasource", "adversarial", "tent", "entropy")
 
@@ -294,9 +294,9 @@ def run_experiment(cfg: ExperimentConfig, out: str, progress: bool = True) -> di
         table = {m: (v if len(v["seeds"]) > 1 else v["summary"]) for m, v in methods.items()}
         md.append(f"## {src} → {tgt}\n\n" + results_markdown(table, order=[m for m in cfg.methods if m in methods]))
         if len(cfg.seeds) > 1:
-            md.append(_per_seed_markdown(per_seed, [m for m in cfg.methods if m in methods]))
+            md.append(per_seed_markdown(per_seed, [m for m in cfg.methods if m in methods]))
         if any(selection.values()):
-            md.append(_selection_markdown(selection))
+            md.append(selection_markdown(selection))
         md.append("Collapse warnings (first flagged epoch per run; see each run's log.jsonl):\n\n" + "\n".join(warnings)
                   if warnings else "No collapse flagged: every adapted model's predicted foreground stayed within "
                   "4x of the prior's, on adaptation and held-out images.\n")
@@ -318,40 +318,6 @@ def _combine(per_seed: dict[int, dict[str, dict]], methods: list[str]) -> dict[s
         summary = {cls: {met: _over(seeds, cls, met) for met in first[cls]} for cls in first}
         out[m] = {"summary": summary if len(seeds) > 1 else first, "seeds": seeds}
     return out
-
-
-def _pm(values: list[float]) -> str:
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
-
-
-def _per_seed_markdown(per_seed: dict[int, dict], methods: list[str]) -> str:
-    """Dice per seed, each as mean ± std over the test subjects."""
-    seeds = sorted(per_seed)
-    lines = ["Dice per seed (mean ± std over test subjects):\n",
-             "| method | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---" * (len(seeds) + 1) + "|"]
-    for m in methods:
-        cells = []
-        for s in seeds:
-            fg = [v["dice"] for k, v in per_seed[s].get(m, {}).items() if k != "background"]
-            cells.append(f"{fg[0]['mean']:.3f} ± {fg[0]['std']:.3f}" if fg else "–")
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _selection_markdown(selection: dict[int, dict]) -> str:
-    """Last vs label-free selected epoch vs the best epoch by validation labels, mean ± std over seeds."""
-    methods = list(dict.fromkeys(m for sel in selection.values() for m in sel))
-    lines = ["Epoch selection (Dice, mean ± std over seeds; the best epoch needs validation labels, "
-             "so it is shown only as the gap no label-free rule can beat):\n",
-             "| method | criterion | selected epochs | last | selected | best by val labels |",
-             "|---|---|---|---|---|---|"]
-    for m in methods:
-        rows = [sel[m] for sel in selection.values() if m in sel]
-        best = [r["best_val_dice"] for r in rows if r["best_val_dice"] is not None]
-        lines.append(f"| {m} | {rows[0]['criterion']} | {', '.join(str(r['selected_epoch']) for r in rows)} | "
-                     f"{_pm([r['dice_last'] for r in rows])} | {_pm([r['dice_selected'] for r in rows])} | "
-                     f"{_pm(best) if best else '–'} |")
-    return "\n".join(lines) + "\n"
 
 
 def _dice(summary: dict) -> float:

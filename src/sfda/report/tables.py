@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping, Sequence
 
+import numpy as np
+
 from sfda.errors import SfdaError
 
 DISPLAY: dict[str, str] = {
@@ -194,3 +196,40 @@ def _number(value: float, digits: int) -> str:
 def _escape(text: str) -> str:
     """Keep a name with '|' from breaking the table."""
     return str(text).replace("|", "\\|")
+
+
+# --------------------------------------------------------------------------- experiment tables
+
+
+def _pm(values: list[float]) -> str:
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+
+def per_seed_markdown(per_seed: dict[int, dict], methods: list[str]) -> str:
+    """Dice per seed, each as mean ± std over the test subjects."""
+    seeds = sorted(per_seed)
+    lines = ["Dice per seed (mean ± std over test subjects):\n",
+             "| method | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---" * (len(seeds) + 1) + "|"]
+    for m in methods:
+        cells = []
+        for s in seeds:
+            fg = [v["dice"] for k, v in per_seed[s].get(m, {}).items() if k != "background"]
+            cells.append(f"{fg[0]['mean']:.3f} ± {fg[0]['std']:.3f}" if fg else "–")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def selection_markdown(selection: dict[int, dict]) -> str:
+    """Last vs label-free selected epoch vs the best epoch by validation labels, mean ± std over seeds."""
+    methods = list(dict.fromkeys(m for sel in selection.values() for m in sel))
+    lines = ["Epoch selection (Dice, mean ± std over seeds; the best epoch needs validation labels, "
+             "so it is shown only as the gap no label-free rule can beat):\n",
+             "| method | criterion | selected epochs | last | selected | best by val labels |",
+             "|---|---|---|---|---|---|"]
+    for m in methods:
+        rows = [sel[m] for sel in selection.values() if m in sel]
+        best = [r["best_val_dice"] for r in rows if r["best_val_dice"] is not None]
+        lines.append(f"| {m} | {rows[0]['criterion']} | {', '.join(str(r['selected_epoch']) for r in rows)} | "
+                     f"{_pm([r['dice_last'] for r in rows])} | {_pm([r['dice_selected'] for r in rows])} | "
+                     f"{_pm(best) if best else '–'} |")
+    return "\n".join(lines) + "\n"
