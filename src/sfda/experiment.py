@@ -327,6 +327,7 @@ def _dice(summary: dict) -> float:
 
 def _over(seeds: dict[str, dict], cls: str, metric: str) -> dict:
     vals = [s[cls][metric]["mean"] for s in seeds.values()]
-    return {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
+    # Sample std over seeds (ddof 1), as results.md shows it.
+    return {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0}
 
 

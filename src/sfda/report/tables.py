@@ -202,7 +202,9 @@ def _escape(text: str) -> str:
 
 
 def _pm(values: list[float]) -> str:
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+    """Mean ± sample std (ddof 1, as in the results table; 0 for one value)."""
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return f"{np.mean(values):.3f} ± {std:.3f}"
 
 
 def per_seed_markdown(per_seed: dict[int, dict], methods: list[str]) -> str:
