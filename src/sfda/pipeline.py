@@ -215,7 +215,7 @@ def _check_selection(cfg: AdaptConfig, val_prior) -> None:
 
     if cfg.select not in CRITERIA:
         raise SfdaError(f"unknown select '{cfg.select}'; choose one of: {', '.join(CRITERIA)}")
-    if cfg.select != "last" and val_prior is None:
+    if cfg.select not in ("last", "average") and val_prior is None:
         raise SfdaError(f"select={cfg.select} scores held-out target images: give --val-subjects and a prior "
                         "table that covers their slices (`sfda prior` with --subjects listing both), "
                         "or select=last")

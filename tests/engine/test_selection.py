@@ -62,3 +62,37 @@ def test_collapse_flag_on_adaptation_and_held_out_images(row, flagged):
     assert ("collapse" in row) == flagged
     if flagged and "holdout_fraction" in row and row.get("pred_fraction") == 0.10:
         assert "held-out" in row["collapse"]
+
+
+def test_average_weights_means_floats_and_keeps_integer_buffers():
+    from sfda.engine.selection import average_weights
+
+    states = [{"w": torch.tensor([1.0, 3.0]), "n": torch.tensor(5)},
+              {"w": torch.tensor([3.0, 5.0]), "n": torch.tensor(9)}]
+    avg = average_weights(states)
+    assert torch.equal(avg["w"], torch.tensor([2.0, 4.0])) and int(avg["n"]) == 9
+
+
+def test_adapt_with_select_average_writes_the_mean_of_the_epochs(tiny_cases, tiny_source, tmp_path):
+    import json
+
+    from sfda.config import AdaptConfig, load_config
+    from sfda.engine.checkpoint import load_checkpoint
+    from sfda.pipeline import adapt
+
+    checkpoint, prior = tiny_source
+    out = tmp_path / "run"
+    adapt(load_config(AdaptConfig, None, [
+        f"data.cases={tiny_cases}", "data.modality=inn", "data.subjects=[P03]", f"checkpoint={checkpoint}",
+        f"prior={prior}", "method.name=adaent", "optim.batch_size=4", "optim.max_steps_per_epoch=2",
+        "optim.lr=1e-2", "optim.epochs=3", "select=average", f"out={out}"]), progress=False)
+    epochs = [load_checkpoint(out / f"epoch_{e:03d}.pt")["state_dict"] for e in (1, 2, 3)]
+    selected = load_checkpoint(out / "selected.pt")
+    assert selected["meta"]["selected_by"] == "average"
+    for k, v in selected["state_dict"].items():
+        if v.is_floating_point():
+            assert torch.allclose(v, sum(s[k] for s in epochs) / 3, atol=1e-6), k
+    floats = [k for k, v in epochs[-1].items() if v.is_floating_point()]
+    assert any(not torch.equal(selected["state_dict"][k], epochs[-1][k]) for k in floats), "the average is the last"
+    assert json.loads((out / "done.json").read_text())["selection"] == {"criterion": "average",
+                                                                        "epoch": "mean of 1-3"}

@@ -7,6 +7,7 @@ epochs e+1.. exactly as an uninterrupted run does (CPU, same seed).
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from sfda.data.sliceset import SliceSet
 from sfda.engine import distributed as ddp
 from sfda.engine.checkpoint import load_checkpoint, save_checkpoint
 from sfda.engine.infer import predict_slices, subject_dice
-from sfda.engine.selection import holdout_scores, select_epoch
+from sfda.engine.selection import average_weights, holdout_scores, select_epoch
 from sfda.errors import SfdaError
 from sfda.io.atomic import write_json, write_text
 from sfda.methods.base import Batch, Method
@@ -185,6 +186,8 @@ def fit(model: torch.nn.Module, method: Method, spec: FitSpec) -> dict:
                 spec.on_epoch(row)
         ddp.barrier(dist)
     if dist.main:
+        if spec.select == "average":
+            _save_average(model, spec)
         write_json(spec.out / "done.json", {"epochs": spec.epochs, "final": log[-1] if log else {},
                                             "selection": _selection(log, spec)})
     ddp.barrier(dist)
@@ -343,8 +346,25 @@ def _holdout(model, method, spec: FitSpec, device) -> dict:
 
 
 def _selection(log: list[dict], spec: FitSpec) -> dict:
+    if spec.select == "average" and len(log) > 1:
+        return {"criterion": "average", "epoch": f"mean of 1-{spec.epochs}"}
     epoch = select_epoch(log, spec.select)
     return {"criterion": spec.select, "epoch": epoch if epoch is not None else (log[-1]["epoch"] if log else None)}
+
+
+def _save_average(model, spec: FitSpec) -> None:
+    """``selected.pt`` := the average of every epoch's weights (read back from the epoch checkpoints,
+    so a resumed run averages the same weights as an uninterrupted one)."""
+    paths = [spec.out / f"epoch_{e:03d}.pt" for e in range(1, spec.epochs + 1)]
+    missing = [p.name for p in paths if not p.exists()]
+    if missing:
+        raise SfdaError(f"select=average needs every epoch's checkpoint; {missing[0]} is missing in {spec.out}")
+    first = load_checkpoint(paths[0])
+    states = [first["state_dict"]] + [load_checkpoint(p)["state_dict"] for p in paths[1:]]
+    averaged = copy.deepcopy(model).cpu()
+    averaged.load_state_dict(average_weights(states))
+    save_checkpoint(spec.out / "selected.pt", averaged, {**first["meta"], "epoch": spec.epochs,
+                                                        "selected_by": "average", "epochs_averaged": len(paths)})
 
 
 def _save_epoch(model, opt, sched, method, spec: FitSpec, epoch: int, log: list[dict]) -> None:
@@ -360,7 +380,7 @@ def _save_epoch(model, opt, sched, method, spec: FitSpec, epoch: int, log: list[
     best = [r.get("val_dice", -r.get("val_mae", float("nan"))) for r in log]
     if np.isfinite(score) and score >= np.nanmax(best):
         save_checkpoint(spec.out / "best.pt", model, meta)
-    if select_epoch(log, spec.select) in (epoch + 1, None):
+    if spec.select != "average" and select_epoch(log, spec.select) in (epoch + 1, None):
         save_checkpoint(spec.out / "selected.pt", model, {**meta, "selected_by": spec.select})
     save_checkpoint(spec.out / "last.pt", model, meta, train_state=state)
     log[-1]["ckpt_s"] = time.perf_counter() - t0
