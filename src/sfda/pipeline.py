@@ -103,9 +103,7 @@ def make_prior(*, method: str, cases: str, modality: str, subjects: list[str] | 
     if method == "regressor":
         _require(regressor, "--regressor")
         model, meta = load_model(regressor)
-        if meta.get("kind") != "regression":
-            raise SfdaError(f"{regressor} is a {meta.get('kind')} network, not a ratio regressor; "
-                            "give the checkpoint written by `sfda train-prior`")
+        require_kind(meta, "regression", regressor, "the regressor prior")
         axis, pad = meta["slicing"]["axis"], meta["slicing"]["pad_multiple"]
         clip = (meta["normalization"]["clip_low"], meta["normalization"]["clip_high"])
     target = slices_for(cl, subjects, modality, data, with_labels=tags_from_labels, axis=axis,

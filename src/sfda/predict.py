@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from sfda.data.normalize import normalize_volume
 from sfda.data.slices import from_slices, padded_size, slice_shape, to_slices
-from sfda.engine.checkpoint import load_model
+from sfda.engine.checkpoint import load_model, require_kind
 from sfda.engine.infer import fold_batchnorm
 from sfda.engine.loop import check_device
 from sfda.errors import SfdaError
@@ -72,8 +72,7 @@ def predict(checkpoint: str, inputs: list[str], out: str, entropy: bool = False,
     """Write ``<name>_seg<ext>`` (uint8) per input, plus ``_entropy`` and ``_prob_<class>`` if asked."""
     check_device(device)
     model, meta = load_model(checkpoint)
-    if meta.get("kind") != "segmentation":
-        raise SfdaError(f"{checkpoint} is a {meta.get('kind')} network; predict needs a segmentation checkpoint")
+    require_kind(meta, "segmentation", checkpoint, "predict")
     model = fold_batchnorm(model).to(device)
     files = collect_inputs(inputs, meta.get("modality"))
     written = []

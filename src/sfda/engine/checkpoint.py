@@ -49,11 +49,14 @@ def load_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
+_WRITTEN_BY = {"segmentation": "`sfda train-source` or `sfda adapt`", "regression": "`sfda train-prior`"}
+
+
 def require_kind(meta: dict, kind: str, path, use: str) -> None:
     """Refuse a checkpoint of the wrong kind (a ratio regressor where a segmenter is needed, ...)."""
     if meta.get("kind") != kind:
         raise SfdaError(f"{path} is a {meta.get('kind')} network ({meta.get('net')}); {use} needs a {kind} "
-                        "checkpoint (from `sfda train-source` or `sfda adapt`)")
+                        f"checkpoint (from {_WRITTEN_BY.get(kind, 'sfda')})")
 
 
 def model_from_checkpoint(ckpt: dict, path: str = "checkpoint") -> torch.nn.Module:
