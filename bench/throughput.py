@@ -71,30 +71,70 @@ def real_path(method: str, size: int, steps: int) -> dict:
     return {"slices_per_s": steps * BATCH / row["train_s"], "eval_share": (val_s + row["ckpt_s"]) / epoch_s}
 
 
-def predict_volume(shape=(36, 256, 256)) -> dict:
-    """Seconds and peak RSS of `sfda predict` on one volume, in a fresh process."""
+def _predict_fixture(tmp: str, shape) -> None:
+    """An untrained ENet checkpoint and one generated volume of ``shape`` in ``tmp``."""
+    from sfda.engine.checkpoint import save_checkpoint
     from sfda.io.volume import write_volume
 
-    with tempfile.TemporaryDirectory() as tmp:
-        model = build_net("enet", in_channels=1, num_classes=2)
-        from sfda.engine.checkpoint import save_checkpoint
+    model = build_net("enet", in_channels=1, num_classes=2)
+    meta = {"net": "enet", "net_args": {"in_channels": 1, "num_classes": 2}, "kind": "segmentation",
+            "label_names": ["background", "disc"], "modality": "inn",
+            "normalization": {"method": "percentile-zscore", "clip_low": 0.5, "clip_high": 99.5},
+            "slicing": {"axis": 0, "pad_multiple": 16}}
+    save_checkpoint(Path(tmp) / "m.pt", model, meta)
+    vol = np.random.default_rng(0).normal(100, 20, size=shape).astype(np.float32)
+    write_volume(Path(tmp) / "v.nii.gz", vol, np.diag([2.0, 1.25, 1.25, 1.0]))
 
-        meta = {"net": "enet", "net_args": {"in_channels": 1, "num_classes": 2}, "kind": "segmentation",
-                "label_names": ["background", "disc"], "modality": "inn",
-                "normalization": {"method": "percentile-zscore", "clip_low": 0.5, "clip_high": 99.5},
-                "slicing": {"axis": 0, "pad_multiple": 16}}
-        save_checkpoint(Path(tmp) / "m.pt", model, meta)
-        vol = np.random.default_rng(0).normal(100, 20, size=shape).astype(np.float32)
-        write_volume(Path(tmp) / "v.nii.gz", vol, np.diag([2.0, 1.25, 1.25, 1.0]))
+
+def predict_volume(shape=(36, 256, 256), repeats: int = 3) -> dict:
+    """`sfda predict` on one volume, each time in a fresh process: seconds inside ``predict()``
+    (checkpoint, read, normalise, network, write; the median over ``repeats`` is kept), peak RSS,
+    and the whole command's wall time including Python and torch start-up."""
+    with tempfile.TemporaryDirectory() as tmp:
+        _predict_fixture(tmp, shape)
         # Peak RSS from VmHWM: ru_maxrss survives exec, so a child forked from this (large) process
         # would report the parent's size; VmHWM belongs to the new address space only.
         code = ("import time; from sfda.predict import predict; t=time.perf_counter(); "
                 f"predict('{tmp}/m.pt', ['{tmp}/v.nii.gz'], '{tmp}/out', progress=False); "
                 "hwm=[l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0]; "
                 "print(time.perf_counter()-t, hwm)")
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-        seconds, rss_kib = out.stdout.split()
-    return {"seconds": float(seconds), "peak_rss_mib": int(rss_kib) / 1024}
+        seconds, rss = [], []
+        for _ in range(repeats):
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+            s, kib = out.stdout.split()
+            seconds.append(float(s))
+            rss.append(int(kib) / 1024)
+        cli = [str(Path(sys.executable).with_name("sfda")), "predict", "--checkpoint", f"{tmp}/m.pt",
+               "--out", f"{tmp}/cli", f"{tmp}/v.nii.gz"]
+        t0 = time.perf_counter()
+        subprocess.run(cli, capture_output=True, text=True, check=True)
+        command_s = time.perf_counter() - t0
+    return {"seconds": float(np.median(seconds)), "runs": [round(x, 2) for x in seconds],
+            "peak_rss_mib": max(rss), "command_s": command_s}
+
+
+def compiled_step(size: int, steps: int) -> dict | str:
+    """The bare step with ``torch.compile`` (inductor) against eager, same run: speed ratio and compile time."""
+    try:
+        torch.manual_seed(0)
+        model = build_net("enet", in_channels=1, num_classes=2).train()
+        compiled = torch.compile(model)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        x = torch.randn(BATCH, 1, size, size)
+        y = (torch.rand(BATCH, size, size) > 0.8).long()
+        t0 = time.perf_counter()
+        for i in range(steps + 2):
+            if i == 2:
+                compile_s, t1 = time.perf_counter() - t0, time.perf_counter()
+            loss = cross_entropy(compiled(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        speed = steps * BATCH / (time.perf_counter() - t1)
+    except Exception as exc:  # no compiler, unsupported op: report it, the eager figures still stand
+        return f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    eager = bare_step(size, steps)
+    return {"compiled_vs_eager": speed / eager, "first_two_steps_s": compile_s}
 
 
 def crops_eval_share(epochs: int = 2) -> dict | str:
@@ -152,6 +192,7 @@ def main() -> None:
     ap.add_argument("--out", default="bench/throughput.json")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved bare/real rounds; the median ratio is kept")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile's bare step (minutes)")
     args = ap.parse_args()
     res = {"machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, threads {torch.get_num_threads()}"}
     for size in (64, 128, 256):
@@ -185,6 +226,10 @@ def main() -> None:
     pred = predict_volume()
     res["predict_s_36x256x256"] = pred["seconds"]
     res["predict_peak_rss_mib"] = pred["peak_rss_mib"]
+    res["predict_runs_s"] = pred["runs"]
+    res["predict_command_s"] = pred["command_s"]
+    if args.compile:
+        res["compile_128"] = compiled_step(128, args.steps)
     res["cuda"] = cuda_figures(args.steps)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")

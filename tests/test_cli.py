@@ -47,6 +47,8 @@ def flow(tmp_path_factory):
                    "--val-subjects", "P03", "--out", runs / "source", *TRAIN, *TINY_NET])
     step("prior", ["prior", "--method", "source-mean", "--cases", cases, "--modality", "inn", "--subjects", "P03",
                    "--source-modality", "wat", "--source-subjects", "P01,P02", "--out", runs / "prior.csv"])
+    step("prior-self", ["prior", "--method", "self", "--cases", cases, "--modality", "inn", "--subjects", "P03",
+                        "--checkpoint", runs / "source" / "last.pt", "--out", runs / "prior-self.csv"])
     target = ["--cases", cases, "--modality", "inn", "--subjects", "P03", "--val-subjects", "P03",
               "--checkpoint", runs / "source" / "last.pt", "--prior", runs / "prior.csv", *TRAIN]
     step("adaent", ["adapt", "--method", "adaent", "--out", runs / "adaent", *target])
@@ -92,6 +94,10 @@ def test_training_prior_and_adaptation_outputs(flow):
     assert rows[0] == "slice_id,background,foreground" and len(rows) == 1 + 16
     ratios = np.array([[float(v) for v in r.split(",")[1:]] for r in rows[1:]])
     assert np.allclose(ratios.sum(axis=1), 1, atol=1e-5) and np.allclose(ratios, ratios[0])
+    # The self prior: the source model's own per-slice ratios after AdaBN, one row per slice, varying.
+    rows = (runs / "prior-self.csv").read_text().splitlines()
+    own = np.array([[float(v) for v in r.split(",")[1:]] for r in rows[1:]])
+    assert len(own) == 16 and np.allclose(own.sum(axis=1), 1, atol=1e-5) and own.std(axis=0)[1] > 0
 
 
 def test_evaluate_metrics(flow):
@@ -388,3 +394,10 @@ def test_empty_subject_list_is_refused(flow, tmp_path, capsys):
     assert rc == 2
     assert "--subjects" in _error_line(capsys.readouterr().err)
     assert not out.exists() or not any(out.rglob("*"))
+
+
+def test_self_prior_needs_the_source_model(flow):
+    root, _ = flow
+    rc, _, err = _run(["prior", "--method", "self", "--cases", root / "cases.json", "--modality", "inn",
+                       "--out", root / "nope.csv"])
+    assert rc == 2 and "--checkpoint" in err and not (root / "nope.csv").exists()

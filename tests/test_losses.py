@@ -179,3 +179,28 @@ def test_property_kl_non_negative_and_batch_order_invariant(case, direction):
     assert kl.item() >= -1e-9
     permuted = kl_prior(logits[perm], prior[perm], mask[perm], direction)
     assert permuted.item() == pytest.approx(kl.item(), rel=1e-9, abs=1e-12)
+
+
+def test_kl_batch_scope_pools_the_ratios():
+    # Image 0 is all background, image 1 all foreground: pooled τ̂ = (0.5, 0.5).
+    logits = torch.zeros(2, 2, 4, 4)
+    logits[0, 0], logits[1, 1] = 50.0, 50.0
+    swapped = torch.tensor([[0.5, 0.5], [0.5, 0.5]])  # per image wrong, pooled right
+    assert float(kl_prior(logits, swapped, scope="batch")) == pytest.approx(0.0, abs=1e-6)
+    assert float(kl_prior(logits, swapped, scope="image")) > 1.0
+    # Pooled prior (0.8, 0.2) against pooled τ̂ (0.5, 0.5): 0.8 log 1.6 + 0.2 log 0.4.
+    prior = torch.tensor([[0.9, 0.1], [0.7, 0.3]])
+    expected = 0.8 * math.log(1.6) + 0.2 * math.log(0.4)
+    assert float(kl_prior(logits, prior, scope="batch")) == pytest.approx(expected, rel=1e-5)
+    # Padding counts for neither side: mask out half of image 1, whose pixels then weigh half as much.
+    mask = torch.ones(2, 4, 4, dtype=torch.bool)
+    mask[1, :2] = False
+    tau_hat = torch.tensor([16 / 24, 8 / 24])
+    tau_e = (16 * prior[0] + 8 * prior[1]) / 24
+    expected = float((tau_e * (tau_e / tau_hat).log()).sum())
+    assert float(kl_prior(logits, prior, mask, scope="batch")) == pytest.approx(expected, rel=1e-5)
+
+
+def test_kl_unknown_scope():
+    with pytest.raises(SfdaError, match="scope"):
+        kl_prior(torch.zeros(1, 2, 2, 2), torch.tensor([[0.5, 0.5]]), scope="subject")

@@ -125,7 +125,8 @@ def cmd_prior(args) -> int:
                       source_modality=args.source_modality or "",
                       source_subjects=_split(args.source_subjects, "--source-subjects"),
                       ratios=ratios, tags=args.tags or "", tags_from_labels=args.tags_from_labels,
-                      min_presence=args.min_presence,
+                      min_presence=args.min_presence, checkpoint=args.checkpoint or "",
+                      bn_subjects=_split(args.bn_subjects, "--bn-subjects"),
                       data=DataConfig(axis=args.axis))
     print(f"wrote {path}")
     return 0
@@ -210,12 +211,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train_prior)
 
     p = sub.add_parser("prior", help="write the per-slice prior table τe")
-    p.add_argument("--method", required=True, help="regressor, source-mean, source-position or constant")
+    p.add_argument("--method", required=True, help="regressor, self, source-mean, source-position or constant")
     p.add_argument("--cases", required=True)
     p.add_argument("--modality", required=True)
     p.add_argument("--subjects")
     p.add_argument("--out", required=True)
     p.add_argument("--regressor")
+    p.add_argument("--checkpoint", help="self: the source segmentation model")
+    p.add_argument("--bn-subjects", help="self: subjects whose target slices set its batch-norm statistics "
+                   "(default: the prior's own slices)")
     p.add_argument("--source-modality")
     p.add_argument("--source-subjects")
     p.add_argument("--ratios", help="constant prior, e.g. 0.9,0.1")

@@ -52,6 +52,8 @@ class MethodConfig:
     name: str = "adaent"
     lam: float = 1.0
     kl: str = "paper"
+    # "image": one KL per image (the paper); "batch": one KL on the batch's pooled ratios.
+    kl_scope: str = "image"
     class_weighted_entropy: bool = False
     bn: str = "target"
     adabn_init: bool = False

@@ -165,7 +165,7 @@ class Runner:
         train_source(cfg, progress=self.progress)
         return out
 
-    def prior(self, folder: Path, src: str, tgt: str, seed: int) -> Path:
+    def prior(self, folder: Path, src: str, tgt: str, seed: int, source_ckpt: Path) -> Path:
         from sfda.pipeline import make_prior, train_prior
 
         c, s = self.cfg, self.cfg.split
@@ -186,6 +186,7 @@ class Runner:
         make_prior(method=c.prior.method, cases=self.cases, modality=tgt, subjects=subjects, out=str(path),
                    regressor=regressor, source_modality=src, source_subjects=s.train, ratios=c.prior.ratios,
                    tags_from_labels=c.prior.tags_from_labels, min_presence=c.prior.min_presence,
+                   checkpoint=str(source_ckpt), bn_subjects=s.train,  # self: AdaBN on the adaptation images
                    data=self.data(tgt, subjects, []),
                    progress=self.progress)
         return path
@@ -248,7 +249,7 @@ class Runner:
             oracle = self.supervised(self.out / f"oracle-{tgt}" / f"seed{seed}", tgt, seed)
             results["oracle"] = self.score(oracle, oracle / "last.pt", tgt)["summary"]
         adapt_methods = [m for m in methods if m not in ("noadapt", "oracle")]
-        prior = self.prior(folder, src, tgt, seed) if adapt_methods else None
+        prior = self.prior(folder, src, tgt, seed, source / "last.pt") if adapt_methods else None
         selection = {}
         for m in adapt_methods:
             run = self.adapt(folder / m, m, source / "last.pt", prior, src, tgt, seed)

@@ -50,16 +50,33 @@ def predicted_ratios(logits: torch.Tensor, mask: torch.Tensor | None = None) -> 
 
 
 def kl_prior(logits: torch.Tensor, prior: torch.Tensor, mask: torch.Tensor | None = None,
-             direction: str = "paper") -> torch.Tensor:
-    """KL between the prior τe and the predicted ratios τ̂, averaged over images.
+             direction: str = "paper", scope: str = "image") -> torch.Tensor:
+    """KL between the prior τe and the predicted ratios τ̂.
 
     ``direction="paper"``: KL(τe ‖ τ̂) = Σ τe log(τe/τ̂), Eq. 3 of the paper: it
     punishes predicting too little of a class the prior expects (the barrier
     that stops collapse). ``direction="code"``: KL(τ̂ ‖ τe), what the authors'
     released code computed; it is milder when τ̂ → 0 for a class.
+
+    ``scope="image"`` (the paper): one KL per image, averaged. ``scope="batch"``: one KL
+    between the batch's pooled τe and τ̂ (ratios over all real pixels of the batch), so the
+    prior fixes how much of each class the batch holds but not how it is shared between
+    images: a per-slice prior that is right on average but wrong slice by slice then no
+    longer asks for the structure where an image has none.
     """
-    tau_hat = predicted_ratios(logits, mask).clamp_min(EPS)
-    tau_e = prior.to(tau_hat.dtype).clamp_min(0)
+    if scope == "image":
+        tau_hat = predicted_ratios(logits, mask).clamp_min(EPS)
+        tau_e = prior.to(tau_hat.dtype).clamp_min(0)
+    elif scope == "batch":
+        probs = F.softmax(logits, dim=1)
+        m = torch.ones_like(probs[:, 0]) if mask is None else mask.to(probs.dtype)
+        pixels = m.sum(dim=(1, 2))
+        tau_hat = ((probs * m.unsqueeze(1)).sum(dim=(0, 2, 3)) / pixels.sum().clamp_min(1.0)).clamp_min(EPS)[None]
+        tau_e = ((prior.to(probs.dtype).clamp_min(0) * pixels[:, None]).sum(dim=0) / pixels.sum().clamp_min(1.0))[None]
+    else:
+        from sfda.errors import SfdaError
+
+        raise SfdaError(f"unknown KL scope '{scope}'; choose image or batch")
     if direction == "paper":
         kl = (tau_e * (torch.log(tau_e.clamp_min(EPS)) - torch.log(tau_hat))).sum(dim=1)
     elif direction == "code":

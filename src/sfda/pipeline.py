@@ -22,7 +22,7 @@ from sfda.io.cases import CaseList, load_cases, select_cases
 from sfda.methods import Supervised, build_method
 from sfda.methods.regression import RatioRegression
 from sfda.nets import NET_KIND, build_net
-from sfda.priors.estimate import (apply_tags, constant_prior, regressor_prior, relative_positions,
+from sfda.priors.estimate import (apply_tags, constant_prior, model_prior, regressor_prior, relative_positions,
                                   source_mean_ratios, source_position_prior)
 from sfda.priors.table import load_prior, save_prior
 
@@ -94,16 +94,17 @@ def train_prior(cfg: PriorTrainConfig, progress: bool = True) -> dict:
 def make_prior(*, method: str, cases: str, modality: str, subjects: list[str] | None, out: str,
                regressor: str = "", source_modality: str = "", source_subjects: list[str] | None = None,
                ratios: list[float] | None = None, tags: str = "", tags_from_labels: bool = False,
-               min_presence: float = 0.0,
+               min_presence: float = 0.0, checkpoint: str = "", bn_subjects: list[str] | None = None,
                data: DataConfig | None = None, progress: bool = True) -> Path:
     """Write τe for every target slice (``out`` CSV); see :mod:`sfda.priors.estimate`."""
     data = data or DataConfig()
     cl = load_cases(cases)
     axis, pad, clip = data.axis, data.pad_multiple, (data.clip_low, data.clip_high)
-    if method == "regressor":
-        _require(regressor, "--regressor")
-        model, meta = load_model(regressor)
-        require_kind(meta, "regression", regressor, "the regressor prior")
+    if method in ("regressor", "self"):
+        path, kind = (regressor, "regression") if method == "regressor" else (checkpoint, "segmentation")
+        _require(path, "--regressor" if method == "regressor" else "--checkpoint (the source model)")
+        model, meta = load_model(path)
+        require_kind(meta, kind, path, f"the {method} prior")
         axis, pad = meta["slicing"]["axis"], meta["slicing"]["pad_multiple"]
         clip = (meta["normalization"]["clip_low"], meta["normalization"]["clip_high"])
     target = slices_for(cl, subjects, modality, data, with_labels=tags_from_labels, axis=axis,
@@ -111,6 +112,13 @@ def make_prior(*, method: str, cases: str, modality: str, subjects: list[str] | 
     n, k = len(target), len(cl.label_names)
     if method == "regressor":
         tau = regressor_prior(model, target.images)
+    elif method == "self":
+        from sfda.methods.adabn import reestimate_bn
+
+        bn = target if not bn_subjects else slices_for(cl, bn_subjects, modality, data, with_labels=False, axis=axis,
+                                                       pad_multiple=pad, clip=clip, progress=progress)
+        reestimate_bn(model, bn.images)
+        tau = model_prior(model, target.images, target.valid_mask())
     elif method in ("source-mean", "source-position"):
         _require(source_modality, "--source-modality")
         src = slices_for(cl, source_subjects, source_modality, data, with_labels=True, axis=axis,
@@ -122,7 +130,7 @@ def make_prior(*, method: str, cases: str, modality: str, subjects: list[str] | 
     elif method == "constant":
         tau = constant_prior(n, ratios or [])
     else:
-        raise SfdaError(f"unknown prior method '{method}'; choose one of: constant, regressor, source-mean, "
+        raise SfdaError(f"unknown prior method '{method}'; choose one of: constant, regressor, self, source-mean, "
                         "source-position")
     if tau.shape[1] != k:
         raise SfdaError(f"the prior has {tau.shape[1]} classes but the case list declares {k}")

@@ -108,3 +108,22 @@ def test_bad_kwargs_name_the_network_and_arguments() -> None:
 def test_indivisible_size_is_a_clear_error(name: str) -> None:
     with pytest.raises(SfdaError, match="divisible"):
         _make(name, 2)(torch.randn(1, 1, 36, 36))
+
+
+def test_enet_unpool_matches_torch_values_and_gradients() -> None:
+    import torch.nn.functional as F
+
+    from sfda.nets.enet import max_unpool
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 10, 14)
+    pooled, idx = F.max_pool2d(x, 2, 2, return_indices=True)
+    a = pooled.clone().requires_grad_(True)
+    b = pooled.clone().requires_grad_(True)
+    ours = max_unpool(a, idx, (10, 14))
+    ref = F.max_unpool2d(b, idx, 2, 2, output_size=(10, 14))
+    assert torch.equal(ours, ref)
+    w = torch.randn_like(ref)
+    (ours * w).sum().backward()
+    (ref * w).sum().backward()
+    assert torch.equal(a.grad, b.grad)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from sfda.errors import SfdaError
-from sfda.priors.estimate import (apply_tags, constant_prior, relative_positions, source_mean_ratios,
+from sfda.priors.estimate import (apply_tags, constant_prior, model_prior, relative_positions, source_mean_ratios,
                                   source_position_prior)
 from sfda.priors.table import load_prior, save_prior
 
@@ -73,3 +73,22 @@ def test_prior_table_round_trip_and_refusals(tmp_path):
     path.write_text("slice_id,background,disc\na:0,0.5,0.2\n")
     with pytest.raises(SfdaError, match="do not sum to one"):
         load_prior(path, ["a:0"], 2)
+
+
+def test_model_prior_is_the_mean_softmax_over_real_pixels():
+    import torch
+
+    class Sign(torch.nn.Module):  # foreground logit +20 where the image is positive, -20 elsewhere
+        def forward(self, x):
+            return torch.cat([torch.zeros_like(x), 40 * (x > 0).float() - 20], dim=1)
+
+    images = -np.ones((3, 1, 4, 4), dtype=np.float32)
+    images[0, 0, :2] = 1.0          # 8 of 16 pixels
+    images[1, 0, 0, 0] = 1.0        # 1 of 16
+    images[2, 0, 3] = 1.0           # only in the padding row
+    valid = np.ones((3, 4, 4), dtype=bool)
+    valid[:, 3] = False             # last row is padding: 12 real pixels per slice
+    tau = model_prior(Sign(), images, valid, batch_size=2)
+    assert tau.shape == (3, 2) and tau.dtype == np.float32
+    assert np.allclose(tau[:, 1], [8 / 12, 1 / 12, 0.0], atol=1e-6)
+    assert np.allclose(tau.sum(axis=1), 1.0, atol=1e-6)

@@ -7,7 +7,6 @@ import torch
 
 from sfda.data.slices import assemble_subject, from_slices
 from sfda.data.sliceset import SliceSet
-from sfda.metrics import dice
 
 
 @torch.inference_mode()
@@ -64,6 +63,8 @@ def subject_volumes(ss: SliceSet, slices: np.ndarray) -> dict[str, np.ndarray]:
 
 def subject_dice(ss: SliceSet, pred: np.ndarray) -> dict[str, float]:
     """Mean foreground-class 3D Dice per subject."""
+    from sfda.metrics import dice  # scipy.ndimage: not imported by `sfda predict`, which needs none of it
+
     preds = subject_volumes(ss, pred)
     truths = subject_volumes(ss, ss.labels)
     k = ss.num_classes

@@ -28,6 +28,6 @@ class AdaEnt(Method):
     def step(self, model, batch: Batch, source=None):
         logits = model(batch.images)
         ent = entropy_loss(logits, batch.mask, self._class_weights(batch))
-        kl = kl_prior(logits, batch.prior, batch.mask, self.cfg.kl)
+        kl = kl_prior(logits, batch.prior, batch.mask, self.cfg.kl, self.cfg.kl_scope)
         loss = ent + self.cfg.lam * kl
         return loss, logits, {"entropy": float(ent.detach()), "kl": float(kl.detach())}

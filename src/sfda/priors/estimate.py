@@ -5,7 +5,11 @@
   structure (a population statistic: no source image leaves the source site);
 - ``source-position``: the mean source ratios at the same relative position
   along the slicing axis (anatomy: the outer sagittal slices hold no disc);
-- ``regressor``: the auxiliary network trained on source slices.
+- ``regressor``: the auxiliary network trained on source slices;
+- ``self``: the source segmentation model's own mean softmax per target slice, after
+  its batch-norm statistics are re-estimated on the target slices (AdaBN). Adapting
+  towards it keeps how much structure the model already finds in each slice and only
+  sharpens where it lies (entropy), instead of asking every slice for a population size.
 Image-level tags then set τe = (1, 0, ...) on slices without the structure.
 """
 
@@ -41,6 +45,20 @@ def regressor_prior(model: torch.nn.Module, images: np.ndarray, batch_size: int 
     for start in range(0, len(images), batch_size):
         x = torch.from_numpy(np.asarray(images[start:start + batch_size])).to(device)
         out.append(model(x).float().cpu().numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+@torch.inference_mode()
+def model_prior(model: torch.nn.Module, images: np.ndarray, valid: np.ndarray, batch_size: int = 64,
+                device: str = "cpu") -> np.ndarray:
+    """τe of each slice (N, K): a segmentation model's mean softmax over the slice's real pixels."""
+    model.eval().to(device)
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(np.asarray(images[start:start + batch_size])).to(device)
+        probs = torch.softmax(model(x).float(), dim=1)
+        m = torch.from_numpy(valid[start:start + batch_size]).to(device).unsqueeze(1).to(probs.dtype)
+        out.append(((probs * m).sum(dim=(2, 3)) / m.sum(dim=(2, 3)).clamp_min(1.0)).cpu().numpy())
     return np.concatenate(out).astype(np.float32)
 
 
