@@ -57,7 +57,7 @@ def _fit_spec(cfg, data: SliceSet, meta: dict, **kw) -> FitSpec:
     return FitSpec(data=data, out=Path(cfg.out), meta=meta, epochs=o.epochs, batch_size=o.batch_size,
                    lr=o.lr, optimizer=o.optimizer, momentum=o.momentum, weight_decay=o.weight_decay,
                    schedule=o.schedule, max_steps=o.max_steps_per_epoch, seed=cfg.seed, device=cfg.device,
-                   resume=cfg.resume, **kw)
+                   resume=cfg.resume, compile=o.compile, **kw)
 
 
 def _supervised(cfg, stage: str, method, progress: bool, **spec_kw) -> dict:

@@ -55,6 +55,7 @@ class FitSpec:
     # The prior of the validation slices: enables the label-free held-out scores (sfda.engine.selection).
     val_prior: np.ndarray | None = None
     select: str = "last"
+    compile: bool = False
     regression: bool = False
     progress: bool = True
     on_epoch: Callable[[dict], None] | None = None
@@ -170,6 +171,8 @@ def fit(model: torch.nn.Module, method: Method, spec: FitSpec) -> dict:
     if spec.resume and (spec.out / "last.pt").exists():
         start, log = _restore(spec.out / "last.pt", model, opt, sched, method)
     net = ddp.wrap(model, dist, device)  # the replica that trains; ``model`` is the weights it shares
+    if spec.compile:
+        net = torch.compile(net)  # same parameters and buffers; checkpoints still save ``model``
     data = Tensors(spec.data, spec.prior, device)
     source = Tensors(spec.source, None, device) if spec.source is not None else None
     for epoch in range(start, spec.epochs):
