@@ -21,7 +21,7 @@ from tqdm import tqdm
 from sfda.data.sliceset import SliceSet
 from sfda.engine import distributed as ddp
 from sfda.engine.checkpoint import load_checkpoint, save_checkpoint
-from sfda.engine.infer import fold_batchnorm, predict_slices, subject_dice
+from sfda.engine.infer import predict_slices, subject_dice
 from sfda.engine.selection import average_weights, holdout_scores, select_epoch
 from sfda.errors import SfdaError
 from sfda.io.atomic import write_json, write_text
@@ -333,11 +333,7 @@ def _validate(model, spec: FitSpec, device) -> dict:
         mae = np.abs(ratios - truth)[:, 1:].mean(axis=1)
         return {"val_mae": float(mae.mean()), "val_mae_present": float(mae[present].mean()) if present.any() else 0.0,
                 "val_s": time.perf_counter() - t0}
-    # A copy with batch-norm folded into the convolutions, in batches of up to 2**20 pixels: less
-    # time than the training model itself, which matters where validation is a sixth of an epoch.
-    h, w = spec.val.images.shape[-2:]
-    pred, _ = predict_slices(fold_batchnorm(copy.deepcopy(model)), spec.val.images,
-                             batch_size=max(1, min(256, (1 << 20) // (h * w))), device=str(device))
+    pred, _ = predict_slices(model, spec.val.images, device=str(device))
     per = subject_dice(spec.val, pred)
     return {"val_dice": float(np.mean(list(per.values()))), "val_dice_per_subject": per,
             "val_s": time.perf_counter() - t0}
