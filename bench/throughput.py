@@ -104,7 +104,7 @@ def predict_volume(shape=(36, 256, 256), repeats: int = 3) -> dict:
             s, kib = out.stdout.split()
             seconds.append(float(s))
             rss.append(int(kib) / 1024)
-        cli = [str(Path(sys.executable).with_name("sfda")), "predict", "--checkpoint", f"{tmp}/m.pt",
+        cli = [sys.executable, "-m", "sfda", "predict", "--checkpoint", f"{tmp}/m.pt",
                "--out", f"{tmp}/cli", f"{tmp}/v.nii.gz"]
         t0 = time.perf_counter()
         subprocess.run(cli, capture_output=True, text=True, check=True)
