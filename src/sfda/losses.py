@@ -64,19 +64,18 @@ def kl_prior(logits: torch.Tensor, prior: torch.Tensor, mask: torch.Tensor | Non
     images: a per-slice prior that is right on average but wrong slice by slice then no
     longer asks for the structure where an image has none.
     """
-    if scope == "image":
-        tau_hat = predicted_ratios(logits, mask).clamp_min(EPS)
-        tau_e = prior.to(tau_hat.dtype).clamp_min(0)
-    elif scope == "batch":
-        probs = F.softmax(logits, dim=1)
-        m = torch.ones_like(probs[:, 0]) if mask is None else mask.to(probs.dtype)
-        pixels = m.sum(dim=(1, 2))
-        tau_hat = ((probs * m.unsqueeze(1)).sum(dim=(0, 2, 3)) / pixels.sum().clamp_min(1.0)).clamp_min(EPS)[None]
-        tau_e = ((prior.to(probs.dtype).clamp_min(0) * pixels[:, None]).sum(dim=0) / pixels.sum().clamp_min(1.0))[None]
-    else:
+    tau_hat = predicted_ratios(logits, mask)
+    tau_e = prior.to(tau_hat.dtype).clamp_min(0)
+    if scope == "batch":  # pool both over the batch, each image weighted by its number of real pixels
+        pixels = (torch.full_like(tau_hat[:, 0], logits[0, 0].numel()) if mask is None
+                  else mask.sum(dim=(1, 2)).to(tau_hat.dtype))
+        w = (pixels / pixels.sum().clamp_min(1.0))[:, None]
+        tau_hat, tau_e = (tau_hat * w).sum(dim=0, keepdim=True), (tau_e * w).sum(dim=0, keepdim=True)
+    elif scope != "image":
         from sfda.errors import SfdaError
 
         raise SfdaError(f"unknown KL scope '{scope}'; choose image or batch")
+    tau_hat = tau_hat.clamp_min(EPS)
     if direction == "paper":
         kl = (tau_e * (torch.log(tau_e.clamp_min(EPS)) - torch.log(tau_hat))).sum(dim=1)
     elif direction == "code":

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from sfda.errors import SfdaError
+from sfda.losses import predicted_ratios
 
 
 def constant_prior(n: int, ratios: list[float]) -> np.ndarray:
@@ -38,28 +39,27 @@ def source_mean_ratios(source_ratios: np.ndarray) -> np.ndarray:
 
 
 @torch.inference_mode()
-def regressor_prior(model: torch.nn.Module, images: np.ndarray, batch_size: int = 64,
-                    device: str = "cpu") -> np.ndarray:
+def _per_slice(model: torch.nn.Module, images: np.ndarray, batch_size: int, device: str, head) -> np.ndarray:
+    """``head(output, rows)`` of ``model`` over ``images`` in batches, stacked as float32 (N, K)."""
     model.eval().to(device)
     out = []
     for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.asarray(images[start:start + batch_size])).to(device)
-        out.append(model(x).float().cpu().numpy())
+        rows = slice(start, start + batch_size)
+        x = torch.from_numpy(np.asarray(images[rows])).to(device)
+        out.append(head(model(x).float(), rows).cpu().numpy())
     return np.concatenate(out).astype(np.float32)
 
 
-@torch.inference_mode()
+def regressor_prior(model: torch.nn.Module, images: np.ndarray, batch_size: int = 64,
+                    device: str = "cpu") -> np.ndarray:
+    return _per_slice(model, images, batch_size, device, lambda ratios, rows: ratios)
+
+
 def model_prior(model: torch.nn.Module, images: np.ndarray, valid: np.ndarray, batch_size: int = 64,
                 device: str = "cpu") -> np.ndarray:
     """τe of each slice (N, K): a segmentation model's mean softmax over the slice's real pixels."""
-    model.eval().to(device)
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.asarray(images[start:start + batch_size])).to(device)
-        probs = torch.softmax(model(x).float(), dim=1)
-        m = torch.from_numpy(valid[start:start + batch_size]).to(device).unsqueeze(1).to(probs.dtype)
-        out.append(((probs * m).sum(dim=(2, 3)) / m.sum(dim=(2, 3)).clamp_min(1.0)).cpu().numpy())
-    return np.concatenate(out).astype(np.float32)
+    return _per_slice(model, images, batch_size, device,
+                      lambda logits, rows: predicted_ratios(logits, torch.from_numpy(valid[rows]).to(device)))
 
 
 def apply_tags(ratios: np.ndarray, present: np.ndarray) -> np.ndarray:
