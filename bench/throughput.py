@@ -137,27 +137,50 @@ def compiled_step(size: int, steps: int) -> dict | str:
     return {"compiled_vs_eager": speed / eager, "first_two_steps_s": compile_s}
 
 
-def crops_eval_share(epochs: int = 2) -> dict | str:
-    """Validation + checkpointing over epoch time in a real `train-source` on the IVDM3Seg crops."""
+def _shares(run: Path) -> dict:
+    """Median over the epochs after the first (warm-up) of (validation + checkpointing) / epoch time."""
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    rows = rows[1:] or rows
+    extra = [r["val_s"] + r["ckpt_s"] for r in rows]
+    share = [e / (r["train_s"] + e) for r, e in zip(rows, extra)]
+    return {"share": float(np.median(share)), "train_s": float(np.median([r["train_s"] for r in rows])),
+            "val_s": float(np.median([r["val_s"] for r in rows])),
+            "ckpt_s": float(np.median([r["ckpt_s"] for r in rows]))}
+
+
+def crops_eval_share(epochs: int = 3) -> dict | str:
+    """Validation + checkpointing over epoch time on the IVDM3Seg crops (opp, train A1-D1, validate
+    on E1-F1): ``train-source`` with ENet (default settings), and the crops experiment's own runs
+    (configs/ivdm3seg-crops.yaml): its U-Net ``train-source`` and its ``adapt --method adaent`` to inn,
+    whose evaluation also scores the held-out images and whose checkpointing keeps every epoch."""
     root = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ivdm3seg-crops"
     if not root.is_dir():
         return f"skipped: {root} not found"
-    from sfda.config import TrainConfig, load_config
+    from sfda.config import AdaptConfig, TrainConfig, load_config
     from sfda.io.cases import save_cases
     from sfda.io.layouts import index_dataset
-    from sfda.pipeline import train_source
+    from sfda.pipeline import adapt, make_prior, train_source
 
+    out = {}
     with tempfile.TemporaryDirectory() as tmp:
         save_cases(Path(tmp) / "cases.json", index_dataset(str(root), "ivdm3seg-crops"))
-        cfg = load_config(TrainConfig, None, [
-            f"data.cases={tmp}/cases.json", "data.modality=opp", "data.subjects=[A1,B1,C1,D1]",
-            "data.val_subjects=[E1,F1]", f"data.cache={tmp}/cache", f"optim.epochs={epochs}", f"out={tmp}/run"])
-        train_source(cfg, progress=False)
-        rows = [json.loads(line) for line in (Path(tmp) / "run" / "log.jsonl").read_text().splitlines()]
-    row = rows[-1]
-    extra = row["val_s"] + row["ckpt_s"]
-    return {"share": extra / (row["train_s"] + extra), "train_s": row["train_s"], "val_s": row["val_s"],
-            "ckpt_s": row["ckpt_s"]}
+        data = [f"data.cases={tmp}/cases.json", "data.subjects=[A1,B1,C1,D1]", "data.val_subjects=[E1,F1]",
+                f"data.cache={tmp}/cache", "data.pad_multiple=16"]
+        unet = ["net=unet", "augment=true", "invert=0.25", "remap=0.5"]
+        for name, extra in (("enet_source", []), ("unet_source", unet)):
+            cfg = load_config(TrainConfig, None, [*data, "data.modality=opp", f"optim.epochs={epochs}",
+                                                  f"out={tmp}/{name}", *extra])
+            train_source(cfg, progress=False)
+            out[name] = _shares(Path(tmp) / name)
+        prior = make_prior(method="constant", cases=f"{tmp}/cases.json", modality="inn", subjects=None,
+                           out=f"{tmp}/prior.csv", ratios=[0.85, 0.15], progress=False)
+        cfg = load_config(AdaptConfig, None, [
+            *data, "data.modality=inn", f"checkpoint={tmp}/unet_source/last.pt", f"prior={prior}",
+            "method.name=adaent", "method.lam=1.0", "method.kl_scope=batch", "optim.lr=1e-4",
+            f"optim.epochs={epochs}", "select=average", f"out={tmp}/unet_adaent"])
+        adapt(cfg, progress=False)
+        out["unet_adaent"] = _shares(Path(tmp) / "unet_adaent")
+    return out
 
 
 def cuda_figures(steps: int) -> dict | str:
@@ -220,9 +243,13 @@ def main() -> None:
         "eval_share_of_epoch_synthetic": float(np.median(shares)),
     })
     crops = crops_eval_share()
-    res["eval_share_of_epoch"] = crops["share"] if isinstance(crops, dict) else crops
-    if isinstance(crops, dict):
-        res["crops_epoch_s"] = {k: round(v, 2) for k, v in crops.items() if k != "share"}
+    if isinstance(crops, dict):  # the worst of the three runs: the mark must hold for each
+        res["eval_share_of_epoch"] = max(c["share"] for c in crops.values())
+        for name, c in crops.items():
+            res[f"eval_share_of_epoch_{name}"] = c["share"]
+            res[f"crops_epoch_s_{name}"] = {k: round(v, 2) for k, v in c.items() if k != "share"}
+    else:
+        res["eval_share_of_epoch"] = crops
     pred = predict_volume()
     res["predict_s_36x256x256"] = pred["seconds"]
     res["predict_peak_rss_mib"] = pred["peak_rss_mib"]

@@ -96,3 +96,29 @@ def test_adapt_with_select_average_writes_the_mean_of_the_epochs(tiny_cases, tin
     assert any(not torch.equal(selected["state_dict"][k], epochs[-1][k]) for k in floats), "the average is the last"
     assert json.loads((out / "done.json").read_text())["selection"] == {"criterion": "average",
                                                                         "epoch": "mean of 1-3"}
+
+
+def test_end_of_epoch_evaluation_is_one_forward_pass_with_the_same_scores(tiny_cases, tmp_path):
+    """Adaptation's validation Dice and held-out scores share one pass over the validation slices."""
+    from sfda.config import DataConfig
+    from sfda.engine.infer import predict_slices, subject_dice
+    from sfda.engine.loop import FitSpec, _evaluate
+    from sfda.io.cases import load_cases
+    from sfda.nets import build_net
+    from sfda.pipeline import slices_for
+
+    val = slices_for(load_cases(tiny_cases), ["P03"], "inn", DataConfig(), with_labels=True, progress=False)
+    prior = np.tile([0.9, 0.1], (len(val), 1))
+    torch.manual_seed(0)
+    net = build_net("unet", width=4, depth=2)
+    calls = []
+    net.register_forward_hook(lambda *_: calls.append(1))
+    method = build_method("adaent", MethodConfig(name="adaent", lam=0.5))
+    spec = FitSpec(data=val, out=tmp_path, meta={}, val=val, val_prior=prior)
+    row = _evaluate(net, method, spec, torch.device("cpu"))
+    assert len(calls) == -(-len(val) // 64)
+    want = holdout_scores(net, val.images, val.valid_mask(), prior, lam=0.5)
+    for key, value in want.items():
+        assert row[key] == pytest.approx(value, rel=1e-6)
+    assert row["val_dice_per_subject"] == subject_dice(val, predict_slices(net, val.images)[0])
+    assert row["val_s"] > 0

@@ -100,7 +100,7 @@ def test_unknown_name_lists_choices() -> None:
 
 
 def test_bad_kwargs_name_the_network_and_arguments() -> None:
-    with pytest.raises(SfdaError, match=r"'unet'.*in_channels, num_classes, width, depth"):
+    with pytest.raises(SfdaError, match=r"'unet'.*in_channels, num_classes, width, depth, channels_last"):
         build_net("unet", widht=8)
 
 
@@ -127,3 +127,29 @@ def test_enet_unpool_matches_torch_values_and_gradients() -> None:
     (ours * w).sum().backward()
     (ref * w).sum().backward()
     assert torch.equal(a.grad, b.grad)
+
+
+def test_unet_channels_last_same_outputs_and_gradients_as_contiguous() -> None:
+    torch.manual_seed(0)
+    fast = build_net("unet", width=4, depth=2)
+    plain = build_net("unet", width=4, depth=2, channels_last=False)
+    plain.load_state_dict(fast.state_dict())
+    assert fast.stem[3].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not fast.stem[3].weight.is_contiguous()  # (the first conv has one input channel: both layouts)
+    assert plain.stem[3].weight.is_contiguous()
+    x = torch.randn(3, 1, 16, 12)
+    out_fast, out_plain = fast(x), plain(x)
+    assert out_fast.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(out_fast, out_plain, atol=1e-5)
+    out_fast.square().sum().backward()
+    out_plain.square().sum().backward()
+    assert torch.allclose(fast.stem[0].weight.grad, plain.stem[0].weight.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_unet_layout_survives_loading_contiguous_weights() -> None:
+    import copy
+
+    net = build_net("unet", width=4, depth=2)
+    net.load_state_dict({k: v.contiguous() for k, v in net.state_dict().items()})
+    assert net.stem[3].weight.is_contiguous(memory_format=torch.channels_last)
+    assert copy.deepcopy(net).to("cpu").stem[3].weight.is_contiguous(memory_format=torch.channels_last)

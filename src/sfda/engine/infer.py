@@ -10,20 +10,29 @@ from sfda.data.sliceset import SliceSet
 
 
 @torch.inference_mode()
+def iter_logits(model: torch.nn.Module, images: np.ndarray, batch_size: int = 64, device: str = "cpu"):
+    """Yield ``(rows, logits)`` over (N, C, H, W) slices in batches: ``rows`` the slice range,
+    ``logits`` float32 (B, K, H, W), the model in eval mode (its mode is restored after)."""
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(images), batch_size):
+            rows = slice(start, min(start + batch_size, len(images)))
+            x = torch.from_numpy(np.asarray(images[rows])).to(device)
+            yield rows, model(x).float()
+    finally:
+        model.train(was_training)
+
+
 def predict_slices(model: torch.nn.Module, images: np.ndarray, batch_size: int = 64,
                    device: str = "cpu", probabilities: bool = False):
     """Softmax over (N, C, H, W) slices; returns argmax labels (N, H, W) uint8 and,
     if asked, probabilities (N, K, H, W) float32."""
-    was_training = model.training
-    model.eval()
     labels, probs = [], []
-    for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.asarray(images[start:start + batch_size])).to(device)
-        p = torch.softmax(model(x).float(), dim=1)
-        labels.append(p.argmax(dim=1).to(torch.uint8).cpu().numpy())
+    for _, logits in iter_logits(model, images, batch_size, device):
+        labels.append(logits.argmax(dim=1).to(torch.uint8).cpu().numpy())
         if probabilities:
-            probs.append(p.cpu().numpy())
-    model.train(was_training)
+            probs.append(torch.softmax(logits, dim=1).cpu().numpy())
     return np.concatenate(labels), (np.concatenate(probs) if probabilities else None)
 
 

@@ -21,8 +21,8 @@ from tqdm import tqdm
 from sfda.data.sliceset import SliceSet
 from sfda.engine import distributed as ddp
 from sfda.engine.checkpoint import load_checkpoint, save_checkpoint
-from sfda.engine.infer import predict_slices, subject_dice
-from sfda.engine.selection import average_weights, holdout_scores, select_epoch
+from sfda.engine.infer import iter_logits, predict_slices, subject_dice
+from sfda.engine.selection import HoldoutStats, average_weights, select_epoch
 from sfda.errors import SfdaError
 from sfda.io.atomic import write_json, write_text
 from sfda.methods.base import Batch, Method
@@ -179,8 +179,7 @@ def fit(model: torch.nn.Module, method: Method, spec: FitSpec) -> dict:
         row = _run_epoch(net, method, spec, data, source, opt, epoch, device, dist)
         sched.step()
         if dist.main:
-            row.update(_validate(model, spec, device))
-            row.update(_holdout(model, method, spec, device))
+            row.update(_evaluate(model, method, spec, device))
             _flag_collapse(row, method)
         log.append(row)
         if dist.main:
@@ -216,8 +215,7 @@ def _fit_without_gradients(model, method, spec: FitSpec, device, dist) -> dict:
         ddp.barrier(dist)
         return {"log": []}
     row = {"epoch": 1, "loss": None}
-    row.update(_validate(model, spec, device))
-    row.update(_holdout(model, method, spec, device))
+    row.update(_evaluate(model, method, spec, device))
     row.update(_fraction_row(model, spec, device))
     _flag_collapse(row, method)
     _save_epoch(model, None, None, method, spec, 0, [row])
@@ -319,33 +317,58 @@ def _check_finite(loss, spec: FitSpec, batch: Batch, epoch: int, step: int, dist
                         f"the last good checkpoint is {spec.out / 'last.pt'}: lower optim.lr or check these images")
 
 
-def _validate(model, spec: FitSpec, device) -> dict:
-    # Slices without cases (sfda.adapt's in-memory arrays) have no subjects to score in 3D.
-    if spec.val is None or spec.val.labels is None or not spec.val.cases:
+def _evaluate(model, method, spec: FitSpec, device) -> dict:
+    """The end-of-epoch evaluation on ``spec.val``, one forward pass for both of its parts: the
+    3D Dice per subject (when it has labels) and, when adapting, the label-free held-out scores.
+    ``val_s`` times the whole of it."""
+    if spec.val is None:
         return {}
     t0 = time.perf_counter()
     if spec.regression:
-        from sfda.priors.estimate import regressor_prior
-
-        ratios = regressor_prior(model, spec.val.images, device=str(device))
-        truth = spec.val.foreground_fractions()
-        present = truth[:, 1:].sum(axis=1) > 0
-        mae = np.abs(ratios - truth)[:, 1:].mean(axis=1)
-        return {"val_mae": float(mae.mean()), "val_mae_present": float(mae[present].mean()) if present.any() else 0.0,
-                "val_s": time.perf_counter() - t0}
-    pred, _ = predict_slices(model, spec.val.images, device=str(device))
-    per = subject_dice(spec.val, pred)
-    return {"val_dice": float(np.mean(list(per.values()))), "val_dice_per_subject": per,
-            "val_s": time.perf_counter() - t0}
+        row = _validate_regressor(model, spec, device)
+    else:
+        row = _validate_segmenter(model, method, spec, device)
+    if row:
+        row["val_s"] = time.perf_counter() - t0
+    return row
 
 
-def _holdout(model, method, spec: FitSpec, device) -> dict:
-    """Label-free scores on the validation subjects' target images (adaptation only)."""
-    if spec.val is None or spec.val_prior is None or method.needs_labels or spec.regression:
+def _scored(spec: FitSpec) -> bool:
+    # Slices without cases (sfda.adapt's in-memory arrays) have no subjects to score in 3D.
+    return spec.val.labels is not None and bool(spec.val.cases)
+
+
+def _validate_regressor(model, spec: FitSpec, device) -> dict:
+    if not _scored(spec):
+        return {}
+    from sfda.priors.estimate import regressor_prior
+
+    ratios = regressor_prior(model, spec.val.images, device=str(device))
+    truth = spec.val.foreground_fractions()
+    present = truth[:, 1:].sum(axis=1) > 0
+    mae = np.abs(ratios - truth)[:, 1:].mean(axis=1)
+    return {"val_mae": float(mae.mean()), "val_mae_present": float(mae[present].mean()) if present.any() else 0.0}
+
+
+def _validate_segmenter(model, method, spec: FitSpec, device) -> dict:
+    scored = _scored(spec)
+    held_out = spec.val_prior is not None and not method.needs_labels  # adaptation only
+    if not (scored or held_out):
         return {}
     cfg = method.cfg
-    return holdout_scores(model, spec.val.images, spec.val.valid_mask(), spec.val_prior,
-                          lam=getattr(cfg, "lam", 1.0), direction=getattr(cfg, "kl", "paper"), device=str(device))
+    stats = (HoldoutStats(spec.val.valid_mask(), spec.val_prior, lam=getattr(cfg, "lam", 1.0),
+                          direction=getattr(cfg, "kl", "paper")) if held_out else None)
+    labels = []
+    for rows, logits in iter_logits(model, spec.val.images, device=str(device)):
+        if scored:
+            labels.append(logits.argmax(dim=1).to(torch.uint8).cpu().numpy())
+        if stats is not None:
+            stats.add(rows, logits)
+    row = stats.result() if stats is not None else {}
+    if scored:
+        per = subject_dice(spec.val, np.concatenate(labels))
+        row.update({"val_dice": float(np.mean(list(per.values()))), "val_dice_per_subject": per})
+    return row
 
 
 def _selection(log: list[dict], spec: FitSpec) -> dict:

@@ -19,34 +19,45 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from sfda.engine.infer import iter_logits
 from sfda.losses import kl_prior, pixel_entropy
 
 CRITERIA = ("last", "average", "holdout_kl", "holdout_objective", "holdout_entropy")
 
 
-@torch.inference_mode()
+class HoldoutStats:
+    """Accumulates the held-out scores batch by batch, so they can share a forward pass."""
+
+    def __init__(self, valid: np.ndarray, prior: np.ndarray, lam: float, direction: str = "paper") -> None:
+        self.valid, self.prior, self.lam, self.direction = valid, prior, lam, direction
+        self.ent, self.kl, self.fg, self.pixels, self.images = 0.0, 0.0, 0.0, 0.0, 0
+
+    @torch.inference_mode()
+    def add(self, rows: slice, logits: torch.Tensor) -> None:
+        """Score the slices ``rows`` of the held-out set, whose logits are ``logits``."""
+        mask = torch.from_numpy(np.asarray(self.valid[rows])).to(logits.device)
+        m = mask.float()
+        self.ent += float((pixel_entropy(logits) * m).sum())
+        self.fg += float(((logits.argmax(dim=1) > 0) & mask).sum())
+        self.pixels += float(m.sum())
+        tau = torch.from_numpy(np.asarray(self.prior[rows], dtype=np.float32)).to(logits.device)
+        self.kl += float(kl_prior(logits, tau, mask, self.direction)) * len(logits)
+        self.images += len(logits)
+
+    def result(self) -> dict:
+        ent, kl = self.ent / max(self.pixels, 1.0), self.kl / max(self.images, 1)
+        return {"holdout_entropy": ent, "holdout_kl": kl, "holdout_objective": ent + self.lam * kl,
+                "holdout_fraction": self.fg / max(self.pixels, 1.0),
+                "holdout_prior_fraction": float(np.asarray(self.prior)[:, 1:].sum(axis=1).mean())}
+
+
 def holdout_scores(model: torch.nn.Module, images: np.ndarray, valid: np.ndarray, prior: np.ndarray,
                    lam: float, direction: str = "paper", batch_size: int = 64, device: str = "cpu") -> dict:
     """Label-free scores of ``model`` on slices ``images`` (N, C, H, W) with prior (N, K)."""
-    was_training = model.training
-    model.eval()
-    ent_sum, kl_sum, fg_sum, pixels = 0.0, 0.0, 0.0, 0.0
-    for start in range(0, len(images), batch_size):
-        sl = slice(start, start + batch_size)
-        x = torch.from_numpy(np.asarray(images[sl])).to(device)
-        mask = torch.from_numpy(np.asarray(valid[sl])).to(device)
-        logits = model(x).float()
-        m = mask.float()
-        ent_sum += float((pixel_entropy(logits) * m).sum())
-        fg_sum += float(((logits.argmax(dim=1) > 0) & mask).sum())
-        pixels += float(m.sum())
-        tau = torch.from_numpy(np.asarray(prior[sl], dtype=np.float32)).to(device)
-        kl_sum += float(kl_prior(logits, tau, mask, direction)) * len(x)
-    model.train(was_training)
-    ent, kl = ent_sum / max(pixels, 1.0), kl_sum / max(len(images), 1)
-    return {"holdout_entropy": ent, "holdout_kl": kl, "holdout_objective": ent + lam * kl,
-            "holdout_fraction": fg_sum / max(pixels, 1.0),
-            "holdout_prior_fraction": float(np.asarray(prior)[:, 1:].sum(axis=1).mean())}
+    stats = HoldoutStats(valid, prior, lam, direction)
+    for rows, logits in iter_logits(model, images, batch_size, device):
+        stats.add(rows, logits)
+    return stats.result()
 
 
 def average_weights(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
