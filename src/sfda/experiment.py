@@ -25,6 +25,7 @@ from sfda.evaluate import evaluate
 from sfda.io.atomic import write_json, write_text
 from sfda.io.cases import save_cases
 from sfda.io.layouts import index_dataset
+from sfda.metrics import sample_std
 from sfda.report import per_seed_markdown, results_markdown, selection_markdown
 
 ADAPT_METHODS = ("adabn", "adaent", "adasource", "adversarial", "tent", "entropy")
@@ -328,7 +329,6 @@ def _dice(summary: dict) -> float:
 
 def _over(seeds: dict[str, dict], cls: str, metric: str) -> dict:
     vals = [s[cls][metric]["mean"] for s in seeds.values()]
-    # Sample std over seeds (ddof 1), as results.md shows it.
-    return {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0}
+    return {"mean": float(np.mean(vals)), "std": sample_std(vals)}
 
 

@@ -254,3 +254,10 @@ def test_distances_match_brute_force_over_surface_pairs(pair, spacing):
     expected95 = max(np.percentile(forward, 95), np.percentile(backward, 95))
     assert result["hd95"] == pytest.approx(expected95)
     assert result["assd"] == pytest.approx(np.concatenate([forward, backward]).mean())
+
+
+def test_sample_std_is_ddof_one_and_zero_for_one_value() -> None:
+    from sfda.metrics import sample_std
+
+    assert sample_std([1.0, 2.0, 3.0]) == pytest.approx(1.0)  # sum of squares 2 over n - 1 = 2
+    assert sample_std([0.5]) == 0.0

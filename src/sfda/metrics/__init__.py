@@ -5,7 +5,7 @@ Definitions and the empty-mask rule are in :mod:`sfda.metrics.surface`.
 
 from __future__ import annotations
 
-from sfda.metrics.accumulator import SPACING_UNITS, MetricAccumulator, case_metrics, metric_names
+from sfda.metrics.accumulator import SPACING_UNITS, MetricAccumulator, case_metrics, metric_names, sample_std
 from sfda.metrics.overlap import dice
 from sfda.metrics.surface import surface_distances, surface_voxels, volume_diagonal
 
@@ -15,6 +15,7 @@ __all__ = [
     "case_metrics",
     "dice",
     "metric_names",
+    "sample_std",
     "surface_distances",
     "surface_voxels",
     "volume_diagonal",

@@ -20,6 +20,11 @@ SPACING_UNITS: tuple[str, ...] = ("mm", "voxel")
 _SUFFIX = {"mm": "mm", "voxel": "vox"}
 
 
+def sample_std(values: Sequence[float]) -> float:
+    """Sample standard deviation (ddof 1), as results tables over seeds show it; 0 for one value."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
 def metric_names(spacing_unit: str = "mm") -> tuple[str, ...]:
     """Metric keys of a row: ``dice`` then the distances suffixed by their unit.
 

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from sfda.errors import SfdaError
+from sfda.metrics import sample_std
 
 DISPLAY: dict[str, str] = {
     "noadapt": "NoAdaptation",
@@ -203,8 +204,7 @@ def _escape(text: str) -> str:
 
 def _pm(values: list[float]) -> str:
     """Mean ± sample std (ddof 1, as in the results table; 0 for one value)."""
-    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    return f"{np.mean(values):.3f} ± {std:.3f}"
+    return f"{np.mean(values):.3f} ± {sample_std(values):.3f}"
 
 
 def per_seed_markdown(per_seed: dict[int, dict], methods: list[str]) -> str:
