@@ -41,7 +41,7 @@ class UNet(nn.Module):
 
     ``channels_last`` stores the convolution weights channels-last, so every convolution runs
     in that layout whatever the input's (and the logits come out channels-last). On the 2-core
-    AVX2 CPU this project is measured on, that made U-Net inference 1.3-1.6x and training 1.1-1.2x
+    AVX2 CPU this project is measured on, that made U-Net inference 1.3-1.6x and training 1.1-1.35x
     faster (48x32 and 128x128 slices; ENet instead slows down, so it has no such option).
     """
 
