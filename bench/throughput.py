@@ -166,7 +166,8 @@ def crops_eval_share(epochs: int = 3) -> dict | str:
     """Validation + checkpointing over epoch time on the IVDM3Seg crops (opp, train A1-D1, validate
     on E1-F1): ``train-source`` with ENet (default settings), and the crops experiment's own runs
     (configs/ivdm3seg-crops.yaml): its U-Net ``train-source`` and its ``adapt --method adaent`` to inn,
-    whose evaluation also scores the held-out images and whose checkpointing keeps every epoch."""
+    whose evaluation also scores the held-out images and whose checkpointing keeps every epoch. The
+    adaptation uses a constant prior instead of the experiment's position prior: τe's values cost nothing."""
     root = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ivdm3seg-crops"
     if not root.is_dir():
         return f"skipped: {root} not found"
