@@ -7,21 +7,7 @@ import torch
 
 from sfda.data.slices import assemble_subject, from_slices
 from sfda.data.sliceset import SliceSet
-
-
-@torch.inference_mode()
-def iter_logits(model: torch.nn.Module, images: np.ndarray, batch_size: int = 64, device: str = "cpu"):
-    """Yield ``(rows, logits)`` over (N, C, H, W) slices in batches: ``rows`` the slice range,
-    ``logits`` float32 (B, K, H, W), the model in eval mode (its mode is restored after)."""
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(images), batch_size):
-            rows = slice(start, min(start + batch_size, len(images)))
-            x = torch.from_numpy(np.asarray(images[rows])).to(device)
-            yield rows, model(x).float()
-    finally:
-        model.train(was_training)
+from sfda.nets.batched import iter_outputs
 
 
 def predict_slices(model: torch.nn.Module, images: np.ndarray, batch_size: int = 64,
@@ -29,7 +15,7 @@ def predict_slices(model: torch.nn.Module, images: np.ndarray, batch_size: int =
     """Softmax over (N, C, H, W) slices; returns argmax labels (N, H, W) uint8 and,
     if asked, probabilities (N, K, H, W) float32."""
     labels, probs = [], []
-    for _, logits in iter_logits(model, images, batch_size, device):
+    for _, logits in iter_outputs(model, images, batch_size, device):
         labels.append(logits.argmax(dim=1).to(torch.uint8).cpu().numpy())
         if probabilities:
             probs.append(torch.softmax(logits, dim=1).cpu().numpy())

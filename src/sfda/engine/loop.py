@@ -21,11 +21,12 @@ from tqdm import tqdm
 from sfda.data.sliceset import SliceSet
 from sfda.engine import distributed as ddp
 from sfda.engine.checkpoint import load_checkpoint, save_checkpoint
-from sfda.engine.infer import iter_logits, predict_slices, subject_dice
+from sfda.engine.infer import predict_slices, subject_dice
 from sfda.engine.selection import HoldoutStats, average_weights, select_epoch
 from sfda.errors import SfdaError
 from sfda.io.atomic import write_json, write_text
 from sfda.methods.base import Batch, Method
+from sfda.nets.batched import iter_outputs
 
 
 @dataclass
@@ -359,7 +360,7 @@ def _validate_segmenter(model, method, spec: FitSpec, device) -> dict:
     stats = (HoldoutStats(spec.val.valid_mask(), spec.val_prior, lam=getattr(cfg, "lam", 1.0),
                           direction=getattr(cfg, "kl", "paper")) if held_out else None)
     labels = []
-    for rows, logits in iter_logits(model, spec.val.images, device=str(device)):
+    for rows, logits in iter_outputs(model, spec.val.images, device=str(device)):
         if scored:
             labels.append(logits.argmax(dim=1).to(torch.uint8).cpu().numpy())
         if stats is not None:

@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sfda.engine.infer import iter_logits
 from sfda.losses import kl_prior, pixel_entropy
+from sfda.nets.batched import iter_outputs
 
 CRITERIA = ("last", "average", "holdout_kl", "holdout_objective", "holdout_entropy")
 
@@ -55,7 +55,7 @@ def holdout_scores(model: torch.nn.Module, images: np.ndarray, valid: np.ndarray
                    lam: float, direction: str = "paper", batch_size: int = 64, device: str = "cpu") -> dict:
     """Label-free scores of ``model`` on slices ``images`` (N, C, H, W) with prior (N, K)."""
     stats = HoldoutStats(valid, prior, lam, direction)
-    for rows, logits in iter_logits(model, images, batch_size, device):
+    for rows, logits in iter_outputs(model, images, batch_size, device):
         stats.add(rows, logits)
     return stats.result()
 

@@ -20,6 +20,7 @@ import torch
 
 from sfda.errors import SfdaError
 from sfda.losses import predicted_ratios
+from sfda.nets.batched import iter_outputs
 
 
 def constant_prior(n: int, ratios: list[float]) -> np.ndarray:
@@ -38,15 +39,11 @@ def source_mean_ratios(source_ratios: np.ndarray) -> np.ndarray:
     return source_ratios[present].mean(axis=0)
 
 
-@torch.inference_mode()
 def _per_slice(model: torch.nn.Module, images: np.ndarray, batch_size: int, device: str, head) -> np.ndarray:
     """``head(output, rows)`` of ``model`` over ``images`` in batches, stacked as float32 (N, K)."""
-    model.eval().to(device)
-    out = []
-    for start in range(0, len(images), batch_size):
-        rows = slice(start, start + batch_size)
-        x = torch.from_numpy(np.asarray(images[rows])).to(device)
-        out.append(head(model(x).float(), rows).cpu().numpy())
+    model.to(device)
+    with torch.inference_mode():
+        out = [head(y, rows).cpu().numpy() for rows, y in iter_outputs(model, images, batch_size, device)]
     return np.concatenate(out).astype(np.float32)
 
 
