@@ -58,14 +58,16 @@ def tiny_train_config(tiny_cases):
 def tiny_source(tiny_cases, tmp_path_factory):
     """A tiny source checkpoint (wat, P01+P02, 1 epoch of 2 steps) and a constant prior table
     for the inn slices of all subjects: (checkpoint path, prior path). Read-only."""
-    from sfda.config import TrainConfig, load_config
-    from sfda.pipeline import make_prior, train_source
+    from sfda.config import PriorConfig, TrainConfig, load_config
+    from sfda.stages.prior import make_prior
+    from sfda.stages.train import train_source
 
     root = tmp_path_factory.mktemp("tiny_source")
     cfg = load_config(TrainConfig, None, [
         f"data.cases={tiny_cases}", "data.modality=wat", "data.subjects=[P01,P02]", *TINY_NET,
         "optim.epochs=1", "optim.batch_size=4", "optim.max_steps_per_epoch=2", f"out={root / 'source'}"])
     train_source(cfg, progress=False)
-    prior = make_prior(method="constant", cases=tiny_cases, modality="inn", subjects=None,
-                       out=str(root / "prior.csv"), ratios=[0.9, 0.1], progress=False)
+    prior = make_prior(load_config(PriorConfig, None, [
+        "method=constant", f"data.cases={tiny_cases}", "data.modality=inn", f"out={root / 'prior.csv'}",
+        "ratios=[0.9, 0.1]"]), progress=False)
     return str(root / "source" / "last.pt"), str(prior)

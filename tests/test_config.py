@@ -26,7 +26,7 @@ def test_defaults():
     assert cfg.optim.lr == 1e-3 and cfg.optim.epochs == 20 and cfg.optim.max_steps_per_epoch == 0
     assert cfg.data.subjects == [] and cfg.data.axis == 0 and cfg.data.pad_multiple == 16
     adapt = load_config(AdaptConfig)
-    assert adapt.method.name == "adaent" and adapt.method.kl == "paper"
+    assert adapt.method.name == "adaent" and adapt.method.kl == "forward"
     assert adapt.optim.lr == 1e-4 and adapt.optim.epochs == 10
     prior = load_config(PriorTrainConfig)
     assert prior.optim.epochs == 60 and prior.optim.schedule == "cosine" and prior.net_args == {"width": 64}

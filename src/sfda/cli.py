@@ -1,5 +1,8 @@
-"""The ``sfda`` command. It parses, calls :mod:`sfda.pipeline` and friends, and prints.
+"""The ``sfda`` command. It parses, builds the stage's typed config, calls the stage
+(:mod:`sfda.stages`) and prints.
 
+Every config-driven command takes ``--config FILE``, its flags (each sets one
+config key) and dotted ``key=value`` overrides, in that order of precedence.
 Heavy imports (torch, nibabel) happen inside the handlers so ``sfda --help``
 answers at once. Errors meant for users (:class:`sfda.errors.SfdaError`) print
 one line and exit 2; ``--debug`` shows the traceback instead.
@@ -9,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-# Flag -> config key, shared by the training-like commands.
+# Flag -> config key, per command. Flags of true/false options are listed in SWITCHES.
 COMMON = {"cases": "data.cases", "modality": "data.modality", "subjects": "data.subjects",
           "val_subjects": "data.val_subjects", "axis": "data.axis", "out": "out", "seed": "seed",
           "device": "device", "epochs": "optim.epochs", "lr": "optim.lr", "batch_size": "optim.batch_size"}
@@ -18,14 +22,44 @@ TRAIN = {**COMMON, "net": "net"}
 ADAPT = {**COMMON, "checkpoint": "checkpoint", "prior": "prior", "method": "method.name",
          "lam": "method.lam", "kl": "method.kl", "source_modality": "method.source_modality",
          "source_subjects": "method.source_subjects"}
+PRIOR = {"method": "method", "cases": "data.cases", "modality": "data.modality", "subjects": "data.subjects",
+         "axis": "data.axis", "out": "out", "regressor": "regressor", "checkpoint": "checkpoint",
+         "bn_subjects": "bn_subjects", "source_modality": "source_modality", "source_subjects": "source_subjects",
+         "ratios": "ratios", "tags": "tags", "min_presence": "min_presence", "device": "device"}
+EVALUATE = {"checkpoint": "checkpoint", "cases": "data.cases", "modality": "data.modality",
+            "subjects": "data.subjects", "out": "out", "device": "device"}
+PREDICT = {"checkpoint": "checkpoint", "out": "out", "device": "device"}
+REPORT = {"out": "out", "title": "title"}
+SWITCHES = {"resume": "resume", "tags_from_labels": "tags_from_labels", "entropy": "entropy",
+            "probabilities": "probabilities"}
+
+HELP = {"method": {"prior": "how τe is built: constant, regressor, self, source-mean or source-position",
+                   "adapt": "adaent, tent, entropy, adabn (source-free) or adasource, adversarial"},
+        "ratios": "constant prior, e.g. 0.9,0.1", "tags": "CSV slice_id,present: slices without the structure "
+        "get (1, 0, ...)", "tags_from_labels": "tags from the target labels (experiments)",
+        "min_presence": "source-position: tag slices empty where fewer source slices hold the structure",
+        "checkpoint": {"prior": "self: the source segmentation model"},
+        "bn_subjects": "self: subjects whose target slices set its batch-norm statistics "
+        "(default: the prior's own slices)", "resume": "continue from OUT/last.pt"}
 
 
-def _add_config_args(p: argparse.ArgumentParser, flags: dict[str, str]) -> None:
+def _help(name: str, command: str, key: str) -> str:
+    text = HELP.get(name, f"sets {key}")
+    return text.get(command, f"sets {key}") if isinstance(text, dict) else text
+
+
+def _add_config_args(p: argparse.ArgumentParser, flags: dict[str, str], switches: tuple[str, ...] = (),
+                     overrides: bool = True) -> None:
     p.add_argument("--config", help="YAML config file; flags and key=value overrides win over it")
     for name, key in flags.items():
-        p.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=f"sets {key}")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. optim.lr=1e-4")
+        p.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=_help(name, p.prog.split()[-1], key))
+    for name in switches:
+        p.add_argument("--" + name.replace("_", "-"), dest=name, action="store_true",
+                       help=_help(name, p.prog.split()[-1], SWITCHES[name]))
+    if overrides:
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. optim.lr=1e-4")
+    else:  # its positional list takes every word: settings come from --config and the flags
+        p.set_defaults(overrides=[])
 
 
 def _overrides(args, flags: dict[str, str]) -> list[str]:
@@ -33,19 +67,24 @@ def _overrides(args, flags: dict[str, str]) -> list[str]:
         if name.endswith("subjects") and getattr(args, name) is not None:
             _split(getattr(args, name), "--" + name.replace("_", "-"))
     out = [f"{key}={getattr(args, name)}" for name, key in flags.items() if getattr(args, name) is not None]
-    if getattr(args, "resume", False):
-        out.append("resume=true")
+    out += [f"{key}=true" for name, key in SWITCHES.items() if getattr(args, name, False)]
     return out + list(args.overrides)
 
 
-def _cfg(cls, args, flags):
+def _cfg(cls, args, flags, **lists):
+    """The stage config: file, then flags, then overrides; ``lists`` set list options directly
+    (paths may hold commas)."""
     from sfda.config import load_config
 
-    return load_config(cls, args.config, _overrides(args, flags))
+    cfg = load_config(cls, args.config, _overrides(args, flags))
+    for key, value in lists.items():
+        if value:
+            setattr(cfg, key, [str(v) for v in value])
+    return cfg
 
 
 def _split(text: str | None, flag: str = "--subjects") -> list[str] | None:
-    """``A1,B1`` -> [A1, B1]; a flag given with no names is refused (leave it out to mean all)."""
+    """``A1, B1`` -> [A1, B1]; a flag given with no names is refused (leave it out to mean all)."""
     if text is None:
         return None
     names = [s.strip() for s in text.split(",") if s.strip()]
@@ -57,45 +96,41 @@ def _split(text: str | None, flag: str = "--subjects") -> list[str] | None:
 
 
 def cmd_index(args) -> int:
-    from sfda.io.cases import save_cases
-    from sfda.io.layouts import describe, index_dataset
+    from sfda.stages.data import describe_cases, index_cases
 
-    cl = index_dataset(args.root, args.layout, args.pattern, args.label_pattern)
-    save_cases(args.out, cl)
+    cl = index_cases(args.root, args.out, args.layout, args.pattern, args.label_pattern)
     print(f"wrote {args.out}: {len(cl.cases)} cases ({cl.layout} layout)")
     if args.describe:
-        print(describe(cl))
+        print(describe_cases(args.out))
     return 0
 
 
 def cmd_describe(args) -> int:
-    from sfda.io.cases import load_cases
-    from sfda.io.layouts import describe
+    from sfda.stages.data import describe_cases
 
-    print(describe(load_cases(args.cases)))
+    print(describe_cases(args.cases))
     return 0
 
 
 def cmd_phantom(args) -> int:
-    from sfda.data.phantom import make_phantom
+    from sfda.stages.data import write_phantom
 
-    cl = make_phantom(args.out, n_subjects=args.subjects, seed=args.seed)
+    cl = write_phantom(args.out, subjects=args.subjects, seed=args.seed)
     print(f"wrote a phantom of {len(cl.cases)} subjects ({', '.join(cl.modalities)}) to {args.out}")
     return 0
 
 
 def cmd_train_source(args) -> int:
     from sfda.config import TrainConfig
-    from sfda.pipeline import train_source
+    from sfda.stages.train import train_source
 
-    out = train_source(_cfg(TrainConfig, args, TRAIN))
-    _print_last(out)
+    _print_last(train_source(_cfg(TrainConfig, args, TRAIN)))
     return 0
 
 
 def cmd_train_prior(args) -> int:
     from sfda.config import PriorTrainConfig
-    from sfda.pipeline import train_prior
+    from sfda.stages.train import train_prior
 
     cfg = _cfg(PriorTrainConfig, args, TRAIN)
     row = train_prior(cfg)
@@ -107,83 +142,71 @@ def cmd_train_prior(args) -> int:
 
 
 def _print_last(out) -> None:
-    from sfda.reporting import read_log
+    from sfda.stages.report import read_log
 
-    log = read_log(out)
+    log = read_log(Path(out))
     if log and "val_dice" in log[-1]:
         print(f"last epoch {log[-1]['epoch']}: validation 3D Dice {log[-1]['val_dice']:.4f}")
     print(f"checkpoint: {out}/last.pt")
 
 
 def cmd_prior(args) -> int:
-    from sfda.config import DataConfig
-    from sfda.pipeline import make_prior
+    from sfda.config import PriorConfig
+    from sfda.stages.prior import make_prior
 
-    ratios = [float(r) for r in args.ratios.split(",")] if args.ratios else None
-    path = make_prior(method=args.method, cases=args.cases, modality=args.modality,
-                      subjects=_split(args.subjects), out=args.out, regressor=args.regressor or "",
-                      source_modality=args.source_modality or "",
-                      source_subjects=_split(args.source_subjects, "--source-subjects"),
-                      ratios=ratios, tags=args.tags or "", tags_from_labels=args.tags_from_labels,
-                      min_presence=args.min_presence, checkpoint=args.checkpoint or "",
-                      bn_subjects=_split(args.bn_subjects, "--bn-subjects"),
-                      data=DataConfig(axis=args.axis))
-    print(f"wrote {path}")
+    print(f"wrote {make_prior(_cfg(PriorConfig, args, PRIOR))}")
     return 0
 
 
 def cmd_adapt(args) -> int:
     from sfda.config import AdaptConfig
-    from sfda.pipeline import adapt
+    from sfda.stages.adapt import adapt
 
-    out = adapt(_cfg(AdaptConfig, args, ADAPT))
-    _print_last(out)
+    _print_last(adapt(_cfg(AdaptConfig, args, ADAPT)))
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from sfda.evaluate import evaluate, summary_table
+    from sfda.config import EvaluateConfig
+    from sfda.stages.evaluate import evaluate, summary_table
 
-    res = evaluate(args.checkpoint, args.cases, args.modality, _split(args.subjects), args.out, device=args.device)
-    print(summary_table(res["summary"]))
-    print(f"wrote {args.out}/metrics.json and metrics.csv")
+    cfg = _cfg(EvaluateConfig, args, EVALUATE)
+    print(summary_table(evaluate(cfg)["summary"]))
+    print(f"wrote {cfg.out}/metrics.json and metrics.csv")
     return 0
 
 
 def cmd_predict(args) -> int:
-    from sfda.predict import predict
+    from sfda.config import PredictConfig
+    from sfda.stages.predict import predict
 
-    written = predict(args.checkpoint, args.inputs, args.out, entropy=args.entropy,
-                      probabilities=args.probabilities, device=args.device)
-    print(f"wrote {len(written)} masks to {args.out}")
+    cfg = _cfg(PredictConfig, args, PREDICT, inputs=args.inputs)
+    written = predict(cfg)
+    print(f"wrote {len(written)} masks to {cfg.out}")
     return 0
 
 
 def cmd_report(args) -> int:
-    from sfda.reporting import report
+    from sfda.config import ReportConfig
+    from sfda.stages.report import report
 
-    path = report(args.runs, args.out)
-    print(f"report: {path}")
+    print(f"report: {report(_cfg(ReportConfig, args, REPORT, runs=args.runs))}")
     return 0
 
 
 def cmd_experiment(args) -> int:
     from sfda.config import load_config
-    from sfda.experiment import ExperimentConfig, run_experiment
+    from sfda.config.experiment import ExperimentConfig
+    from sfda.stages.experiment import run_experiment
 
     cfg = load_config(ExperimentConfig, args.config, args.overrides)
     run_experiment(cfg, args.out)
-    print((__import__("pathlib").Path(args.out) / "results.md").read_text())
+    print((Path(args.out) / "results.md").read_text())
     print(f"results: {args.out}/results.json; reports: {args.out}/<direction>/seed<k>/report/report.md")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sfda", description="Source-free domain adaptation for segmentation "
-                                     "(Bateson et al., MICCAI 2020).")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _data_parsers(sub) -> None:
     data = sub.add_parser("data", help="index, describe or generate datasets")
     data = data.add_subparsers(dest="data_cmd", required=True)
     p = data.add_parser("index", help="scan a dataset folder into a case list")
@@ -203,58 +226,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_phantom)
 
-    p = sub.add_parser("train-source", help="supervised training (source model, or Oracle on target labels)")
-    _add_config_args(p, TRAIN)
-    p.set_defaults(func=cmd_train_source)
-    p = sub.add_parser("train-prior", help="train the class-ratio regressor on source slices")
-    _add_config_args(p, TRAIN)
-    p.set_defaults(func=cmd_train_prior)
 
-    p = sub.add_parser("prior", help="write the per-slice prior table τe")
-    p.add_argument("--method", required=True, help="regressor, self, source-mean, source-position or constant")
-    p.add_argument("--cases", required=True)
-    p.add_argument("--modality", required=True)
-    p.add_argument("--subjects")
-    p.add_argument("--out", required=True)
-    p.add_argument("--regressor")
-    p.add_argument("--checkpoint", help="self: the source segmentation model")
-    p.add_argument("--bn-subjects", help="self: subjects whose target slices set its batch-norm statistics "
-                   "(default: the prior's own slices)")
-    p.add_argument("--source-modality")
-    p.add_argument("--source-subjects")
-    p.add_argument("--ratios", help="constant prior, e.g. 0.9,0.1")
-    p.add_argument("--tags", help="CSV slice_id,present: slices without the structure get (1, 0, ...)")
-    p.add_argument("--tags-from-labels", action="store_true", help="tags from the target labels (experiments)")
-    p.add_argument("--min-presence", type=float, default=0.0,
-                   help="source-position: tag slices empty where fewer source slices hold the structure")
-    p.add_argument("--axis", type=int, default=0)
-    p.set_defaults(func=cmd_prior)
+#: command -> (help, flags, switches, handler)
+STAGES = {
+    "train-source": ("supervised training (source model, or Oracle on target labels)", TRAIN, ("resume",),
+                     cmd_train_source),
+    "train-prior": ("train the class-ratio regressor on source slices", TRAIN, ("resume",), cmd_train_prior),
+    "prior": ("write the per-slice prior table τe", PRIOR, ("tags_from_labels",), cmd_prior),
+    "adapt": ("adapt a source checkpoint to the target domain", ADAPT, ("resume",), cmd_adapt),
+    "evaluate": ("3D metrics per subject", EVALUATE, (), cmd_evaluate),
+    "predict": ("write masks in the inputs' own geometry", PREDICT, ("entropy", "probabilities"), cmd_predict),
+    "report": ("table, curves and mask grid over evaluated runs", REPORT, (), cmd_report),
+}
 
-    p = sub.add_parser("adapt", help="adapt a source checkpoint to the target domain")
-    _add_config_args(p, ADAPT)
-    p.set_defaults(func=cmd_adapt)
 
-    p = sub.add_parser("evaluate", help="3D metrics per subject")
-    for flag in ("checkpoint", "cases", "modality", "out"):
-        p.add_argument("--" + flag, required=True)
-    p.add_argument("--subjects")
-    p.add_argument("--device", default="cpu")
-    p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser("predict", help="write masks in the inputs' own geometry")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("inputs", nargs="+", help="volume files, folders or a case list")
-    p.add_argument("--out", required=True)
-    p.add_argument("--entropy", action="store_true")
-    p.add_argument("--probabilities", action="store_true")
-    p.add_argument("--device", default="cpu")
-    p.set_defaults(func=cmd_predict)
-
-    p = sub.add_parser("report", help="table, curves and mask grid over evaluated runs")
-    p.add_argument("runs", nargs="+")
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_report)
-
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sfda", description="Source-free domain adaptation for segmentation "
+                                     "(Bateson et al., MICCAI 2020).")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _data_parsers(sub)
+    for name, (text, flags, switches, handler) in STAGES.items():
+        p = sub.add_parser(name, help=text)
+        if name == "predict":
+            p.add_argument("inputs", nargs="+", help="volume files, folders or a case list")
+        if name == "report":
+            p.add_argument("runs", nargs="+", help="run folders (each with eval/ and log.jsonl)")
+        _add_config_args(p, flags, switches, overrides=name not in ("predict", "report"))
+        p.set_defaults(func=handler)
     p = sub.add_parser("experiment", help="the full comparison from a config")
     p.add_argument("config")
     p.add_argument("--out", required=True)
@@ -284,7 +283,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sfda: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 
 EPS = 1e-8
+#: the KL directions' earlier names (where each came from) -> which way they run
+KL_ALIASES = {"paper": "forward", "code": "reverse"}
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -50,13 +52,14 @@ def predicted_ratios(logits: torch.Tensor, mask: torch.Tensor | None = None) -> 
 
 
 def kl_prior(logits: torch.Tensor, prior: torch.Tensor, mask: torch.Tensor | None = None,
-             direction: str = "paper", scope: str = "image") -> torch.Tensor:
+             direction: str = "forward", scope: str = "image") -> torch.Tensor:
     """KL between the prior τe and the predicted ratios τ̂.
 
-    ``direction="paper"``: KL(τe ‖ τ̂) = Σ τe log(τe/τ̂), Eq. 3 of the paper: it
+    ``direction="forward"``: KL(τe ‖ τ̂) = Σ τe log(τe/τ̂), Eq. 3 of the paper: it
     punishes predicting too little of a class the prior expects (the barrier
-    that stops collapse). ``direction="code"``: KL(τ̂ ‖ τe), what the authors'
-    released code computed; it is milder when τ̂ → 0 for a class.
+    that stops collapse). ``direction="reverse"``: KL(τ̂ ‖ τe), what the authors'
+    released code computed; it is milder when τ̂ → 0 for a class. The old names
+    ``paper`` and ``code`` are accepted for them.
 
     ``scope="image"`` (the paper): one KL per image, averaged. ``scope="batch"``: one KL
     between the batch's pooled τe and τ̂ (ratios over all real pixels of the batch), so the
@@ -76,14 +79,15 @@ def kl_prior(logits: torch.Tensor, prior: torch.Tensor, mask: torch.Tensor | Non
 
         raise SfdaError(f"unknown KL scope '{scope}'; choose image or batch")
     tau_hat = tau_hat.clamp_min(EPS)
-    if direction == "paper":
+    direction = KL_ALIASES.get(direction, direction)
+    if direction == "forward":
         kl = (tau_e * (torch.log(tau_e.clamp_min(EPS)) - torch.log(tau_hat))).sum(dim=1)
-    elif direction == "code":
+    elif direction == "reverse":
         kl = (tau_hat * (torch.log(tau_hat) - torch.log(tau_e.clamp_min(EPS)))).sum(dim=1)
     else:
         from sfda.errors import SfdaError
 
-        raise SfdaError(f"unknown KL direction '{direction}'; choose paper or code")
+        raise SfdaError(f"unknown KL direction '{direction}'; choose forward or reverse (or their old names, paper or code)")
     return kl.mean()
 
 

@@ -163,7 +163,7 @@ def test_volumes_assemble_the_same_whatever_the_slice_order(data):
     """Predictions come back per slice in any order (shuffled batches, several ranks): assembling
     them into volumes and subjects depends only on each slice's case and position, not on row order."""
     from sfda.data.sliceset import SliceSet
-    from sfda.engine.infer import case_volumes, subject_volumes
+    from sfda.data.sliceset import case_volumes, subject_volumes
     from sfda.io.cases import Case
 
     axis = data.draw(st.integers(0, 2), label="axis")

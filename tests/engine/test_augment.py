@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sfda.engine.loop import _piecewise, augment_intensity
+from sfda.data.transforms import _piecewise, augment_intensity
 
 
 def _images(seed: int = 0) -> torch.Tensor:

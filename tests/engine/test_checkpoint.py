@@ -152,7 +152,7 @@ def test_folding_batchnorm_keeps_the_outputs(net):
     """predict folds BN into the convolutions before it: same probabilities in eval mode."""
     import copy
 
-    from sfda.engine.infer import fold_batchnorm
+    from sfda.inference import fold_batchnorm
     from sfda.nets import build_net
 
     torch.manual_seed(0)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sfda.engine.checkpoint import load_checkpoint, load_model
-from sfda.pipeline import train_source
+from sfda.stages.train import train_source
 
 
 def _losses(run) -> list[float]:

@@ -19,7 +19,8 @@ from sfda.engine import loop
 from sfda.engine.checkpoint import load_checkpoint
 from sfda.errors import SfdaError
 from sfda.methods import Supervised
-from sfda.pipeline import adapt, train_source
+from sfda.stages.adapt import adapt
+from sfda.stages.train import train_source
 
 from conftest import TINY_NET
 
@@ -135,7 +136,7 @@ def _epoch_reached(out: Path) -> int:
 def test_two_sigkills_then_resume_match_uninterrupted_run(tiny_cases, tmp_path):
     from sfda.cli import main
 
-    epochs = 6
+    epochs = 12  # enough epochs that a kill 0-80 ms after the first one still lands mid-run
     reference = tmp_path / "reference"
     assert main(_cli_args(tiny_cases, reference, epochs)) == 0
 

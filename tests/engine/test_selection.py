@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sfda.config import MethodConfig
-from sfda.engine.loop import _flag_collapse
+from sfda.engine.collapse import flag_collapse as _flag_collapse
 from sfda.engine.selection import holdout_scores, select_epoch
 from sfda.methods import build_method
 
@@ -78,7 +78,7 @@ def test_adapt_with_select_average_writes_the_mean_of_the_epochs(tiny_cases, tin
 
     from sfda.config import AdaptConfig, load_config
     from sfda.engine.checkpoint import load_checkpoint
-    from sfda.pipeline import adapt
+    from sfda.stages.adapt import adapt
 
     checkpoint, prior = tiny_source
     out = tmp_path / "run"
@@ -101,11 +101,12 @@ def test_adapt_with_select_average_writes_the_mean_of_the_epochs(tiny_cases, tin
 def test_end_of_epoch_evaluation_is_one_forward_pass_with_the_same_scores(tiny_cases, tmp_path):
     """Adaptation's validation Dice and held-out scores share one pass over the validation slices."""
     from sfda.config import DataConfig
-    from sfda.engine.infer import predict_slices, subject_dice
-    from sfda.engine.loop import FitSpec, _evaluate
+    from sfda.inference import predict_slices
+    from sfda.metrics.subjects import subject_dice
+    from sfda.engine.validate import evaluate_epoch
     from sfda.io.cases import load_cases
     from sfda.nets import build_net
-    from sfda.pipeline import slices_for
+    from sfda.stages.common import slices_for
 
     val = slices_for(load_cases(tiny_cases), ["P03"], "inn", DataConfig(), with_labels=True, progress=False)
     prior = np.tile([0.9, 0.1], (len(val), 1))
@@ -114,8 +115,7 @@ def test_end_of_epoch_evaluation_is_one_forward_pass_with_the_same_scores(tiny_c
     calls = []
     net.register_forward_hook(lambda *_: calls.append(1))
     method = build_method("adaent", MethodConfig(name="adaent", lam=0.5))
-    spec = FitSpec(data=val, out=tmp_path, meta={}, val=val, val_prior=prior)
-    row = _evaluate(net, method, spec, torch.device("cpu"))
+    row = evaluate_epoch(net, method, val, prior, False, torch.device("cpu"))
     assert len(calls) == -(-len(val) // 64)
     want = holdout_scores(net, val.images, val.valid_mask(), prior, lam=0.5)
     for key, value in want.items():

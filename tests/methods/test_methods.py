@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import sfda
-from sfda import pipeline
+from sfda.stages import adapt as adapt_stage
 from sfda.config import AdaptConfig, MethodConfig, load_config
 from sfda.engine import loop
 from sfda.errors import SfdaError
@@ -81,13 +81,13 @@ def test_entropy_alone_collapses_adaent_keeps_the_prior(source_model):
     assert 0.05 * truth < before < 0.5 * truth  # under-segmented, but the disks are still seen
 
     kw = dict(lr=3e-3, epochs=10, batch_size=8, seed=0)
-    entropy = sfda.adapt(copy.deepcopy(source_model), images, method="entropy", **kw)
+    entropy = sfda.adapt_model(copy.deepcopy(source_model), images, method="entropy", **kw)
     ent_fraction = foreground_fraction(entropy, images)
     # entropy only: collapse towards background, and worse than not adapting at all
     assert ent_fraction < 0.3 * truth, (ent_fraction, truth)
     assert ent_fraction < 0.5 * before, (ent_fraction, before)
     for lam in (0.1, 1.0):
-        adaent = sfda.adapt(copy.deepcopy(source_model), images, prior=(1 - truth, truth), method="adaent",
+        adaent = sfda.adapt_model(copy.deepcopy(source_model), images, prior=(1 - truth, truth), method="adaent",
                             lam=lam, **kw)
         ada_fraction = foreground_fraction(adaent, images)
         # AdaEnt: the predicted size stays near the prior's
@@ -116,10 +116,10 @@ def test_api_adaent_gets_no_source_data(monkeypatch):
         return real_fit(model, method, spec)
 
     monkeypatch.setattr(AdaEnt, "step", step)
-    monkeypatch.setattr("sfda.api.fit", fit)
+    monkeypatch.setattr("sfda.stages.adapt.fit", fit)
     images = np.random.default_rng(0).standard_normal((4, 1, 16, 16)).astype(np.float32)
     torch.manual_seed(0)
-    sfda.adapt(build_net("unet", width=2, depth=1), images, prior=(0.9, 0.1), method="adaent", epochs=2,
+    sfda.adapt_model(build_net("unet", width=2, depth=1), images, prior=(0.9, 0.1), method="adaent", epochs=2,
                batch_size=2)
     assert seen["spec_source"] == [None]
     assert len(seen["step_source"]) == 4 and all(s is None for s in seen["step_source"])
@@ -135,7 +135,7 @@ def _adapt_cfg(tiny_cases, tiny_source, out, *extra) -> AdaptConfig:
 
 def test_pipeline_adaent_reads_only_unlabelled_target_slices(tiny_cases, tiny_source, tmp_path, monkeypatch):
     reads, steps = [], []
-    real_slices, real_step = pipeline.slices_for, AdaEnt.step
+    real_slices, real_step = adapt_stage.slices_for, AdaEnt.step
 
     def slices_for(cl, subjects, modality, data, **kw):
         reads.append((modality, subjects, kw["with_labels"]))
@@ -145,9 +145,9 @@ def test_pipeline_adaent_reads_only_unlabelled_target_slices(tiny_cases, tiny_so
         steps.append((source, batch.labels))
         return real_step(self, model, batch, source)
 
-    monkeypatch.setattr(pipeline, "slices_for", slices_for)
+    monkeypatch.setattr(adapt_stage, "slices_for", slices_for)
     monkeypatch.setattr(AdaEnt, "step", step)
-    pipeline.adapt(_adapt_cfg(tiny_cases, tiny_source, tmp_path / "run"), progress=False)
+    adapt_stage.adapt(_adapt_cfg(tiny_cases, tiny_source, tmp_path / "run"), progress=False)
     assert reads == [("inn", ["P03"], False)]
     assert len(steps) == 2 and all(s is None and lab is None for s, lab in steps)
     assert (tmp_path / "run" / "last.pt").exists()
@@ -158,7 +158,7 @@ def test_pipeline_refuses_source_options_for_source_free_methods(tiny_cases, tin
         cfg = _adapt_cfg(tiny_cases, tiny_source, tmp_path / method, f"method.name={method}",
                          "method.source_modality=wat", "method.source_subjects=[P01]")
         with pytest.raises(SfdaError, match=f"'{method}' is source-free"):
-            pipeline.adapt(cfg, progress=False)
+            adapt_stage.adapt(cfg, progress=False)
         assert not (tmp_path / method).exists()
 
 
@@ -167,11 +167,11 @@ def test_source_methods_need_source_options(tiny_cases, tiny_source, tmp_path, m
     for extra in ([], ["method.source_modality=wat"], ["method.source_subjects=[P01]"]):
         cfg = _adapt_cfg(tiny_cases, tiny_source, tmp_path / "run", f"method.name={method}", *extra)
         with pytest.raises(SfdaError, match="--source-modality and --source-subjects"):
-            pipeline.adapt(cfg, progress=False)
+            adapt_stage.adapt(cfg, progress=False)
     assert not (tmp_path / "run").exists()
     images = np.zeros((2, 1, 16, 16), np.float32)
     with pytest.raises(SfdaError, match="needs labelled source images"):
-        sfda.adapt(build_net("unet", width=2, depth=1), images, prior=(0.9, 0.1), method=method)
+        sfda.adapt_model(build_net("unet", width=2, depth=1), images, prior=(0.9, 0.1), method=method)
 
 
 def test_unknown_method_lists_valid_names(tiny_cases, tiny_source, tmp_path):
@@ -180,15 +180,15 @@ def test_unknown_method_lists_valid_names(tiny_cases, tiny_source, tmp_path):
         build_method("adaentt", MethodConfig())
     assert "adaentt" in str(err.value) and all(n in str(err.value) for n in names)
     with pytest.raises(SfdaError, match="adasource, adversarial, entropy, tent"):
-        sfda.adapt(build_net("unet", width=2, depth=1), np.zeros((2, 1, 16, 16), np.float32), method="nope")
+        sfda.adapt_model(build_net("unet", width=2, depth=1), np.zeros((2, 1, 16, 16), np.float32), method="nope")
     with pytest.raises(SfdaError, match="unknown method 'nope'"):
-        pipeline.adapt(_adapt_cfg(tiny_cases, tiny_source, tmp_path / "run", "method.name=nope"), progress=False)
+        adapt_stage.adapt(_adapt_cfg(tiny_cases, tiny_source, tmp_path / "run", "method.name=nope"), progress=False)
     assert not (tmp_path / "run").exists()
 
 
 def test_api_adaent_needs_a_prior():
     with pytest.raises(SfdaError, match="needs a prior"):
-        sfda.adapt(build_net("unet", width=2, depth=1), np.zeros((2, 1, 16, 16), np.float32), method="adaent")
+        sfda.adapt_model(build_net("unet", width=2, depth=1), np.zeros((2, 1, 16, 16), np.float32), method="adaent")
 
 
 # --------------------------------------------------------------------------- what each method may change
@@ -216,7 +216,7 @@ def test_tent_trains_only_bn_affine_parameters():
     before = copy.deepcopy(model.state_dict())
     bn_params = _bn_param_names(model)
     assert bn_params
-    sfda.adapt(model, _target(), method="tent", epochs=2, batch_size=4, lr=1e-2)
+    sfda.adapt_model(model, _target(), method="tent", epochs=2, batch_size=4, lr=1e-2)
     after = dict(model.named_parameters())
     changed = {n for n, p in after.items() if not torch.equal(p.detach(), before[n])}
     assert changed and changed <= bn_params, changed - bn_params
@@ -231,7 +231,7 @@ def test_adabn_changes_only_bn_running_statistics():
     # inputs of the first BN layer, for the exact target mean that AdaBN must find
     with torch.no_grad():
         first_conv = model.stem[0](torch.from_numpy(images))
-    sfda.adapt(model, images, method="adabn", batch_size=4)
+    sfda.adapt_model(model, images, method="adabn", batch_size=4)
     after = model.state_dict()
     for name, p in model.named_parameters():
         assert torch.equal(p.detach(), before[name]), name

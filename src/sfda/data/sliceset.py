@@ -1,7 +1,7 @@
 """All 2D slices of a set of cases, normalised, padded and held in contiguous arrays.
 
 Training reads batches by indexing these arrays, so no NIfTI is read per step.
-Built arrays are cached on disk (``.npy``, memory-mapped on reload) keyed by
+Built arrays are cached on disk (``.npy``, copied into RAM on reload) keyed by
 the files, their modification times and the slicing parameters.
 
 Array contract: ``images`` float32 (N, 1, H, W); ``labels`` int64 (N, H, W) or
@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from sfda.data.normalize import normalize_volume
-from sfda.data.slices import common_target, to_slices
+from sfda.data.slices import assemble_subject, common_target, from_slices, to_slices
 from sfda.errors import SfdaError
 from sfda.io.atomic import atomic_path, write_json
 from sfda.io.cases import Case, check_case_files
@@ -80,6 +80,25 @@ class SliceSet:
             one = to_slices(np.ones((1, *shape), dtype=bool), 0, self.hw, fill=False)[0]
             out[self.case_index == c] = one
         return out
+
+
+def case_volumes(ss: SliceSet, slices: np.ndarray) -> list[np.ndarray]:
+    """Per-slice maps (N, H, W) back to one volume per case, in ``ss.cases`` order."""
+    out = []
+    for c, case in enumerate(ss.cases):
+        rows = ss.case_index == c
+        order = np.argsort(ss.slice_index[rows])
+        out.append(from_slices(slices[rows][order], ss.axis, tuple(case.shape)))
+    return out
+
+
+def subject_volumes(ss: SliceSet, slices: np.ndarray) -> dict[str, np.ndarray]:
+    """One 3D volume per subject (its crops assembled), for 3D metrics."""
+    vols = case_volumes(ss, slices)
+    by_subject: dict[str, list[np.ndarray]] = {}
+    for case, vol in zip(ss.cases, vols):
+        by_subject.setdefault(case.subject, []).append(vol)
+    return {s: assemble_subject(v) for s, v in sorted(by_subject.items())}
 
 
 def label_ratios(labels: np.ndarray, valid: np.ndarray, num_classes: int) -> np.ndarray:

@@ -36,6 +36,15 @@ class Dist:
         return self.world > 1
 
 
+def check_device(device: str) -> torch.device:
+    """``device`` as a torch device; a missing GPU or an unknown name is the user's error."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SfdaError(f"--device {device} was asked for but no CUDA GPU is available; use --device cpu")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise SfdaError(f"unknown device '{device}'; use cpu or cuda")
+    return torch.device(device)
+
+
 def world_from_env() -> Dist:
     return Dist(rank=int(os.environ.get("RANK", 0)), world=int(os.environ.get("WORLD_SIZE", 1)))
 
@@ -94,9 +103,11 @@ def mean_over_ranks(values: dict[str, float], dist: Dist) -> dict[str, float]:
     import torch.distributed as td
 
     keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    # NCCL reduces CUDA tensors only; gloo takes CPU ones.
+    device = f"cuda:{torch.cuda.current_device()}" if td.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
     td.all_reduce(t)
-    return {k: float(v) / dist.world for k, v in zip(keys, t.tolist())}
+    return {k: float(v) / dist.world for k, v in zip(keys, t.cpu().tolist())}
 
 
 def barrier(dist: Dist) -> None:

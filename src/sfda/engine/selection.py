@@ -4,23 +4,32 @@ Adaptation runs on some target subjects; a few others are held out. Their
 images (never their labels) are scored each epoch in evaluation mode:
 
 - ``holdout_entropy``: mean pixel entropy;
-- ``holdout_kl``: mean per-image KL(τe ‖ τ̂) against the prior of those slices;
-- ``holdout_objective``: entropy + λ·KL, the adaptation loss itself;
+- ``holdout_kl``: mean per-image KL against the prior of those slices (in ``method.kl``'s direction);
+- ``holdout_objective``: entropy + λ·KL: the paper's per-image objective, not necessarily the
+  adaptation loss (that may pool the KL over a batch, ``kl_scope=batch``, or weight the entropy
+  per class);
 - ``holdout_fraction`` / ``holdout_prior_fraction``: predicted vs expected foreground.
 
-The selected epoch minimises one of them; no target label is read. ``average``
-instead keeps the uniform average of every epoch's weights (batch-norm running
-statistics included): on the crops it beat the last epoch on average, where
-every held-out score merely followed the falling loss.
+The held-out subjects are the stage's validation subjects (``val_*`` in the log
+are their labels' scores, logged only; ``holdout_*`` their images' label-free
+scores). The selected epoch minimises one of them; no target label is read.
+``average`` instead keeps the uniform average of every epoch's weights
+(batch-norm running statistics included), accumulated as the run goes: on the
+crops it beat the last epoch on average, where every held-out score merely
+followed the falling loss.
 """
 
 from __future__ import annotations
+
+import copy
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from sfda.losses import kl_prior, pixel_entropy
-from sfda.nets.batched import iter_outputs
+from sfda.engine.checkpoint import save_checkpoint
+from sfda.inference import iter_outputs
 
 CRITERIA = ("last", "average", "holdout_kl", "holdout_objective", "holdout_entropy")
 
@@ -28,7 +37,7 @@ CRITERIA = ("last", "average", "holdout_kl", "holdout_objective", "holdout_entro
 class HoldoutStats:
     """Accumulates the held-out scores batch by batch, so they can share a forward pass."""
 
-    def __init__(self, valid: np.ndarray, prior: np.ndarray, lam: float, direction: str = "paper") -> None:
+    def __init__(self, valid: np.ndarray, prior: np.ndarray, lam: float, direction: str = "forward") -> None:
         self.valid, self.prior, self.lam, self.direction = valid, prior, lam, direction
         self.ent, self.kl, self.fg, self.pixels, self.images = 0.0, 0.0, 0.0, 0.0, 0
 
@@ -52,7 +61,7 @@ class HoldoutStats:
 
 
 def holdout_scores(model: torch.nn.Module, images: np.ndarray, valid: np.ndarray, prior: np.ndarray,
-                   lam: float, direction: str = "paper", batch_size: int = 64, device: str = "cpu") -> dict:
+                   lam: float, direction: str = "forward", batch_size: int = 64, device: str = "cpu") -> dict:
     """Label-free scores of ``model`` on slices ``images`` (N, C, H, W) with prior (N, K)."""
     stats = HoldoutStats(valid, prior, lam, direction)
     for rows, logits in iter_outputs(model, images, batch_size, device):
@@ -60,11 +69,73 @@ def holdout_scores(model: torch.nn.Module, images: np.ndarray, valid: np.ndarray
     return stats.result()
 
 
+class WeightAverage:
+    """A running uniform average of state dicts: float tensors summed in float64, integer
+    buffers (BN's batch counters) taken from the last. Its own state resumes with the run."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.last: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, state: dict[str, torch.Tensor]) -> None:
+        for k, v in state.items():
+            v = v.detach().cpu()
+            if v.is_floating_point():
+                self.sums[k] = self.sums[k] + v.double() if k in self.sums else v.double().clone()
+            self.last[k] = v.clone()
+        self.count += 1
+
+    def result(self) -> dict[str, torch.Tensor]:
+        return {k: (self.sums[k] / self.count).to(v.dtype) if k in self.sums else v for k, v in self.last.items()}
+
+    def state_dict(self) -> dict:
+        return {"sums": self.sums, "last": self.last, "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sums, self.last, self.count = dict(state["sums"]), dict(state["last"]), int(state["count"])
+
+
 def average_weights(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Uniform average of state dicts; integer buffers (BN's batch counters) come from the last."""
-    last = states[-1]
-    return {k: torch.stack([s[k].float() for s in states]).mean(dim=0).to(v.dtype) if v.is_floating_point() else v
-            for k, v in last.items()}
+    avg = WeightAverage()
+    for s in states:
+        avg.add(s)
+    return avg.result()
+
+
+class Selector:
+    """Keeps ``selected.pt`` up to date with the epoch ``criterion`` chooses (see CRITERIA)."""
+
+    def __init__(self, criterion: str, out: Path) -> None:
+        self.criterion, self.out = criterion, out
+        self.average = WeightAverage() if criterion == "average" else None
+
+    def update(self, model: torch.nn.Module, log: list[dict], meta: dict) -> None:
+        """After each epoch (``log[-1]``), whose checkpoint metadata is ``meta``."""
+        if self.average is not None:
+            self.average.add(model.state_dict())
+        elif select_epoch(log, self.criterion) in (log[-1]["epoch"], None):
+            save_checkpoint(self.out / "selected.pt", model, {**meta, "selected_by": self.criterion})
+
+    def finish(self, model: torch.nn.Module, log: list[dict], meta: dict) -> dict:
+        """Write the averaged weights (``average``); return the choice for ``done.json``."""
+        if self.average is not None and self.average.count:
+            averaged = copy.deepcopy(model).cpu()
+            averaged.load_state_dict(self.average.result())
+            save_checkpoint(self.out / "selected.pt", averaged, {**meta, "epoch": len(log), "selected_by": "average",
+                                                                "epochs_averaged": self.average.count})
+        if self.criterion == "average" and len(log) > 1:
+            return {"criterion": "average", "epoch": f"mean of 1-{len(log)}"}
+        epoch = select_epoch(log, self.criterion)
+        return {"criterion": self.criterion, "epoch": epoch if epoch is not None else (log[-1]["epoch"] if log else None)}
+
+    def state_dict(self) -> dict:
+        return self.average.state_dict() if self.average is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.average is not None and state:
+            self.average.load_state_dict(state)
 
 
 def select_epoch(log: list[dict], criterion: str) -> int | None:

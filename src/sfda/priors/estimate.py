@@ -20,7 +20,7 @@ import torch
 
 from sfda.errors import SfdaError
 from sfda.losses import predicted_ratios
-from sfda.nets.batched import iter_outputs
+from sfda.inference import iter_outputs
 
 
 def constant_prior(n: int, ratios: list[float]) -> np.ndarray:

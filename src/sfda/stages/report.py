@@ -1,8 +1,8 @@
 """``sfda report``: gather evaluated runs into a table, curves, a mask grid and report.md.
 
 A run folder holds ``log.jsonl`` (per-epoch log) and ``eval/`` (from
-:func:`sfda.evaluate.evaluate`: ``metrics.json``, ``examples.npz``); its name
-is the method's.
+:func:`sfda.stages.evaluate.evaluate`: ``metrics.json``, ``examples.npz``); its
+name is the method's unless ``names`` says otherwise.
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from sfda.config import ReportConfig
 from sfda.errors import SfdaError
 from sfda.io.atomic import write_json, write_text
 from sfda.report import plot_curves, plot_fractions, plot_grid, results_markdown, write_report
+from sfda.stages.common import require, write_config
 
 
 def read_log(run: Path) -> list[dict]:
@@ -63,13 +65,17 @@ def collapse_notes(runs: dict[str, Path]) -> list[str]:
     return notes
 
 
-def report(run_dirs: list[str], out: str, title: str = "sfda report", names: list[str] | None = None) -> Path:
-    """Write ``out/results.md``, ``out/results.json``, figures and ``out/report.md``."""
-    runs = {(names[i] if names else Path(d).name): Path(d) for i, d in enumerate(run_dirs)}
+def report(cfg: ReportConfig) -> Path:
+    """Write ``out/results.md``, ``out/results.json``, figures, ``out/report.md`` and the config."""
+    require(cfg.runs, "a run folder")
+    require(cfg.out, "--out")
+    if cfg.names and len(cfg.names) != len(cfg.runs):
+        raise SfdaError(f"names lists {len(cfg.names)} labels for {len(cfg.runs)} runs; give one per run")
+    runs = {(cfg.names[i] if cfg.names else Path(d).name): Path(d) for i, d in enumerate(cfg.runs)}
     for name, run in runs.items():
         if not run.is_dir():
             raise SfdaError(f"run folder {run} not found")
-    out_dir = Path(out)
+    out_dir, title = Path(cfg.out), cfg.title
     summaries = {n: m["summary"] for n, r in runs.items() if (m := _metrics(r))}
     if not summaries:
         raise SfdaError(f"none of {', '.join(map(str, runs.values()))} has eval/metrics.json; "
@@ -82,6 +88,7 @@ def report(run_dirs: list[str], out: str, title: str = "sfda report", names: lis
     if notes:
         sections.append(("Collapse warnings", "\n".join(notes)))
     write_text(out_dir / "results.md", table + "\n")
+    write_config(cfg, out_dir / "config.yaml")
     return write_report(out_dir, title, sections, figures)
 
 

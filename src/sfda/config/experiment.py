@@ -1,0 +1,58 @@
+"""``sfda experiment``'s config. Its sections reuse the stages' settings classes, so each option
+is declared once (in :mod:`sfda.config.stages`); the experiment fills each stage's inputs
+(case list, subjects, output folders, seed) itself, so it accepts none of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sfda.config.core import opt
+from sfda.config.stages import AdaptSettings, PriorSettings, PriorTrainSettings, SlicingConfig, TrainSettings
+
+ADAPT_METHODS = ("adabn", "adaent", "adasource", "adversarial", "tent", "entropy")
+METHOD_CHOICES = ("noadapt", "oracle", *ADAPT_METHODS)
+
+
+@dataclass
+class DatasetConfig:
+    root: str = ""
+    layout: str = "auto"
+    pattern: str = ""
+    label_pattern: str = ""
+    # > 0: generate the built-in phantom with this many subjects (into root, or OUT/phantom)
+    phantom_subjects: int = opt(0, low=0)
+    phantom_seed: int = opt(0, low=0)
+
+
+@dataclass
+class SplitConfig:
+    train: list[str] = opt([])
+    val: list[str] = opt([])
+    test: list[str] = opt([])
+
+
+@dataclass
+class ExperimentPrior(PriorSettings):
+    # method: regressor: the ratio regressor's training (sfda train-prior's settings)
+    regressor: PriorTrainSettings = opt(PriorTrainSettings())
+
+
+@dataclass
+class ExperimentAdapt(AdaptSettings):
+    # Per-method changes of this section, e.g. {tent: {optim: {lr: 0.001}}}
+    overrides: dict = opt({})
+
+
+@dataclass
+class ExperimentConfig:
+    data: DatasetConfig = opt(DatasetConfig())
+    slicing: SlicingConfig = opt(SlicingConfig())
+    directions: list[str] = opt(["wat->inn"], nonempty=True)
+    split: SplitConfig = opt(SplitConfig())
+    methods: list[str] = opt(list(METHOD_CHOICES), choices=METHOD_CHOICES, nonempty=True)
+    seeds: list[int] = opt([0], low=0, nonempty=True)
+    source: TrainSettings = opt(TrainSettings())
+    prior: ExperimentPrior = opt(ExperimentPrior())
+    adapt: ExperimentAdapt = opt(ExperimentAdapt())
+    device: str = "cpu"
+    rerun: bool = False

@@ -1,0 +1,208 @@
+"""One typed config per stage. Each option is declared here once, with its default and limits.
+
+A stage's config is its *settings* (what to do: network, optimiser, method...)
+plus :class:`RunConfig` (seed, device, output folder, resume) and its inputs.
+``sfda experiment`` reuses the settings classes for its sections and fills the
+inputs itself, so it neither re-declares an option nor accepts one it would
+overwrite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sfda.config.core import opt
+
+
+@dataclass
+class SlicingConfig:
+    """How volumes become 2D slices, and their intensity normalisation."""
+
+    axis: int = opt(0, choices=(0, 1, 2))
+    pad_multiple: int = opt(16, low=1)
+    # Percentile clip before the z-score (sfda.data.normalize).
+    clip_low: float = opt(0.5, low=0, high=100)
+    clip_high: float = opt(99.5, low=0, high=100)
+
+
+@dataclass
+class DataConfig(SlicingConfig):
+    """Which images a stage reads (a case list from `sfda data index`) and how they are sliced."""
+
+    cases: str = ""
+    modality: str = ""
+    subjects: list[str] = opt([])
+    val_subjects: list[str] = opt([])
+    # A folder for built slice arrays (reused while the files and slicing are unchanged).
+    cache: str = ""
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = opt("adam", choices=("adam", "sgd"))
+    lr: float = opt(1e-3, above=0)
+    momentum: float = opt(0.9, low=0, high=1)
+    weight_decay: float = opt(0.0, low=0)
+    schedule: str = opt("none", choices=("none", "cosine", "step"))
+    epochs: int = opt(20, low=1)
+    batch_size: int = opt(12, low=1)
+    max_steps_per_epoch: int = opt(0, low=0)
+    # torch.compile the training step's network: 1.6x faster steps on this 2-core CPU (ENet, 128x128)
+    # after ~3.5 min of compiling, so it pays only on long runs (bench/throughput.py --compile).
+    compile: bool = False
+
+
+@dataclass
+class MethodConfig:
+    """Every method's knobs in one place; each method reads only its own."""
+
+    name: str = "adaent"
+    lam: float = opt(1.0, low=0)
+    # forward: KL(τe ‖ τ̂), Eq. 3 of the paper; reverse: KL(τ̂ ‖ τe), what the authors' released
+    # code computed. The old names paper / code are accepted.
+    kl: str = opt("forward", choices=("forward", "reverse"), aliases={"paper": "forward", "code": "reverse"})
+    # "image": one KL per image (the paper); "batch": one KL on the batch's pooled ratios.
+    kl_scope: str = opt("image", choices=("image", "batch"))
+    class_weighted_entropy: bool = False
+    # target: batch-norm uses (and updates) target batch statistics; source: its running statistics stay.
+    bn: str = opt("target", choices=("target", "source"))
+    adabn_init: bool = False
+    adv_weight: float = opt(1e-3, low=0)
+    disc_lr: float = opt(1e-4, above=0)
+    source_modality: str = ""
+    source_subjects: list[str] = opt([])
+
+
+@dataclass
+class RunConfig:
+    """Where and how a training-like stage runs."""
+
+    seed: int = opt(0, low=0)
+    device: str = opt("cpu")
+    out: str = ""
+    resume: bool = False
+
+
+@dataclass
+class TrainSettings:
+    """What `sfda train-source` trains (the experiment's ``source`` section)."""
+
+    net: str = "enet"
+    net_args: dict[str, Any] = opt({})
+    optim: OptimConfig = opt(OptimConfig())
+    # Random per-image contrast, brightness and gamma (sfda.data.transforms).
+    augment: bool = True
+    # Shape over contrast: the probability of mirroring an image's intensities, and of a random
+    # piecewise-linear intensity curve (0 = never); only with augment.
+    invert: float = opt(0.0, low=0, high=1)
+    remap: float = opt(0.0, low=0, high=1)
+
+
+@dataclass
+class TrainConfig(RunConfig, TrainSettings):
+    """``sfda train-source`` (and the Oracle, trained on target labels)."""
+
+    data: DataConfig = opt(DataConfig())
+
+
+@dataclass
+class PriorTrainSettings(TrainSettings):
+    """What `sfda train-prior` trains: the class-ratio regressor (the experiment's ``prior.regressor``)."""
+
+    net: str = "regressor"
+    # width 64 + cosine + 60 epochs: validation MAE 0.0196 / 0.0197 (seeds 0 / 1) on slices with disc,
+    # against 0.0234 for width 32, constant lr, 30 epochs (crops, opp, A1-D1 -> E1-F1)
+    net_args: dict[str, Any] = opt({"width": 64})
+    optim: OptimConfig = opt(OptimConfig(lr=1e-3, epochs=60, schedule="cosine"))
+
+
+@dataclass
+class PriorTrainConfig(RunConfig, PriorTrainSettings):
+    """``sfda train-prior``."""
+
+    data: DataConfig = opt(DataConfig())
+
+
+@dataclass
+class PriorSettings:
+    """How τe is built (the experiment's ``prior`` section); ``method`` names an entry of
+    :data:`sfda.stages.prior.PRIORS`."""
+
+    method: str = "source-position"
+    # constant: the class ratios every slice gets, e.g. [0.9, 0.1]
+    ratios: list[float] = opt([], low=0, high=1)
+    # Image-level tags from the target labels (the paper's weak supervision; experiments only).
+    tags_from_labels: bool = False
+    # source-position only: tag slices as empty where fewer source slices than this hold the structure
+    min_presence: float = opt(0.0, low=0, high=1)
+
+
+@dataclass
+class PriorConfig(PriorSettings):
+    """``sfda prior``: write τe for every target slice (``out``, a CSV)."""
+
+    data: DataConfig = opt(DataConfig())
+    out: str = ""
+    regressor: str = ""
+    # self: the source segmentation model, and the subjects whose target slices set its batch norm
+    checkpoint: str = ""
+    bn_subjects: list[str] = opt([])
+    # source-mean / source-position: the labelled source slices whose statistics make the prior
+    source_modality: str = ""
+    source_subjects: list[str] = opt([])
+    # a CSV slice_id,present: slices without the structure get (1, 0, ...)
+    tags: str = ""
+    device: str = "cpu"
+
+
+@dataclass
+class AdaptSettings:
+    """How `sfda adapt` adapts (the experiment's ``adapt`` section)."""
+
+    method: MethodConfig = opt(MethodConfig())
+    optim: OptimConfig = opt(OptimConfig(lr=1e-4, epochs=10))
+    # Which epoch `selected.pt` holds, chosen without target labels (sfda.engine.selection.CRITERIA).
+    select: str = "last"
+
+
+@dataclass
+class AdaptConfig(RunConfig, AdaptSettings):
+    """``sfda adapt``: start from a source checkpoint, adapt on target slices."""
+
+    data: DataConfig = opt(DataConfig())
+    checkpoint: str = ""
+    prior: str = ""
+
+
+@dataclass
+class EvaluateConfig:
+    """``sfda evaluate``: 3D metrics per subject of a checkpoint on labelled cases."""
+
+    checkpoint: str = ""
+    data: DataConfig = opt(DataConfig())
+    out: str = ""
+    device: str = "cpu"
+
+
+@dataclass
+class PredictConfig:
+    """``sfda predict``: masks in each input's own geometry."""
+
+    checkpoint: str = ""
+    inputs: list[str] = opt([])
+    out: str = ""
+    entropy: bool = False
+    probabilities: bool = False
+    device: str = "cpu"
+
+
+@dataclass
+class ReportConfig:
+    """``sfda report``: table, curves and mask grid over evaluated runs."""
+
+    runs: list[str] = opt([])
+    out: str = ""
+    title: str = "sfda report"
+    # a label per run, in order (default: each run folder's name)
+    names: list[str] = opt([])

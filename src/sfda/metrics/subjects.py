@@ -1,0 +1,29 @@
+"""3D metrics per subject of slice-wise predictions: the slices go back into their volumes
+(a subject's crops assembled) before anything is counted."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sfda.data.sliceset import SliceSet, subject_volumes
+from sfda.metrics.accumulator import MetricAccumulator
+from sfda.metrics.overlap import dice
+
+
+def subject_dice(ss: SliceSet, pred: np.ndarray) -> dict[str, float]:
+    """Mean foreground-class 3D Dice per subject of labels ``pred`` (N, H, W)."""
+    preds = subject_volumes(ss, pred)
+    truths = subject_volumes(ss, ss.labels)
+    k = ss.num_classes
+    return {s: float(np.mean([dice(preds[s] == c, truths[s] == c) for c in range(1, k)])) for s in preds}
+
+
+def score_subjects(ss: SliceSet, pred: np.ndarray, label_names: list[str]) -> dict:
+    """3D metrics per subject (Dice, surface distances in mm) and their mean ± std."""
+    preds = subject_volumes(ss, pred)
+    truths = subject_volumes(ss, ss.labels)
+    spacing = {c.subject: c.spacing for c in ss.cases}
+    acc = MetricAccumulator(label_names)
+    for subject in preds:
+        acc.add(subject, preds[subject].astype(np.int64), truths[subject].astype(np.int64), spacing[subject])
+    return {"per_subject": acc.rows(), "summary": acc.summary()}

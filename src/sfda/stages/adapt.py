@@ -1,0 +1,144 @@
+"""``sfda adapt``: adapt a source checkpoint to target slices; and :func:`adapt_model`, the same
+for any PyTorch segmentation model already in memory.
+
+>>> adapted = sfda.adapt_model(model, target_images, prior=(0.9, 0.1), method="adaent")
+
+``model`` maps (N, C, H, W) float tensors to logits (N, K, H, W): an sfda
+network, a MONAI network or your own. ``target_images`` is a float array
+(N, C, H, W) of target slices, normalised as the model expects. No source
+image is taken there: only source-free methods are accepted.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sfda.config import AdaptConfig, MethodConfig, OptimConfig, config_to_dict, merge_into
+from sfda.data.sliceset import SliceSet
+from sfda.engine.checkpoint import load_checkpoint, model_from_checkpoint, require_kind
+from sfda.engine.distributed import check_device, device_for
+from sfda.engine.loop import FitSpec, fit
+from sfda.engine.selection import CRITERIA
+from sfda.errors import SfdaError
+from sfda.io.cases import load_cases
+from sfda.methods import build_method
+from sfda.priors.table import load_prior
+from sfda.stages.common import fit_spec, require, slices_for, slicing_of, write_config
+
+
+def adapt(cfg: AdaptConfig, progress: bool = True) -> Path:
+    """Adapt a source checkpoint to target slices with ``cfg.method.name``."""
+    for value, option in ((cfg.out, "--out"), (cfg.checkpoint, "--checkpoint"), (cfg.data.cases, "--cases"),
+                          (cfg.data.modality, "--modality")):
+        require(value, option)
+    check_device(cfg.device)  # before any output is written
+    ckpt = load_checkpoint(cfg.checkpoint)
+    require_kind(ckpt["meta"], "segmentation", cfg.checkpoint, "adapt")
+    model = model_from_checkpoint(ckpt, cfg.checkpoint)
+    method = build_method(cfg.method.name, cfg.method)
+    _check_source_use(method, cfg)
+    cl, force = load_cases(cfg.data.cases), slicing_of(ckpt["meta"])
+    # Target labels are never read for adaptation: with_labels=False.
+    target = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, cfg.data, with_labels=False,
+                        progress=progress, **force)
+    val = (slices_for(cl, cfg.data.val_subjects, cfg.data.modality, cfg.data, with_labels=True,
+                      progress=progress, **force) if cfg.data.val_subjects else None)
+    prior, val_prior = None, None
+    if method.needs_prior or cfg.prior:
+        require(cfg.prior, "--prior (a table from `sfda prior`)")
+        prior = load_prior(cfg.prior, target.slice_ids, len(cl.label_names))
+        val_prior = _val_prior(cfg, val, len(cl.label_names))
+    _check_selection(cfg, val_prior)
+    source = None
+    if not method.source_free:
+        source = slices_for(cl, cfg.method.source_subjects, cfg.method.source_modality, cfg.data,
+                            with_labels=True, hw=target.hw, progress=progress, **force)
+    if cfg.method.adabn_init and method.trains and not (cfg.resume and (Path(cfg.out) / "last.pt").exists()):
+        from sfda.methods.adabn import reestimate_bn
+
+        reestimate_bn(model, target.images, device=device_for(cfg.device))
+    write_config(cfg, Path(cfg.out) / "config.yaml")
+    src_meta = ckpt["meta"]
+    meta = {**src_meta, "stage": f"adapt:{method.name}", "modality": cfg.data.modality,
+            "source_modality": src_meta.get("modality"), "config": config_to_dict(cfg)}
+    fit(model, method, fit_spec(cfg, target, meta, val=val, source=source, prior=prior, val_prior=val_prior,
+                                select=cfg.select, progress=progress))
+    return Path(cfg.out)
+
+
+def _val_prior(cfg: AdaptConfig, val: SliceSet | None, k: int) -> np.ndarray | None:
+    """The prior of the held-out (validation) target slices, when the table covers them."""
+    if val is None:
+        return None
+    try:
+        return load_prior(cfg.prior, val.slice_ids, k)
+    except SfdaError:
+        return None
+
+
+def _check_selection(cfg: AdaptConfig, val_prior) -> None:
+    if cfg.select not in CRITERIA:
+        raise SfdaError(f"unknown select '{cfg.select}'; choose one of: {', '.join(CRITERIA)}")
+    if cfg.select not in ("last", "average") and val_prior is None:
+        raise SfdaError(f"select={cfg.select} scores held-out target images: give --val-subjects and a prior "
+                        "table that covers their slices (`sfda prior` with --subjects listing both), "
+                        "or select=last")
+
+
+def _check_source_use(method, cfg: AdaptConfig) -> None:
+    m = cfg.method
+    if method.source_free and (m.source_modality or m.source_subjects):
+        raise SfdaError(f"method '{method.name}' is source-free and takes no source data; "
+                        "remove --source-modality/--source-subjects")
+    if not method.source_free and not (m.source_modality and m.source_subjects):
+        raise SfdaError(f"method '{method.name}' needs labelled source images: give --source-modality "
+                        "and --source-subjects (or use a source-free method such as adaent)")
+
+
+def _prior_array(prior, n: int, k: int) -> np.ndarray | None:
+    if prior is None:
+        return None
+    arr = np.asarray(prior, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = np.tile(arr, (n, 1))
+    if arr.shape != (n, k):
+        raise SfdaError(f"prior must be K={k} ratios or an (N={n}, K={k}) array, got shape {arr.shape}")
+    if np.any(np.abs(arr.sum(axis=1) - 1) > 1e-3) or np.any(arr < 0):
+        raise SfdaError("prior rows must be non-negative class fractions summing to one")
+    return arr
+
+
+def adapt_model(model: torch.nn.Module, target_images, prior=None, method: str = "adaent", *, lam: float = 1.0,
+                kl: str = "forward", epochs: int = 10, lr: float = 1e-4, batch_size: int = 12, seed: int = 0,
+                device: str = "cpu", out: str | None = None, progress: bool = False) -> torch.nn.Module:
+    """Adapt ``model`` in place on ``target_images`` and return it (in eval mode).
+
+    ``prior``: τe as K class ratios for every slice, or an (N, K) array per slice.
+    ``out``: a folder for checkpoints and the log (a temporary one if omitted).
+    """
+    cfg = merge_into(MethodConfig(), {"name": method, "lam": lam, "kl": kl})
+    optim = merge_into(OptimConfig(), {"epochs": epochs, "lr": lr, "batch_size": batch_size})
+    m = build_method(method, cfg)
+    if not m.source_free:
+        raise SfdaError(f"method '{method}' needs labelled source images; sfda.adapt_model takes target images "
+                        "only (use adaent, tent, entropy or adabn)")
+    check_device(device)
+    images = np.asarray(target_images, dtype=np.float32)
+    data = SliceSet.from_arrays(images)
+    with torch.no_grad():
+        k = model(torch.from_numpy(images[:1]).to(device)).shape[1]
+    tau = _prior_array(prior, len(images), k)
+    if m.needs_prior and tau is None:
+        raise SfdaError(f"method '{method}' needs a prior: pass prior=(ratios...) or an (N, K) array")
+    meta = {"net": type(model).__name__, "stage": f"adapt:{method}", "external": True}
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = FitSpec(data=data, out=Path(out or tmp), meta=meta, optim=optim, seed=seed, device=device,
+                       prior=tau, progress=progress, keep_epochs=False)
+        fit(model, m, spec)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model.eval()

@@ -1,0 +1,63 @@
+"""What the stages share: reading slices for a config, checkpoint metadata, the loop's spec.
+
+Each stage reads files and writes files (case list -> source checkpoint ->
+prior table -> adapted checkpoint -> metrics), so any stage can be rerun alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sfda.config import DataConfig, config_to_dict, save_config
+from sfda.data.normalize import norm_params
+from sfda.data.sliceset import SliceSet, build_sliceset
+from sfda.engine.distributed import is_main
+from sfda.engine.loop import FitSpec
+from sfda.errors import SfdaError
+from sfda.io.cases import CaseList, select_cases
+from sfda.nets import NET_KIND
+
+
+def require(value, option: str) -> None:
+    if not value:
+        raise SfdaError(f"{option} is required")
+
+
+def slices_for(cl: CaseList, subjects: list[str] | None, modality: str, data: DataConfig, *,
+               with_labels: bool, axis: int | None = None, pad_multiple: int | None = None,
+               clip: tuple[float, float] | None = None, hw=None, progress: bool = True) -> SliceSet:
+    """The slices of ``subjects`` in ``modality``; slicing/normalisation may be forced
+    (e.g. from a checkpoint, so a model sees what it was trained on)."""
+    cases = select_cases(cl, subjects, modality)
+    return build_sliceset(cases, modality, axis=data.axis if axis is None else axis,
+                          pad_multiple=pad_multiple or data.pad_multiple,
+                          clip=clip or (data.clip_low, data.clip_high), with_labels=with_labels,
+                          label_names=cl.label_names, hw=hw, cache_dir=data.cache or None, progress=progress)
+
+
+def slicing_of(meta: dict) -> dict:
+    """The slicing and normalisation a checkpoint was trained with, as :func:`slices_for` keywords."""
+    n = meta["normalization"]
+    return {"axis": meta["slicing"]["axis"], "pad_multiple": meta["slicing"]["pad_multiple"],
+            "clip": (n["clip_low"], n["clip_high"])}
+
+
+def checkpoint_meta(cfg, net_args: dict, cl: CaseList, stage: str) -> dict:
+    """What a checkpoint says about itself: network, labels, modality, normalisation, slicing, config."""
+    return {"net": cfg.net, "net_args": net_args, "kind": NET_KIND[cfg.net], "label_names": list(cl.label_names),
+            "modality": cfg.data.modality, "stage": stage,
+            "normalization": norm_params(cfg.data.clip_low, cfg.data.clip_high),
+            "slicing": {"axis": cfg.data.axis, "pad_multiple": cfg.data.pad_multiple},
+            "config": config_to_dict(cfg)}
+
+
+def fit_spec(cfg, data: SliceSet, meta: dict, **kw) -> FitSpec:
+    """The loop's spec from a training-like stage config (its optim section, seed, device, out)."""
+    return FitSpec(data=data, out=Path(cfg.out), meta=meta, optim=cfg.optim, seed=cfg.seed, device=cfg.device,
+                   resume=cfg.resume, **kw)
+
+
+def write_config(cfg, path: str | Path) -> None:
+    """The merged config beside the stage's outputs (under torchrun only rank 0 writes)."""
+    if is_main():
+        save_config(cfg, path)

@@ -1,0 +1,78 @@
+"""``sfda evaluate``: 3D metrics per subject of a checkpoint on labelled cases, plus example
+slices for the report's figures."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from sfda.config import EvaluateConfig
+from sfda.data.sliceset import SliceSet
+from sfda.engine.checkpoint import load_model, require_kind
+from sfda.engine.distributed import check_device
+from sfda.inference import entropy_map, predict_slices
+from sfda.io.atomic import atomic_path, write_json, write_text
+from sfda.io.cases import load_cases
+from sfda.metrics.subjects import score_subjects
+from sfda.stages.common import require, slices_for, slicing_of, write_config
+
+METRICS = ("dice", "hd_mm", "hd95_mm", "assd_mm")
+
+
+def evaluate(cfg: EvaluateConfig, progress: bool = True) -> dict:
+    """Write ``out/metrics.json``, ``out/metrics.csv``, ``out/examples.npz`` and the config; return metrics."""
+    for value, option in ((cfg.checkpoint, "--checkpoint"), (cfg.data.cases, "--cases"),
+                          (cfg.data.modality, "--modality"), (cfg.out, "--out")):
+        require(value, option)
+    check_device(cfg.device)  # a missing GPU is a user error, not a torch traceback
+    model, meta = load_model(cfg.checkpoint)
+    require_kind(meta, "segmentation", cfg.checkpoint, "evaluate")
+    model.to(cfg.device)
+    cl = load_cases(cfg.data.cases)
+    ss = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, cfg.data, with_labels=True, progress=progress,
+                    **slicing_of(meta))
+    pred, probs = predict_slices(model, ss.images, device=cfg.device, probabilities=True)
+    result = score_subjects(ss, pred, cl.label_names)
+    result.update({"checkpoint": str(cfg.checkpoint), "modality": cfg.data.modality, "subjects": ss.subjects()})
+    out_dir = Path(cfg.out)
+    write_json(out_dir / "metrics.json", result)
+    write_text(out_dir / "metrics.csv", rows_csv(result["per_subject"]))
+    save_examples(out_dir / "examples.npz", ss, pred, probs)
+    write_config(cfg, out_dir / "config.yaml")
+    return result
+
+
+def rows_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["subject", "class", *METRICS], extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def save_examples(path: Path, ss: SliceSet, pred: np.ndarray, probs: np.ndarray) -> None:
+    """One slice per subject (the one with most foreground) for the report's mask grid."""
+    arrays = {}
+    ids = np.arange(len(ss))
+    for subject in ss.subjects():
+        rows = ids[[ss.cases[c].subject == subject for c in ss.case_index]]
+        best = rows[np.argmax((ss.labels[rows] > 0).sum(axis=(1, 2)))]
+        arrays[f"{subject}/image"] = ss.images[best, 0]
+        arrays[f"{subject}/truth"] = ss.labels[best].astype(np.uint8)
+        arrays[f"{subject}/pred"] = pred[best]
+        arrays[f"{subject}/entropy"] = entropy_map(probs[best:best + 1])[0].astype(np.float32)
+        arrays[f"{subject}/slice_id"] = np.array(ss.slice_ids[best])
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+
+def summary_table(summary: dict) -> str:
+    lines = [f"{'class':<14}{'metric':<10}{'mean':>10}{'std':>10}"]
+    for cls, metrics in summary.items():
+        for name, v in metrics.items():
+            lines.append(f"{cls:<14}{name:<10}{v['mean']:>10.4f}{v['std']:>10.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,207 @@
+"""``sfda experiment``: the paper's comparison, end to end, cached and resumable.
+
+For each direction (source -> target modality) and seed: train the source
+model and the Oracle, build the prior, run every adaptation method from the
+same source checkpoint, evaluate everything on the test subjects' target
+images, then write results.json / results.md and the report. A stage whose
+``done.json`` exists is skipped on a rerun (``rerun=true`` forces it).
+
+No target label chooses anything: each adapted model is scored as chosen by
+``adapt.select`` (label-free: the last epoch, the average of the epochs'
+weights, or a held-out score on the validation subjects' unlabelled images).
+The validation subjects' labels are only logged (curves, the "best by
+validation labels" column).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+from sfda.config import (AdaptConfig, AdaptSettings, DataConfig, EvaluateConfig, PriorConfig, PriorSettings,
+                         PriorTrainConfig, PriorTrainSettings, TrainConfig, TrainSettings, merge_into, save_config)
+from sfda.config.experiment import ExperimentConfig
+from sfda.errors import SfdaError
+from sfda.io.atomic import write_json
+from sfda.io.cases import save_cases
+from sfda.io.layouts import index_dataset
+from sfda.stages.experiment_results import selection_info, write_results
+
+
+def _direction(text: str) -> tuple[str, str]:
+    parts = text.replace("→", "->").split("->")
+    if len(parts) != 2 or not all(p.strip() for p in parts):
+        raise SfdaError(f"direction '{text}' must read SOURCE->TARGET, e.g. opp->inn")
+    return parts[0].strip(), parts[1].strip()
+
+
+def _done(path: Path) -> bool:
+    return (path / "done.json").exists()
+
+
+def _settings(section, settings: type, cls: type, **inputs):
+    """A stage config ``cls`` from an experiment section's ``settings`` fields plus the inputs
+    the experiment fills."""
+    return cls(**{f: copy.deepcopy(getattr(section, f)) for f in settings.__dataclass_fields__}, **inputs)
+
+
+class Runner:
+    """Runs one experiment; every stage writes into its own folder under ``out``."""
+
+    def __init__(self, cfg: ExperimentConfig, out: Path, progress: bool = True):
+        self.cfg, self.out, self.progress = cfg, out, progress
+        self.cases = str(out / "cases.json")
+
+    def log(self, text: str) -> None:
+        if self.progress:
+            print(text, flush=True)
+
+    def index(self) -> None:
+        d = self.cfg.data
+        if d.phantom_subjects:
+            from sfda.data.phantom import make_phantom
+
+            root = Path(d.root or self.out / "phantom")
+            if not (root / "done.json").exists():
+                make_phantom(root, n_subjects=d.phantom_subjects, seed=d.phantom_seed)
+                write_json(root / "done.json", {"subjects": d.phantom_subjects, "seed": d.phantom_seed})
+            d.root = str(root)
+        if not d.root:
+            raise SfdaError("data.root is required: the dataset folder (or data.phantom_subjects=N)")
+        cl = index_dataset(d.root, d.layout, d.pattern or None, d.label_pattern or None)
+        save_cases(self.cases, cl)
+        self._check_split(cl)
+
+    def _check_split(self, cl) -> None:
+        s = self.cfg.split
+        for name in ("train", "test"):
+            if not getattr(s, name):
+                raise SfdaError(f"split.{name} is empty; list subjects, e.g. split.{name}=[A1,B1]")
+        # Validation labels are only logged (curves), never used to select, so val may equal test.
+        overlap = set(s.train) & (set(s.test) | set(s.val))
+        if overlap:
+            raise SfdaError(f"subjects {sorted(overlap)} are in split.train and in split.test/val; "
+                            "train on other subjects than you validate or test on")
+        for modality in {m for d in self.cfg.directions for m in _direction(d)}:
+            if modality not in cl.modalities:
+                raise SfdaError(f"direction modality '{modality}' is not in the dataset "
+                                f"(modalities: {', '.join(cl.modalities)}); fix `directions`")
+
+    def data(self, modality: str, subjects: list[str], val: list[str]) -> DataConfig:
+        s = self.cfg.slicing
+        return DataConfig(axis=s.axis, pad_multiple=s.pad_multiple, clip_low=s.clip_low, clip_high=s.clip_high,
+                          cases=self.cases, modality=modality, subjects=list(subjects), val_subjects=list(val),
+                          cache=str(self.out / "cache"))
+
+    def supervised(self, out: Path, modality: str, seed: int) -> Path:
+        c, s = self.cfg, self.cfg.split
+        if _done(out) and not c.rerun:
+            return out
+        cfg = _settings(c.source, TrainSettings, TrainConfig, data=self.data(modality, s.train, s.val), seed=seed,
+                        device=c.device, out=str(out), resume=not c.rerun)
+        from sfda.stages.train import train_source
+
+        self.log(f"[train] {out}")
+        train_source(cfg, progress=self.progress)
+        return out
+
+    def prior(self, folder: Path, src: str, tgt: str, seed: int, source_ckpt: Path) -> Path:
+        from sfda.stages.prior import make_prior
+        from sfda.stages.train import train_prior
+
+        c, s = self.cfg, self.cfg.split
+        path = folder / "prior.csv"
+        if path.exists() and not c.rerun:
+            return path
+        regressor = ""
+        if c.prior.method == "regressor":
+            pcfg = _settings(c.prior.regressor, PriorTrainSettings, PriorTrainConfig, data=self.data(src, s.train, s.val), seed=seed,
+                             device=c.device, out=str(folder / "regressor"), resume=not c.rerun)
+            if not _done(Path(pcfg.out)) or c.rerun:
+                self.log(f"[prior] training the ratio regressor in {pcfg.out}")
+                train_prior(pcfg, progress=self.progress)
+            regressor = str(Path(pcfg.out) / "last.pt")
+        # The validation subjects' slices too: their images (not labels) score epochs for selection.
+        subjects = list(dict.fromkeys([*s.train, *s.val]))
+        pcfg = _settings(c.prior, PriorSettings, PriorConfig, data=self.data(tgt, subjects, []), out=str(path), regressor=regressor,
+                         checkpoint=str(source_ckpt), bn_subjects=list(s.train),  # self: AdaBN on the adaptation images
+                         source_modality=src, source_subjects=list(s.train), device=c.device)
+        make_prior(pcfg, progress=self.progress)
+        return path
+
+    def adapt(self, out: Path, method: str, ckpt: Path, prior: Path, src: str, tgt: str, seed: int) -> Path:
+        from sfda.methods import build_method
+        from sfda.stages.adapt import adapt
+
+        c, s = self.cfg, self.cfg.split
+        if _done(out) and not c.rerun:
+            return out
+        cfg = _settings(c.adapt, AdaptSettings, AdaptConfig, data=self.data(tgt, s.train, s.val), checkpoint=str(ckpt),
+                        prior=str(prior), seed=seed, device=c.device, out=str(out), resume=not c.rerun)
+        cfg.method.name = method
+        if not build_method(method, cfg.method).source_free:
+            cfg.method.source_modality, cfg.method.source_subjects = src, list(s.train)
+        if method in c.adapt.overrides:
+            merge_into(cfg, c.adapt.overrides[method], prefix=f"adapt.overrides.{method}.")
+        self.log(f"[adapt] {method} -> {out}")
+        adapt(cfg, progress=self.progress)
+        return out
+
+    def score(self, run: Path, ckpt: Path, tgt: str, folder: str = "eval") -> dict:
+        from sfda.stages.evaluate import evaluate
+
+        path = run / folder / "metrics.json"
+        if path.exists() and not self.cfg.rerun:
+            return json.loads(path.read_text())
+        data = self.data(tgt, self.cfg.split.test, [])
+        return evaluate(EvaluateConfig(checkpoint=str(ckpt), data=data, out=str(run / folder), device=self.cfg.device),
+                        progress=self.progress)
+
+    def score_adapted(self, run: Path, tgt: str) -> tuple[dict, dict]:
+        """Score the label-free selected epoch (reported) and the last; read the best validation epoch."""
+        done = json.loads((run / "done.json").read_text())
+        log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+        sel = done.get("selection") or {"criterion": "last", "epoch": log[-1]["epoch"]}
+        ckpt = run / "selected.pt" if (run / "selected.pt").exists() else run / "last.pt"
+        selected = self.score(run, ckpt, tgt)["summary"]
+        last = (selected if sel["epoch"] == log[-1]["epoch"]
+                else self.score(run, run / "last.pt", tgt, "eval-last")["summary"])
+        return selected, selection_info(sel, log, selected, last, self.cfg.split.val)
+
+    def run_seed(self, folder: Path, src: str, tgt: str, seed: int) -> tuple[dict, dict]:
+        methods, results = self.cfg.methods, {}
+        source = self.supervised(folder / "source", src, seed)
+        if "noadapt" in methods:
+            noadapt = folder / "noadapt"
+            noadapt.mkdir(parents=True, exist_ok=True)
+            results["noadapt"] = self.score(noadapt, source / "last.pt", tgt)["summary"]
+        if "oracle" in methods:
+            # One Oracle per target modality and seed, shared by every direction into that target.
+            oracle = self.supervised(self.out / f"oracle-{tgt}" / f"seed{seed}", tgt, seed)
+            results["oracle"] = self.score(oracle, oracle / "last.pt", tgt)["summary"]
+        adapt_methods = [m for m in methods if m not in ("noadapt", "oracle")]
+        prior = self.prior(folder, src, tgt, seed, source / "last.pt") if adapt_methods else None
+        selection = {}
+        for m in adapt_methods:
+            run = self.adapt(folder / m, m, source / "last.pt", prior, src, tgt, seed)
+            results[m], selection[m] = self.score_adapted(run, tgt)
+        write_json(folder / "selection.json", selection)
+        return results, selection
+
+
+def run_experiment(cfg: ExperimentConfig, out: str, progress: bool = True) -> dict:
+    """Run every direction × seed × method; write results.json, results.md and the reports."""
+    out_dir = Path(out)
+    for text in cfg.directions:
+        _direction(text)  # a malformed direction stops the run before anything is written
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out_dir / "config.yaml")
+    runner = Runner(cfg, out_dir, progress)
+    runner.index()
+    per_direction = {}
+    for text in cfg.directions:
+        src, tgt = _direction(text)
+        per_direction[(src, tgt)] = {seed: runner.run_seed(out_dir / f"{src}-{tgt}" / f"seed{seed}", src, tgt, seed)
+                                     for seed in cfg.seeds}
+    return write_results(cfg, out_dir, per_direction)

@@ -1,0 +1,95 @@
+"""The experiment's results: per-seed reports, the tables over seeds, results.json / results.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sfda.config import ReportConfig
+from sfda.io.atomic import write_json, write_text
+from sfda.metrics import sample_std
+from sfda.report import per_seed_markdown, results_markdown, selection_markdown
+from sfda.stages.report import collapse_notes, report
+
+
+def selection_info(sel: dict, log: list[dict], selected: dict, last: dict, val_subjects: list[str]) -> dict:
+    """What results.md says of one adapted run: the label-free choice, the last epoch, and the
+    best epoch by validation labels (logged for comparison, never chosen)."""
+    scored = [r for r in log if r.get("val_dice") is not None]
+    best = max(scored, key=lambda r: r["val_dice"]) if scored else None
+    return {"criterion": sel["criterion"], "selected_epoch": sel["epoch"], "last_epoch": log[-1]["epoch"],
+            "dice_selected": _dice(selected), "dice_last": _dice(last),
+            "best_val_epoch": best["epoch"] if best else None, "best_val_dice": best["val_dice"] if best else None,
+            "val_subjects": list(val_subjects)}
+
+
+def _seed_report(cfg, out_dir: Path, folder: Path, src: str, tgt: str, seed: int) -> list[str]:
+    """The report of one direction and seed; returns its collapse warnings."""
+    runs = {m: (out_dir / f"oracle-{tgt}" / f"seed{seed}") if m == "oracle" else folder / m for m in cfg.methods}
+    runs = {m: r for m, r in runs.items() if (r / "eval").exists()}
+    report(ReportConfig(runs=[str(r) for r in runs.values()], out=str(folder / "report"),
+                        title=f"{src} → {tgt}, seed {seed}", names=list(runs)))
+    return collapse_notes({f"{m} (seed {seed})": r for m, r in runs.items() if m not in ("noadapt", "oracle")})
+
+
+def _direction_markdown(cfg, src: str, tgt: str, methods: dict, per_seed: dict, selection: dict,
+                        warnings: list[str]) -> list[str]:
+    order = [m for m in cfg.methods if m in methods]
+    # One seed: show the spread over subjects; several: mean ± std over seeds.
+    table = {m: (v if len(v["seeds"]) > 1 else v["summary"]) for m, v in methods.items()}
+    md = [f"## {src} → {tgt}\n\n" + results_markdown(table, order=order)]
+    if len(cfg.seeds) > 1:
+        md.append(per_seed_markdown(per_seed, order))
+    if any(selection.values()):
+        md.append(selection_markdown(selection))
+    md.append("Collapse warnings (first flagged epoch per run; see each run's log.jsonl):\n\n" + "\n".join(warnings)
+              if warnings else "No collapse flagged: every adapted model's predicted foreground stayed within "
+              "4x of the prior's, on adaptation and held-out images.\n")
+    return md
+
+
+def write_results(cfg, out_dir: Path, per_direction: dict) -> dict:
+    """``per_direction[(src, tgt)][seed] = (results, selection)`` -> reports, results.json, results.md."""
+    chosen = (f"the epoch chosen by `{cfg.adapt.select}` on the validation subjects' unlabelled target images"
+              if cfg.adapt.select != "last" else "their last epoch")
+    directions, md = [], [f"# Results\n\nTest subjects: {', '.join(cfg.split.test)}; seeds: "
+                          f"{', '.join(map(str, cfg.seeds))}; adapted models scored at {chosen}.\n"]
+    for (src, tgt), seeds in per_direction.items():
+        per_seed = {seed: r for seed, (r, _) in seeds.items()}
+        selection = {seed: s for seed, (_, s) in seeds.items()}
+        warnings = [w for seed in seeds
+                    for w in _seed_report(cfg, out_dir, out_dir / f"{src}-{tgt}" / f"seed{seed}", src, tgt, seed)]
+        methods = _combine(per_seed, cfg.methods)
+        directions.append({"source": src, "target": tgt, "methods": {m: v["summary"] for m, v in methods.items()},
+                           "seeds": {str(k): v for k, v in per_seed.items()},
+                           "selection": {str(k): v for k, v in selection.items()}, "collapse_warnings": warnings})
+        md += _direction_markdown(cfg, src, tgt, methods, per_seed, selection, warnings)
+    result = {"directions": directions, "test_subjects": cfg.split.test, "seeds": cfg.seeds,
+              "selection": cfg.adapt.select}
+    write_json(out_dir / "results.json", result)
+    write_text(out_dir / "results.md", "\n\n".join(md) + "\n")
+    return result
+
+
+def _combine(per_seed: dict[int, dict[str, dict]], methods: list[str]) -> dict[str, dict]:
+    """Per method: the summary pooled as mean over seeds (std over seeds), plus each seed's."""
+    out = {}
+    for m in methods:
+        seeds = {str(s): r[m] for s, r in per_seed.items() if m in r}
+        if not seeds:
+            continue
+        first = next(iter(seeds.values()))
+        summary = {cls: {met: _over(seeds, cls, met) for met in first[cls]} for cls in first}
+        out[m] = {"summary": summary if len(seeds) > 1 else first, "seeds": seeds}
+    return out
+
+
+def _dice(summary: dict) -> float:
+    """Mean Dice over the foreground classes of one summary."""
+    return float(np.mean([v["dice"]["mean"] for k, v in summary.items() if k != "background"]))
+
+
+def _over(seeds: dict[str, dict], cls: str, metric: str) -> dict:
+    vals = [s[cls][metric]["mean"] for s in seeds.values()]
+    return {"mean": float(np.mean(vals)), "std": sample_std(vals)}

@@ -1,0 +1,131 @@
+"""``sfda prior``: write τe for every target slice, a CSV (see :mod:`sfda.priors`).
+
+:data:`PRIORS` is the registry: a plain dict from a name to a builder that
+gathers what that prior needs (source statistics, a checkpoint) and returns
+the (N, K) ratios of the target slices. Image-level tags apply on top.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from sfda.config import PriorConfig
+from sfda.data.sliceset import SliceSet
+from sfda.engine.checkpoint import load_model, require_kind
+from sfda.errors import SfdaError
+from sfda.io.cases import CaseList, load_cases
+from sfda.priors.estimate import (apply_tags, constant_prior, model_prior, regressor_prior, relative_positions,
+                                  source_mean_ratios, source_position_prior)
+from sfda.priors.table import save_prior
+from sfda.stages.common import require, slices_for, slicing_of, write_config
+
+
+class _Inputs:
+    """What a prior builder may read: the config, the case list and the target slices."""
+
+    def __init__(self, cfg: PriorConfig, cl: CaseList, target: SliceSet, slicing: dict, progress: bool):
+        self.cfg, self.cl, self.target, self.slicing, self.progress = cfg, cl, target, slicing, progress
+
+    def slices(self, subjects, modality: str, with_labels: bool) -> SliceSet:
+        return slices_for(self.cl, subjects, modality, self.cfg.data, with_labels=with_labels,
+                          progress=self.progress, **self.slicing)
+
+
+def _model(cfg: PriorConfig, kind: str):
+    path = cfg.regressor if kind == "regression" else cfg.checkpoint
+    require(path, "--regressor" if kind == "regression" else "--checkpoint (the source model)")
+    model, meta = load_model(path)
+    require_kind(meta, kind, path, f"the {cfg.method} prior")
+    return model, meta
+
+
+def _regressor(inp: _Inputs, model) -> np.ndarray:
+    return regressor_prior(model, inp.target.images, device=inp.cfg.device)
+
+
+def _self(inp: _Inputs, model) -> np.ndarray:
+    from sfda.methods.adabn import reestimate_bn
+
+    bn = inp.slices(inp.cfg.bn_subjects, inp.cfg.data.modality, False) if inp.cfg.bn_subjects else inp.target
+    reestimate_bn(model, bn.images, device=inp.cfg.device)
+    return model_prior(model, inp.target.images, inp.target.valid_mask(), device=inp.cfg.device)
+
+
+def _source_ratios(inp: _Inputs) -> tuple[np.ndarray, SliceSet]:
+    require(inp.cfg.source_modality, "--source-modality")
+    src = inp.slices(inp.cfg.source_subjects or None, inp.cfg.source_modality, True)
+    return src.foreground_fractions(), src
+
+
+def _source_mean(inp: _Inputs, model=None) -> np.ndarray:
+    ratios, _ = _source_ratios(inp)
+    return np.tile(source_mean_ratios(ratios), (len(inp.target), 1))
+
+
+def _source_position(inp: _Inputs, model=None) -> np.ndarray:
+    ratios, src = _source_ratios(inp)
+    return source_position_prior(ratios, _positions(src), _positions(inp.target), min_presence=inp.cfg.min_presence)
+
+
+def _constant(inp: _Inputs, model=None) -> np.ndarray:
+    return constant_prior(len(inp.target), inp.cfg.ratios)
+
+
+#: name -> (the checkpoint kind it reads, or None; the builder)
+PRIORS: dict[str, tuple[str | None, Callable]] = {
+    "constant": (None, _constant),
+    "regressor": ("regression", _regressor),
+    "self": ("segmentation", _self),
+    "source-mean": (None, _source_mean),
+    "source-position": (None, _source_position),
+}
+
+
+def make_prior(cfg: PriorConfig, progress: bool = True) -> Path:
+    """Write τe for every target slice (``cfg.out`` CSV) and the merged config beside it."""
+    if cfg.method not in PRIORS:
+        raise SfdaError(f"unknown prior method '{cfg.method}'; choose one of: {', '.join(sorted(PRIORS))}")
+    for value, option in ((cfg.out, "--out"), (cfg.data.cases, "--cases"), (cfg.data.modality, "--modality")):
+        require(value, option)
+    kind, build = PRIORS[cfg.method]
+    model, slicing = None, {}
+    if kind:
+        model, meta = _model(cfg, kind)
+        slicing = slicing_of(meta)  # the target slices as the network was trained to see them
+    cl = load_cases(cfg.data.cases)
+    target = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, cfg.data,
+                        with_labels=cfg.tags_from_labels, progress=progress, **slicing)
+    tau = build(_Inputs(cfg, cl, target, slicing, progress), model)
+    if tau.shape[1] != len(cl.label_names):
+        raise SfdaError(f"the prior has {tau.shape[1]} classes but the case list declares {len(cl.label_names)}")
+    if cfg.tags_from_labels:
+        tau = apply_tags(tau, target.foreground_fractions()[:, 1:].sum(axis=1) > 0)
+    elif cfg.tags:
+        tau = apply_tags(tau, read_tags(cfg.tags, target.slice_ids))
+    save_prior(cfg.out, target.slice_ids, tau, cl.label_names)
+    write_config(cfg, Path(cfg.out).parent / f"{Path(cfg.out).stem}.config.yaml")
+    return Path(cfg.out)
+
+
+def _positions(ss: SliceSet) -> np.ndarray:
+    depths = np.array([c.shape[ss.axis] for c in ss.cases])[ss.case_index]
+    return relative_positions(ss.slice_index, depths)
+
+
+def read_tags(path: str, slice_ids: list[str]) -> np.ndarray:
+    """Image-level tags: a CSV ``slice_id,present`` (1/0, yes/no, true/false)."""
+    p = Path(path)
+    if not p.is_file():
+        raise SfdaError(f"tags file {p} not found")
+    table = {}
+    for row in csv.reader(p.read_text().splitlines()):
+        if len(row) >= 2 and row[0] != "slice_id":
+            table[row[0]] = row[1].strip().lower() in ("1", "yes", "true", "present")
+    missing = [s for s in slice_ids if s not in table]
+    if missing:
+        raise SfdaError(f"tags file {p} has no row for {len(missing)} slices (e.g. {missing[0]})")
+    return np.array([table[s] for s in slice_ids])

@@ -1,0 +1,47 @@
+"""``sfda train-source`` and ``sfda train-prior``: supervised training on labelled slices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from sfda.config import PriorTrainConfig, TrainConfig
+from sfda.data.transforms import IntensityAugment
+from sfda.engine.distributed import check_device
+from sfda.engine.loop import fit
+from sfda.io.cases import load_cases
+from sfda.methods import Supervised
+from sfda.methods.regression import RatioRegression
+from sfda.nets import build_net
+from sfda.stages.common import checkpoint_meta, fit_spec, require, slices_for, write_config
+
+
+def _supervised(cfg, stage: str, method, progress: bool, **spec_kw) -> dict:
+    """Shared by train-source and train-prior: labelled slices in, a network trained by ``method``."""
+    for value, option in ((cfg.out, "--out"), (cfg.data.cases, "--cases"), (cfg.data.modality, "--modality")):
+        require(value, option)
+    check_device(cfg.device)  # before any output is written
+    cl = load_cases(cfg.data.cases)
+    train = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, cfg.data, with_labels=True, progress=progress)
+    val = (slices_for(cl, cfg.data.val_subjects, cfg.data.modality, cfg.data, with_labels=True, progress=progress)
+           if cfg.data.val_subjects else None)
+    net_args = {"in_channels": 1, "num_classes": len(cl.label_names), **cfg.net_args}
+    torch.manual_seed(cfg.seed)  # the initial weights follow the seed too
+    model = build_net(cfg.net, **net_args)
+    write_config(cfg, Path(cfg.out) / "config.yaml")
+    meta = checkpoint_meta(cfg, net_args, cl, stage)
+    transform = IntensityAugment(cfg.invert, cfg.remap) if cfg.augment else None
+    return fit(model, method, fit_spec(cfg, train, meta, val=val, transform=transform, progress=progress, **spec_kw))
+
+
+def train_source(cfg: TrainConfig, progress: bool = True) -> Path:
+    """Supervised training with cross-entropy on labelled slices (source model, or Oracle on target)."""
+    _supervised(cfg, "source", Supervised(), progress)
+    return Path(cfg.out)
+
+
+def train_prior(cfg: PriorTrainConfig, progress: bool = True) -> dict:
+    """Train the class-ratio regressor on labelled source slices; returns its validation error."""
+    out = _supervised(cfg, "prior", RatioRegression(), progress, regression=True)
+    return out["log"][-1] if out["log"] else {}
