@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sfda.config import MethodConfig
+from sfda.config import MethodConfig, OptimConfig
 from sfda.data.sliceset import SliceSet
-from sfda.engine.infer import predict_slices
 from sfda.engine.loop import FitSpec, fit
+from sfda.inference import predict_slices
 from sfda.losses import cross_entropy
 from sfda.methods import Supervised, build_method
 from sfda.nets import build_net
@@ -59,8 +59,8 @@ def real_path(method: str, size: int, steps: int) -> dict:
     m = Supervised() if method == "train" else build_method("adaent", MethodConfig(name="adaent"))
     prior = None if method == "train" else np.tile([0.8, 0.2], (n, 1)).astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
-        spec = FitSpec(data=data, out=Path(tmp), meta={"net": "enet", "net_args": {}}, epochs=2,
-                       batch_size=BATCH, prior=prior, progress=False, keep_epochs=False)
+        spec = FitSpec(data=data, out=Path(tmp), meta={"net": "enet", "net_args": {}},
+                       optim=OptimConfig(epochs=2, batch_size=BATCH), prior=prior, progress=False, keep_epochs=False)
         log = fit(model, m, spec)["log"]
     row = log[-1]  # the second epoch: no warm-up
     # In-memory slices have no subjects, so the loop skips 3D validation: time its inference part here.
@@ -94,8 +94,10 @@ def predict_volume(shape=(36, 256, 256), repeats: int = 3) -> dict:
         _predict_fixture(tmp, shape)
         # Peak RSS from VmHWM: ru_maxrss survives exec, so a child forked from this (large) process
         # would report the parent's size; VmHWM belongs to the new address space only.
-        code = ("import time; from sfda.predict import predict; t=time.perf_counter(); "
-                f"predict('{tmp}/m.pt', ['{tmp}/v.nii.gz'], '{tmp}/out', progress=False); "
+        code = ("import time; from sfda.config import PredictConfig; from sfda.stages.predict import predict; "
+                "t=time.perf_counter(); "
+                f"predict(PredictConfig(checkpoint='{tmp}/m.pt', inputs=['{tmp}/v.nii.gz'], out='{tmp}/out'), "
+                "progress=False); "
                 "hwm=[l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0]; "
                 "print(time.perf_counter()-t, hwm)")
         seconds, rss = [], []
@@ -171,10 +173,12 @@ def crops_eval_share(epochs: int = 3) -> dict | str:
     root = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ivdm3seg-crops"
     if not root.is_dir():
         return f"skipped: {root} not found"
-    from sfda.config import AdaptConfig, TrainConfig, load_config
+    from sfda.config import AdaptConfig, PriorConfig, TrainConfig, load_config
     from sfda.io.cases import save_cases
     from sfda.io.layouts import index_dataset
-    from sfda.pipeline import adapt, make_prior, train_source
+    from sfda.stages.adapt import adapt
+    from sfda.stages.prior import make_prior
+    from sfda.stages.train import train_source
 
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -187,8 +191,9 @@ def crops_eval_share(epochs: int = 3) -> dict | str:
                                                   f"out={tmp}/{name}", *extra])
             train_source(cfg, progress=False)
             out[name] = _shares(Path(tmp) / name)
-        prior = make_prior(method="constant", cases=f"{tmp}/cases.json", modality="inn", subjects=None,
-                           out=f"{tmp}/prior.csv", ratios=[0.85, 0.15], progress=False)
+        prior = make_prior(load_config(PriorConfig, None, [
+            "method=constant", f"data.cases={tmp}/cases.json", "data.modality=inn", f"out={tmp}/prior.csv",
+            "ratios=[0.85, 0.15]"]), progress=False)
         cfg = load_config(AdaptConfig, None, [
             *data, "data.modality=inn", f"checkpoint={tmp}/unet_source/last.pt", f"prior={prior}",
             "method.name=adaent", "method.lam=1.0", "method.kl_scope=batch", "optim.lr=1e-4",

@@ -101,3 +101,31 @@ def test_experiment_resumes_after_sigkill_and_matches(finished, tiny_cases, tmp_
     assert main(["experiment", str(_config(tmp, tiny_cases)), "--out", str(out)]) == 0
     assert source.stat().st_mtime_ns == stamp, "the finished source stage was redone"
     assert _numbers(json.loads((out / "results.json").read_text())) == _numbers(reference)
+
+
+def _stamps(out: Path) -> dict[str, int]:
+    """Each finished stage's done marker -> its modification time."""
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in out.rglob("*done.json")
+            if "cache" not in p.parts and "phantom" not in p.parts}
+
+
+def test_a_changed_config_value_reruns_exactly_the_stages_that_depend_on_it(finished, tiny_cases, tmp_path, capsys):
+    """Stale results are never reused: after changing the adaptation's lr, the adapted runs and
+    their scores run again, while the source, the Oracle, the prior and NoAdaptation's score stay."""
+    import shutil
+
+    tmp, done_out, _ = finished
+    out = tmp_path / "run"
+    shutil.copytree(done_out, out)
+    before = _stamps(out)
+    assert main(["experiment", str(_config(tmp_path, tiny_cases)), "--out", str(out)]) == 0
+    assert _stamps(out) == before, "an unchanged config reran a stage"
+    capsys.readouterr()
+    assert main(["experiment", str(_config(tmp_path, tiny_cases)), "--out", str(out), "adapt.optim.lr=0.002"]) == 0
+    said = capsys.readouterr().out
+    after = _stamps(out)
+    rerun = sorted(k for k in before if after[k] != before[k])
+    # AdaBN's run reads the same adapt section (lr included), so its fingerprint changes too.
+    adapted = [k for k in before if "/adaent/" in f"/{k}" or "/adabn/" in f"/{k}"]
+    assert rerun == sorted(adapted), rerun
+    assert "optim.lr 0.001 -> 0.002" in said

@@ -241,3 +241,24 @@ def test_adabn_changes_only_bn_running_statistics():
     assert changed <= set(stats) | {n for n in after if n.endswith("num_batches_tracked")}
     # two equal batches, cumulative average: the running mean is the target mean
     assert torch.allclose(model.stem[1].running_mean, first_conv.mean(dim=(0, 2, 3)), atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter")
+def test_resumed_discriminator_follows_the_device_of_the_batches():
+    """A checkpoint's discriminator loads on the CPU; a run on a GPU must get it on the GPU. The meta
+    device stands in for CUDA: every parameter and Adam state must land on the batches' device."""
+    from sfda.config import MethodConfig
+
+    first = build_method("adversarial", MethodConfig(name="adversarial"))
+    first._ensure(2, torch.device("cpu"))
+    x = torch.rand(2, 2, 8, 8)
+    first.disc(x).sum().backward()
+    first.disc_opt.step()
+    state = first.state_dict()
+    resumed = build_method("adversarial", MethodConfig(name="adversarial"))
+    resumed.load_state_dict(state)
+    assert resumed.state_dict() is state  # kept as it is until a batch says where to put it
+    resumed._ensure(2, torch.device("meta"))
+    assert all(p.device.type == "meta" for p in resumed.disc.parameters())
+    moments = [v for s in resumed.disc_opt.state.values() for k, v in s.items() if k != "step"]
+    assert moments and all(v.device.type == "meta" for v in moments)

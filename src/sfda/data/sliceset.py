@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from sfda.data.normalize import normalize_volume
 from sfda.data.slices import assemble_subject, common_target, from_slices, to_slices
@@ -27,6 +26,7 @@ from sfda.io.atomic import atomic_path, write_json
 from sfda.io.cases import Case, check_case_files
 from sfda.io.layouts import check_label_array
 from sfda.io.volume import read_volume
+from sfda.progress import bar
 
 
 @dataclass
@@ -163,8 +163,7 @@ def build_sliceset(cases: list[Case], modality: str, *, axis: int = 0, pad_multi
 
 def _build_arrays(cases, modality, axis, hw, clip, with_labels, label_names, progress):
     images, labels, case_index, slice_index = [], [], [], []
-    for i, case in enumerate(tqdm(cases, desc=f"slicing {modality}", disable=not progress,
-                                  leave=False)):
+    for i, case in enumerate(bar(cases, f"slicing {modality}", progress)):
         img, lab = _read_case(case, modality, axis, hw, clip, with_labels, label_names)
         images.append(img)
         if lab is not None:

@@ -3,7 +3,7 @@ foreground far from the prior's, on the adaptation batches or the held-out image
 
 from __future__ import annotations
 
-from tqdm import tqdm
+from sfda.progress import say
 
 
 def collapse_reason(row: dict) -> str | None:
@@ -26,4 +26,4 @@ def flag_collapse(row: dict, method) -> None:
     why = collapse_reason(row)
     if why:
         row["collapse"] = why
-        tqdm.write(f"warning: {method.name} epoch {row['epoch']}: possible collapse: {why}")
+        say(f"warning: {method.name} epoch {row['epoch']}: possible collapse: {why}")

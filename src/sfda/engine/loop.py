@@ -14,7 +14,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from sfda.config import OptimConfig
 from sfda.data.sliceset import SliceSet
@@ -29,6 +28,7 @@ from sfda.engine.validate import evaluate_epoch, fraction_row
 from sfda.errors import SfdaError
 from sfda.io.atomic import write_json
 from sfda.methods.base import Batch, Method
+from sfda.progress import bar, epoch_line, say
 
 __all__ = ["FitSpec", "check_device", "fit"]
 
@@ -106,6 +106,8 @@ def _end_epoch(model, method, spec: FitSpec, selector: Selector, log: list[dict]
     selector.update(model, log, spec.meta)
     save_epoch(model, spec.out, spec.meta, log, spec.keep_epochs,
                {**opt_state, "method": method.state_dict(), "selector": selector.state_dict()})
+    if spec.progress:
+        say(epoch_line(row, spec.optim.epochs))
     if spec.on_epoch:
         spec.on_epoch(row)
 
@@ -156,8 +158,8 @@ def _run_epoch(model, method, spec: FitSpec, data: Tensors, source, opt, epoch: 
     method.train_mode(model)
     sums: dict[str, float] = {}
     fg_pred, fg_prior, t0 = 0.0, 0.0, time.perf_counter()
-    bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{o.epochs}", disable=not spec.progress, leave=False)
-    for step in bar:
+    steps_bar = bar(range(steps), f"epoch {epoch + 1}/{o.epochs}", spec.progress)
+    for step in steps_bar:
         batch = data.batch(ddp.shard(perm[step * o.batch_size:(step + 1) * o.batch_size], dist))
         if spec.transform is not None:
             batch.images = spec.transform(batch.images, gen)
@@ -176,7 +178,7 @@ def _run_epoch(model, method, spec: FitSpec, data: Tensors, source, opt, epoch: 
             fg_pred += _foreground(out, batch.mask)
             if batch.prior is not None:
                 fg_prior += float(batch.prior[:, 1:].sum(dim=1).mean())
-        bar.set_postfix(loss=f"{logs['loss']:.4f}")
+        steps_bar.set_postfix(loss=f"{logs['loss']:.4f}")
     means = {k: v / steps for k, v in sums.items()}
     if not spec.regression:
         means["pred_fraction"] = fg_pred / steps

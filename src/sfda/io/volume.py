@@ -148,6 +148,30 @@ def _read_errors() -> tuple[type[BaseException], ...]:
 # --------------------------------------------------------------------------- checks
 
 
+def _check_voxel_type(array: np.ndarray, path: Path) -> None:
+    """Complex or boolean voxels are not an image sfda can normalise: casting would drop the
+    imaginary part, or treat a mask as intensities, silently."""
+    if array.dtype.kind == "c":
+        raise SfdaError(f"{path} holds complex-valued voxels ({array.dtype}); sfda reads real images: "
+                        "save the magnitude (or the real part) as a float volume")
+    if array.dtype.kind == "b":
+        raise SfdaError(f"{path} holds boolean voxels; save images as float and masks as uint8 labels")
+
+
+def check_geometry(affine: np.ndarray, path: str | Path) -> None:
+    """Refuse an affine that places no voxel: non-finite, a zero spacing, or not invertible."""
+    a = np.asarray(affine, dtype=np.float64)
+    if not np.all(np.isfinite(a)):
+        raise SfdaError(f"{path}: the voxel-to-world affine holds NaN/inf; fix the header (pixdim, qform/sform)")
+    spacing = spacing_of(a)
+    if min(spacing) <= 1e-9:
+        raise SfdaError(f"{path}: a voxel spacing is zero ({', '.join(f'{v:g}' for v in spacing)} mm); "
+                        "fix the header's pixdim")
+    if abs(np.linalg.det(a[:3, :3])) < 1e-12 * float(np.prod(spacing)):
+        raise SfdaError(f"{path}: the voxel-to-world affine is not invertible (its axes are parallel); "
+                        "fix the header's qform/sform")
+
+
 def _check_finite(array: np.ndarray, path: Path) -> None:
     if array.dtype.kind not in "fc":
         return
@@ -182,6 +206,8 @@ def read_volume(
         raise SfdaError(f"not enough memory to read {p}; free memory or crop the volume") from None
     except _read_errors() as exc:
         raise _corrupt(p, exc) from exc
+    _check_voxel_type(array, p)
+    check_geometry(affine, p)
     if check_finite:
         _check_finite(array, p)
     if dtype is not None:
@@ -206,6 +232,7 @@ def read_header(path: str | os.PathLike) -> tuple[tuple[int, int, int], tuple[fl
         raise SfdaError(f"cannot read {p}: permission denied; fix the file's permissions") from None
     except _read_errors() as exc:
         raise _corrupt(p, exc) from exc
+    check_geometry(affine, p)
     spacing = tuple(round(s, 6) for s in spacing_of(affine))
     return shape, spacing  # type: ignore[return-value]
 

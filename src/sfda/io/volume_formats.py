@@ -60,10 +60,26 @@ def _as_3d_shape(shape: tuple[int, ...], path: Path) -> tuple[int, int, int]:
 # --------------------------------------------------------------------------- reading
 
 
+def _check_pixdim(img, path: Path) -> None:
+    """nibabel quietly replaces a zero voxel size by 1 (and keeps a negative one as its size):
+    read the stored pixdim and refuse either, since distances and resampling would be wrong."""
+    import nibabel as nib
+
+    if not isinstance(img, nib.Nifti1Image):  # NIfTI-2 included (a subclass)
+        return
+    with nib.openers.ImageOpener(str(path)) as fh:
+        raw = type(img.header).from_fileobj(fh, check=False)
+    zooms = np.asarray(raw["pixdim"][1:4], dtype=np.float64)
+    if not np.all(np.isfinite(zooms)) or np.any(zooms <= 0):
+        raise SfdaError(f"{path}: the header's voxel size (pixdim) is {', '.join(f'{z:g}' for z in zooms)}; "
+                        "every voxel size must be a positive number of mm: fix the header")
+
+
 def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     import nibabel as nib
 
     img = nib.load(str(path), mmap=False)
+    _check_pixdim(img, path)
     shape = _as_3d_shape(img.shape, path)
     array = np.asanyarray(img.dataobj)  # decompression errors surface here
     array = np.asarray(array).reshape(shape)
@@ -75,6 +91,7 @@ def _nifti_header(path: Path) -> tuple[tuple[int, int, int], np.ndarray]:
     import nibabel as nib
 
     img = nib.load(str(path), mmap=False)
+    _check_pixdim(img, path)
     return _as_3d_shape(img.shape, path), img.affine
 
 

@@ -35,11 +35,18 @@ class Adversarial(Method):
         super().__init__(cfg)
         self.disc: nn.Module | None = None
         self.disc_opt: torch.optim.Optimizer | None = None
+        self._resumed: dict | None = None  # a checkpoint's state, loaded once the batches' device is known
 
     def _ensure(self, num_classes: int, device) -> None:
+        """Build the discriminator on the device of the segmenter's outputs (a resumed one too:
+        checkpoints load on the CPU, the run may be on a GPU)."""
         if self.disc is None:
             self.disc = discriminator(num_classes).to(device)
             self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=self.cfg.disc_lr, betas=(0.9, 0.99))
+            if self._resumed:
+                self.disc.load_state_dict(self._resumed["disc"])
+                self.disc_opt.load_state_dict(self._resumed["disc_opt"])  # moves its state to the params' device
+                self._resumed = None
 
     def _keep(self, batch: Batch, source: Batch) -> torch.Tensor:
         """Tag rule: keep a pair unless neither slice contains foreground."""
@@ -83,12 +90,8 @@ class Adversarial(Method):
 
     def state_dict(self) -> dict:
         if self.disc is None:
-            return {}
+            return self._resumed or {}
         return {"disc": self.disc.state_dict(), "disc_opt": self.disc_opt.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        if state:
-            first = state["disc"]["0.weight"]
-            self._ensure(first.shape[1], first.device)
-            self.disc.load_state_dict(state["disc"])
-            self.disc_opt.load_state_dict(state["disc_opt"])
+        self.disc, self.disc_opt, self._resumed = None, None, (state or None)

@@ -27,7 +27,7 @@ from sfda.errors import SfdaError
 from sfda.io.cases import load_cases
 from sfda.methods import build_method
 from sfda.priors.table import load_prior
-from sfda.stages.common import fit_spec, require, slices_for, slicing_of, write_config
+from sfda.stages.common import check_output, fit_spec, require, slices_for, slicing_of, write_config
 
 
 def adapt(cfg: AdaptConfig, progress: bool = True) -> Path:
@@ -35,6 +35,7 @@ def adapt(cfg: AdaptConfig, progress: bool = True) -> Path:
     for value, option in ((cfg.out, "--out"), (cfg.checkpoint, "--checkpoint"), (cfg.data.cases, "--cases"),
                           (cfg.data.modality, "--modality")):
         require(value, option)
+    check_output(cfg.out)
     check_device(cfg.device)  # before any output is written
     ckpt = load_checkpoint(cfg.checkpoint)
     require_kind(ckpt["meta"], "segmentation", cfg.checkpoint, "adapt")

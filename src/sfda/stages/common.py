@@ -6,6 +6,7 @@ prior table -> adapted checkpoint -> metrics), so any stage can be rerun alone.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from sfda.config import DataConfig, config_to_dict, save_config
@@ -21,6 +22,23 @@ from sfda.nets import NET_KIND
 def require(value, option: str) -> None:
     if not value:
         raise SfdaError(f"{option} is required")
+
+
+def check_output(path: str | Path, option: str = "--out", file: bool = False) -> None:
+    """Refuse, before anything runs, an output that cannot be written: a folder given where a file
+    is meant (or the reverse), or a place under a file or without write permission."""
+    p = Path(path)
+    if file and p.is_dir():
+        raise SfdaError(f"{option} {p} is a folder; give the path of a file to write")
+    if not file and p.exists() and not p.is_dir():
+        raise SfdaError(f"{option} {p} is an existing file; give a folder (it is created if missing)")
+    existing = p.parent if file else p
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SfdaError(f"{option} {p} lies under {existing}, which is a file; choose another place")
+    if not os.access(existing, os.W_OK):
+        raise SfdaError(f"{option} {p}: cannot write to {existing} (permission denied); choose another place")
 
 
 def slices_for(cl: CaseList, subjects: list[str] | None, modality: str, data: DataConfig, *,

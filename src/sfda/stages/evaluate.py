@@ -17,7 +17,7 @@ from sfda.inference import entropy_map, predict_slices
 from sfda.io.atomic import atomic_path, write_json, write_text
 from sfda.io.cases import load_cases
 from sfda.metrics.subjects import score_subjects
-from sfda.stages.common import require, slices_for, slicing_of, write_config
+from sfda.stages.common import check_output, require, slices_for, slicing_of, write_config
 
 METRICS = ("dice", "hd_mm", "hd95_mm", "assd_mm")
 
@@ -27,6 +27,7 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> dict:
     for value, option in ((cfg.checkpoint, "--checkpoint"), (cfg.data.cases, "--cases"),
                           (cfg.data.modality, "--modality"), (cfg.out, "--out")):
         require(value, option)
+    check_output(cfg.out)
     check_device(cfg.device)  # a missing GPU is a user error, not a torch traceback
     model, meta = load_model(cfg.checkpoint)
     require_kind(meta, "segmentation", cfg.checkpoint, "evaluate")

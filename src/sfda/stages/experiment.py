@@ -26,6 +26,8 @@ from sfda.errors import SfdaError
 from sfda.io.atomic import write_json
 from sfda.io.cases import save_cases
 from sfda.io.layouts import index_dataset
+from sfda.stages.common import check_output
+from sfda.stages.freshness import Stage
 from sfda.stages.experiment_results import selection_info, write_results
 
 
@@ -34,10 +36,6 @@ def _direction(text: str) -> tuple[str, str]:
     if len(parts) != 2 or not all(p.strip() for p in parts):
         raise SfdaError(f"direction '{text}' must read SOURCE->TARGET, e.g. opp->inn")
     return parts[0].strip(), parts[1].strip()
-
-
-def _done(path: Path) -> bool:
-    return (path / "done.json").exists()
 
 
 def _settings(section, settings: type, cls: type, **inputs):
@@ -56,6 +54,22 @@ class Runner:
     def log(self, text: str) -> None:
         if self.progress:
             print(text, flush=True)
+
+    def _fresh(self, stage: Stage, folder: Path, what: str, marker: str = "done.json") -> bool:
+        """True when ``folder`` holds ``stage`` finished; else say why it (re)runs and record it."""
+        why = "rerun=true" if self.cfg.rerun else stage.why_stale(folder, marker)
+        if why is None:
+            return True
+        self.log(f"[{what}] {folder}" + ("" if why == "not run yet" else f": running again ({why})"))
+        return False
+
+    def _train(self, cfg, stage: Stage, run) -> None:
+        """Run a training stage into ``cfg.out``, resuming only a run of this very config."""
+        folder = Path(cfg.out)
+        cfg.resume = not self.cfg.rerun and stage.can_resume(folder)
+        stage.start(folder)
+        run(cfg, progress=self.progress)
+        stage.finish(folder)
 
     def index(self) -> None:
         d = self.cfg.data
@@ -95,15 +109,14 @@ class Runner:
                           cache=str(self.out / "cache"))
 
     def supervised(self, out: Path, modality: str, seed: int) -> Path:
-        c, s = self.cfg, self.cfg.split
-        if _done(out) and not c.rerun:
-            return out
-        cfg = _settings(c.source, TrainSettings, TrainConfig, data=self.data(modality, s.train, s.val), seed=seed,
-                        device=c.device, out=str(out), resume=not c.rerun)
         from sfda.stages.train import train_source
 
-        self.log(f"[train] {out}")
-        train_source(cfg, progress=self.progress)
+        c, s = self.cfg, self.cfg.split
+        cfg = _settings(c.source, TrainSettings, TrainConfig, data=self.data(modality, s.train, s.val), seed=seed,
+                        device=c.device, out=str(out))
+        stage = Stage(cfg, [self.cases], self.out)
+        if not self._fresh(stage, out, "train"):
+            self._train(cfg, stage, train_source)
         return out
 
     def prior(self, folder: Path, src: str, tgt: str, seed: int, source_ckpt: Path) -> Path:
@@ -111,52 +124,60 @@ class Runner:
         from sfda.stages.train import train_prior
 
         c, s = self.cfg, self.cfg.split
-        path = folder / "prior.csv"
-        if path.exists() and not c.rerun:
-            return path
-        regressor = ""
+        path, regressor, inputs = folder / "prior.csv", "", [self.cases]
         if c.prior.method == "regressor":
-            pcfg = _settings(c.prior.regressor, PriorTrainSettings, PriorTrainConfig, data=self.data(src, s.train, s.val), seed=seed,
-                             device=c.device, out=str(folder / "regressor"), resume=not c.rerun)
-            if not _done(Path(pcfg.out)) or c.rerun:
-                self.log(f"[prior] training the ratio regressor in {pcfg.out}")
-                train_prior(pcfg, progress=self.progress)
-            regressor = str(Path(pcfg.out) / "last.pt")
+            rcfg = _settings(c.prior.regressor, PriorTrainSettings, PriorTrainConfig,
+                             data=self.data(src, s.train, s.val), seed=seed, device=c.device,
+                             out=str(folder / "regressor"))
+            rstage = Stage(rcfg, [self.cases], self.out)
+            if not self._fresh(rstage, Path(rcfg.out), "prior: ratio regressor"):
+                self._train(rcfg, rstage, train_prior)
+            regressor = str(Path(rcfg.out) / "last.pt")
+            inputs.append(regressor)
+        elif c.prior.method == "self":
+            inputs.append(source_ckpt)
         # The validation subjects' slices too: their images (not labels) score epochs for selection.
         subjects = list(dict.fromkeys([*s.train, *s.val]))
         pcfg = _settings(c.prior, PriorSettings, PriorConfig, data=self.data(tgt, subjects, []), out=str(path), regressor=regressor,
                          checkpoint=str(source_ckpt), bn_subjects=list(s.train),  # self: AdaBN on the adaptation images
                          source_modality=src, source_subjects=list(s.train), device=c.device)
-        make_prior(pcfg, progress=self.progress)
+        stage = Stage(pcfg, inputs, self.out)
+        if not self._fresh(stage, folder, "prior", "prior.done.json"):
+            stage.start(folder, "prior.done.json")
+            make_prior(pcfg, progress=self.progress)
+            stage.finish(folder, "prior.done.json")
         return path
 
-    def adapt(self, out: Path, method: str, ckpt: Path, prior: Path, src: str, tgt: str, seed: int) -> Path:
+    def run_adapt(self, out: Path, method: str, ckpt: Path, prior: Path, src: str, tgt: str, seed: int) -> Path:
         from sfda.methods import build_method
         from sfda.stages.adapt import adapt
 
         c, s = self.cfg, self.cfg.split
-        if _done(out) and not c.rerun:
-            return out
         cfg = _settings(c.adapt, AdaptSettings, AdaptConfig, data=self.data(tgt, s.train, s.val), checkpoint=str(ckpt),
-                        prior=str(prior), seed=seed, device=c.device, out=str(out), resume=not c.rerun)
+                        prior=str(prior), seed=seed, device=c.device, out=str(out))
         cfg.method.name = method
         if not build_method(method, cfg.method).source_free:
             cfg.method.source_modality, cfg.method.source_subjects = src, list(s.train)
         if method in c.adapt.overrides:
             merge_into(cfg, c.adapt.overrides[method], prefix=f"adapt.overrides.{method}.")
-        self.log(f"[adapt] {method} -> {out}")
-        adapt(cfg, progress=self.progress)
+        stage = Stage(cfg, [self.cases, ckpt, prior], self.out)
+        if not self._fresh(stage, out, f"adapt {method}"):
+            self._train(cfg, stage, adapt)
         return out
 
     def score(self, run: Path, ckpt: Path, tgt: str, folder: str = "eval") -> dict:
         from sfda.stages.evaluate import evaluate
 
-        path = run / folder / "metrics.json"
-        if path.exists() and not self.cfg.rerun:
-            return json.loads(path.read_text())
-        data = self.data(tgt, self.cfg.split.test, [])
-        return evaluate(EvaluateConfig(checkpoint=str(ckpt), data=data, out=str(run / folder), device=self.cfg.device),
-                        progress=self.progress)
+        out = run / folder
+        cfg = EvaluateConfig(checkpoint=str(ckpt), data=self.data(tgt, self.cfg.split.test, []), out=str(out),
+                             device=self.cfg.device)
+        stage = Stage(cfg, [self.cases, ckpt], self.out)
+        if self._fresh(stage, out, "evaluate"):
+            return json.loads((out / "metrics.json").read_text())
+        stage.start(out)
+        result = evaluate(cfg, progress=self.progress)
+        stage.finish(out)
+        return result
 
     def score_adapted(self, run: Path, tgt: str) -> tuple[dict, dict]:
         """Score the label-free selected epoch (reported) and the last; read the best validation epoch."""
@@ -184,7 +205,7 @@ class Runner:
         prior = self.prior(folder, src, tgt, seed, source / "last.pt") if adapt_methods else None
         selection = {}
         for m in adapt_methods:
-            run = self.adapt(folder / m, m, source / "last.pt", prior, src, tgt, seed)
+            run = self.run_adapt(folder / m, m, source / "last.pt", prior, src, tgt, seed)
             results[m], selection[m] = self.score_adapted(run, tgt)
         write_json(folder / "selection.json", selection)
         return results, selection
@@ -193,6 +214,7 @@ class Runner:
 def run_experiment(cfg: ExperimentConfig, out: str, progress: bool = True) -> dict:
     """Run every direction × seed × method; write results.json, results.md and the reports."""
     out_dir = Path(out)
+    check_output(out_dir)
     for text in cfg.directions:
         _direction(text)  # a malformed direction stops the run before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from sfda.config import PredictConfig
 from sfda.engine.checkpoint import load_model, require_kind
@@ -16,8 +15,9 @@ from sfda.engine.distributed import check_device
 from sfda.errors import SfdaError
 from sfda.inference import entropy_map, fold_batchnorm, predict_volume
 from sfda.io.cases import load_cases
+from sfda.progress import bar
 from sfda.io.volume import is_volume_path, read_volume, volume_suffix, write_volume
-from sfda.stages.common import require, write_config
+from sfda.stages.common import check_output, require, write_config
 
 
 def collect_inputs(inputs: list[str], modality: str | None) -> list[Path]:
@@ -54,13 +54,14 @@ def predict(cfg: PredictConfig, progress: bool = True) -> list[Path]:
     and the merged config (``config.yaml``) in ``cfg.out``."""
     require(cfg.checkpoint, "--checkpoint")
     require(cfg.out, "--out")
+    check_output(cfg.out)
     check_device(cfg.device)
     model, meta = load_model(cfg.checkpoint)
     require_kind(meta, "segmentation", cfg.checkpoint, "predict")
     model = fold_batchnorm(model).to(cfg.device)
     files = collect_inputs(cfg.inputs, meta.get("modality"))
     written, out_dir = [], Path(cfg.out)
-    for path in tqdm(files, desc="predicting", disable=not progress, leave=False):
+    for path in bar(files, "predicting", progress):
         vol = read_volume(path)
         probs = predict_volume(model, meta, vol.array, str(path), cfg.device)
         ext, stem = volume_suffix(path), _stem(path)

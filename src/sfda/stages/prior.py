@@ -21,7 +21,7 @@ from sfda.io.cases import CaseList, load_cases
 from sfda.priors.estimate import (apply_tags, constant_prior, model_prior, regressor_prior, relative_positions,
                                   source_mean_ratios, source_position_prior)
 from sfda.priors.table import save_prior
-from sfda.stages.common import require, slices_for, slicing_of, write_config
+from sfda.stages.common import check_output, require, slices_for, slicing_of, write_config
 
 
 class _Inputs:
@@ -91,6 +91,7 @@ def make_prior(cfg: PriorConfig, progress: bool = True) -> Path:
         raise SfdaError(f"unknown prior method '{cfg.method}'; choose one of: {', '.join(sorted(PRIORS))}")
     for value, option in ((cfg.out, "--out"), (cfg.data.cases, "--cases"), (cfg.data.modality, "--modality")):
         require(value, option)
+    check_output(cfg.out, file=True)
     kind, build = PRIORS[cfg.method]
     model, slicing = None, {}
     if kind:

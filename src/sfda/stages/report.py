@@ -16,7 +16,7 @@ from sfda.config import ReportConfig
 from sfda.errors import SfdaError
 from sfda.io.atomic import write_json, write_text
 from sfda.report import plot_curves, plot_fractions, plot_grid, results_markdown, write_report
-from sfda.stages.common import require, write_config
+from sfda.stages.common import check_output, require, write_config
 
 
 def read_log(run: Path) -> list[dict]:
@@ -69,6 +69,7 @@ def report(cfg: ReportConfig) -> Path:
     """Write ``out/results.md``, ``out/results.json``, figures, ``out/report.md`` and the config."""
     require(cfg.runs, "a run folder")
     require(cfg.out, "--out")
+    check_output(cfg.out)
     if cfg.names and len(cfg.names) != len(cfg.runs):
         raise SfdaError(f"names lists {len(cfg.names)} labels for {len(cfg.runs)} runs; give one per run")
     runs = {(cfg.names[i] if cfg.names else Path(d).name): Path(d) for i, d in enumerate(cfg.runs)}

@@ -14,13 +14,14 @@ from sfda.io.cases import load_cases
 from sfda.methods import Supervised
 from sfda.methods.regression import RatioRegression
 from sfda.nets import build_net
-from sfda.stages.common import checkpoint_meta, fit_spec, require, slices_for, write_config
+from sfda.stages.common import check_output, checkpoint_meta, fit_spec, require, slices_for, write_config
 
 
 def _supervised(cfg, stage: str, method, progress: bool, **spec_kw) -> dict:
     """Shared by train-source and train-prior: labelled slices in, a network trained by ``method``."""
     for value, option in ((cfg.out, "--out"), (cfg.data.cases, "--cases"), (cfg.data.modality, "--modality")):
         require(value, option)
+    check_output(cfg.out)
     check_device(cfg.device)  # before any output is written
     cl = load_cases(cfg.data.cases)
     train = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, cfg.data, with_labels=True, progress=progress)

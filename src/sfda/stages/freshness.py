@@ -1,0 +1,89 @@
+"""When a finished stage of ``sfda experiment`` may be reused: only while its own config and
+the content of its inputs (case list, upstream checkpoint, prior table) are unchanged.
+
+A stage's folder gets ``stage.json`` (the fingerprint, the config and the inputs'
+digests) before it runs, and its ``done.json`` the same fingerprint when it ends.
+A rerun compares them and says what changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from sfda.config import config_to_dict
+from sfda.io.atomic import write_json
+
+#: keys that say where a stage writes or whether it resumes, not what it computes
+_IGNORED = ("out", "resume")
+
+
+def digest(path: str | Path) -> str:
+    """A short hash of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+class Stage:
+    """One stage's identity: its config (less where it writes) and its inputs' content."""
+
+    def __init__(self, cfg, inputs: list[str | Path], root: str | Path = ""):
+        """``root``: the experiment's folder; paths inside it are recorded relative to it, so a
+        moved or copied experiment folder is still recognised."""
+        def rel(v):
+            return v.replace(str(root), "<out>", 1) if root and isinstance(v, str) else v
+
+        self.config = {k: rel(v) for k, v in _flat(config_to_dict(cfg)).items() if k not in _IGNORED}
+        self.inputs = {rel(str(p)): digest(p) for p in inputs}
+        blob = json.dumps({"config": self.config, "inputs": self.inputs}, sort_keys=True, default=str)
+        self.fingerprint = hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def why_stale(self, folder: Path, marker: str = "done.json") -> str | None:
+        """None when ``folder`` holds this stage finished; else why it must run."""
+        done = folder / marker
+        if not done.exists():
+            return "not run yet"
+        if json.loads(done.read_text()).get("fingerprint") == self.fingerprint:
+            return None
+        return self._changes(folder)
+
+    def _changes(self, folder: Path) -> str:
+        path = folder / "stage.json"
+        if not path.exists():
+            return "it finished before sfda kept fingerprints, so its config and inputs cannot be checked"
+        old = json.loads(path.read_text())
+        keys = sorted(k for k in set(old["config"]) | set(self.config) if old["config"].get(k) != self.config.get(k))
+        said = [f"{k} {old['config'].get(k)!r} -> {self.config.get(k)!r}" for k in keys[:3]]
+        said += [f"input {p} changed" for p in self.inputs if old["inputs"].get(p) != self.inputs[p]][:3]
+        return "; ".join(said) or "its config or inputs changed"
+
+    def can_resume(self, folder: Path) -> bool:
+        """An unfinished run in ``folder`` was started with this very config and inputs."""
+        path = folder / "stage.json"
+        return path.exists() and json.loads(path.read_text()).get("fingerprint") == self.fingerprint
+
+    def start(self, folder: Path, marker: str = "done.json") -> None:
+        """Before running: forget a stale ``done.json`` and record what is about to run."""
+        (folder / marker).unlink(missing_ok=True)
+        write_json(folder / "stage.json", {"fingerprint": self.fingerprint, "config": self.config,
+                                           "inputs": self.inputs})
+
+    def finish(self, folder: Path, marker: str = "done.json") -> None:
+        """After running: stamp the fingerprint into the stage's ``done.json``."""
+        done = folder / marker
+        record = json.loads(done.read_text()) if done.exists() else {}
+        write_json(done, {**record, "fingerprint": self.fingerprint})

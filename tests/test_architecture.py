@@ -1,0 +1,74 @@
+"""The package's shape: imports run one way down the pipeline, and modules and functions stay small."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "sfda"
+
+#: io <- data <- nets / losses / metrics / inference / priors / report <- methods <- engine <- stages <- cli
+LAYERS = {
+    "sfda.errors": 0, "sfda.config": 0, "sfda.io": 0, "sfda.progress": 0,
+    "sfda.data": 1,
+    "sfda.nets": 2, "sfda.losses": 2, "sfda.metrics": 2, "sfda.inference": 2, "sfda.priors": 2, "sfda.report": 2,
+    "sfda.methods": 3,
+    "sfda.engine": 4,
+    "sfda.stages": 5,
+    "sfda.cli": 6, "sfda.__main__": 6,
+}
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(SRC.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _layer(module: str) -> int | None:
+    for prefix, level in sorted(LAYERS.items(), key=lambda kv: -len(kv[0])):
+        if module == prefix or module.startswith(prefix + "."):
+            return level
+    return None
+
+
+def _imports(tree: ast.AST) -> list[tuple[int, str]]:
+    """Every ``sfda.*`` module imported anywhere in the file (lazy imports inside functions too)."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names if a.name.startswith("sfda")]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sfda"):
+            out.append((node.lineno, node.module))
+    return out
+
+
+MODULES = sorted(p for p in SRC.rglob("*.py") if _module(p) != "sfda")
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: _module(p))
+def test_imports_run_one_way(path: Path):
+    here = _module(path)
+    level = _layer(here)
+    assert level is not None, f"{here} has no layer in LAYERS: place it in the pipeline"
+    for line, target in _imports(ast.parse(path.read_text())):
+        there = _layer(target)
+        assert there is not None, f"{here}:{line} imports {target}, which has no layer"
+        assert there <= level, f"{here}:{line} imports {target} from a later stage of the pipeline"
+
+
+def test_the_rule_itself_catches_an_upward_import():
+    tree = ast.parse("def f():\n    from sfda.stages.adapt import adapt\n")
+    assert [t for _, t in _imports(tree)] == ["sfda.stages.adapt"]
+    assert _layer("sfda.stages.adapt") > _layer("sfda.engine.loop")
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: _module(p))
+def test_modules_and_functions_stay_small(path: Path):
+    text = path.read_text()
+    assert len(text.splitlines()) <= 300, f"{_module(path)} has {len(text.splitlines())} lines (at most 300)"
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            length = node.end_lineno - node.lineno + 1
+            assert length <= 50, f"{_module(path)}.{node.name} has {length} lines (at most 50)"
