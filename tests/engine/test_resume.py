@@ -193,3 +193,12 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_train_config,
     assert len((out / "log.jsonl").read_text().splitlines()) == 1
     for w in ckpt["state_dict"].values():
         assert torch.isfinite(w.float()).all()
+
+
+def test_progress_in_a_log_is_one_line_per_epoch(tiny_train_config, tmp_path, capsys):
+    """Not on a terminal (pytest captures): no progress bar, a plain line for every epoch."""
+    train_source(tiny_train_config(tmp_path / "run", "optim.epochs=2"), progress=True)
+    captured = capsys.readouterr()
+    assert "\r" not in captured.out + captured.err
+    lines = [line for line in captured.out.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in lines] == ["1/2", "2/2"], captured.out

@@ -262,3 +262,19 @@ def test_resumed_discriminator_follows_the_device_of_the_batches():
     assert all(p.device.type == "meta" for p in resumed.disc.parameters())
     moments = [v for s in resumed.disc_opt.state.values() for k, v in s.items() if k != "step"]
     assert moments and all(v.device.type == "meta" for v in moments)
+
+
+def test_adabn_statistics_are_the_pooled_mean_and_variance_of_every_pixel():
+    """Five slices in batches of two: the last, partial batch must weigh as much as its pixels, and
+    the variance must be the pooled one (not a mean of per-batch variances)."""
+    from sfda.methods.adabn import reestimate_bn
+
+    gen = torch.Generator().manual_seed(0)
+    images = (torch.randn(5, 3, 4, 4, generator=gen) * torch.tensor([1.0, 2.0, 5.0]).view(1, 3, 1, 1)
+              + torch.arange(5.0).view(5, 1, 1, 1)).numpy()
+    model = nn.Sequential(nn.BatchNorm2d(3))
+    reestimate_bn(model, images, batch_size=2)
+    x = torch.from_numpy(images).double().transpose(0, 1).reshape(3, -1)
+    assert torch.allclose(model[0].running_mean.double(), x.mean(dim=1), atol=1e-5)
+    assert torch.allclose(model[0].running_var.double(), x.var(dim=1, unbiased=True), rtol=1e-5)
+    assert not model.training
