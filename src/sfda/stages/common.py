@@ -15,13 +15,14 @@ from sfda.data.sliceset import SliceSet, build_sliceset
 from sfda.engine.distributed import is_main
 from sfda.engine.loop import FitSpec
 from sfda.errors import SfdaError
+from sfda.errors import require as require_that
 from sfda.io.cases import CaseList, select_cases
 from sfda.nets import NET_KIND
 
 
 def require(value, option: str) -> None:
-    if not value:
-        raise SfdaError(f"{option} is required")
+    """A required option (``--out``, ``--checkpoint``, ...) must be given."""
+    require_that(bool(value), f"{option} is required")
 
 
 def check_output(path: str | Path, option: str = "--out", file: bool = False) -> None:
