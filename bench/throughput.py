@@ -71,19 +71,54 @@ def real_path(method: str, size: int, steps: int) -> dict:
     return {"slices_per_s": steps * BATCH / row["train_s"], "eval_share": (val_s + row["ckpt_s"]) / epoch_s}
 
 
-def _predict_fixture(tmp: str, shape) -> None:
-    """An untrained ENet checkpoint and one generated volume of ``shape`` in ``tmp``."""
+def _predict_fixture(tmp: str, shape, axis: int = 0, name: str = "v.nii.gz", constant: bool = False) -> None:
+    """An untrained ENet checkpoint slicing along ``axis`` and one generated float32 volume of
+    ``shape`` (random, or constant) in ``tmp``."""
+    import nibabel as nib
+
     from sfda.engine.checkpoint import save_checkpoint
-    from sfda.io.volume import write_volume
 
     model = build_net("enet", in_channels=1, num_classes=2)
     meta = {"net": "enet", "net_args": {"in_channels": 1, "num_classes": 2}, "kind": "segmentation",
             "label_names": ["background", "disc"], "modality": "inn",
             "normalization": {"method": "percentile-zscore", "clip_low": 0.5, "clip_high": 99.5},
-            "slicing": {"axis": 0, "pad_multiple": 16}}
+            "slicing": {"axis": axis, "pad_multiple": 16}}
     save_checkpoint(Path(tmp) / "m.pt", model, meta)
-    vol = np.random.default_rng(0).normal(100, 20, size=shape).astype(np.float32)
-    write_volume(Path(tmp) / "v.nii.gz", vol, np.diag([2.0, 1.25, 1.25, 1.0]))
+    if constant:
+        vol = np.zeros(shape, dtype=np.float32)
+    else:
+        vol = np.random.default_rng(0).standard_normal(shape, dtype=np.float32) * 20 + 100
+    nib.save(nib.Nifti1Image(vol, np.diag([1.25, 1.25, 2.0, 1.0])), Path(tmp) / name)  # streamed to disk
+
+
+def _child_cli(args: list[str]) -> dict:
+    """``sfda <args>`` in a fresh process: exit code, seconds, peak RSS (VmHWM: ru_maxrss would
+    report this large parent's size, since it survives exec), and the error line if any."""
+    code = ("import sys, time; from sfda.cli import main; t = time.perf_counter(); "
+            f"rc = main({args!r}); s = time.perf_counter() - t; "
+            "hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0]; "
+            "print('RESULT', rc, s, hwm)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    line = [x for x in out.stdout.splitlines() if x.startswith("RESULT")]
+    if not line:
+        return {"failed": out.stderr.strip().splitlines()[-1:] or ["no output"]}
+    _, rc, sec, kib = line[0].split()
+    err = [x for x in out.stderr.splitlines() if x.strip()]
+    return {"rc": int(rc), "seconds": float(sec), "peak_rss_mib": int(kib) / 1024, "error": err[-1] if rc else ""}
+
+
+def predict_large(shape=(512, 512, 400)) -> dict:
+    """`sfda predict` (mask only) on a synthetic float32 volume sliced along its last axis."""
+    with tempfile.TemporaryDirectory() as tmp:
+        _predict_fixture(tmp, shape, axis=2, name="v.nii")
+        return _child_cli(["predict", "--checkpoint", f"{tmp}/m.pt", f"{tmp}/v.nii", "--out", f"{tmp}/out"])
+
+
+def refuse_constant(shape=(600, 600, 600)) -> dict:
+    """`sfda predict` on a constant float32 .nii.gz: it must be refused, fast and in little memory."""
+    with tempfile.TemporaryDirectory() as tmp:
+        _predict_fixture(tmp, shape, axis=2, constant=True)
+        return _child_cli(["predict", "--checkpoint", f"{tmp}/m.pt", f"{tmp}/v.nii.gz", "--out", f"{tmp}/out"])
 
 
 def predict_volume(shape=(36, 256, 256), repeats: int = 3) -> dict:
@@ -235,9 +270,15 @@ def main() -> None:
     ap.add_argument("--out", default="bench/throughput.json")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved bare/real rounds; the median ratio is kept")
+    ap.add_argument("--memory-only", action="store_true",
+                    help="only the two memory figures (large predict, constant refusal)")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile's bare step (minutes)")
     args = ap.parse_args()
     res = {"machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, threads {torch.get_num_threads()}"}
+    if args.memory_only:
+        res.update({"predict_512x512x400": predict_large(), "refuse_constant_600cubed": refuse_constant()})
+        _finish(res, args.out)
+        return
     for size in (64, 128, 256):
         res[f"bare_slices_per_s_{size}"] = bare_step(size, args.steps if size < 256 else max(args.steps // 4, 3))
     # Interleave: each real-path figure is divided by the mean of the bare steps measured just
@@ -275,11 +316,19 @@ def main() -> None:
     res["predict_peak_rss_mib"] = pred["peak_rss_mib"]
     res["predict_runs_s"] = pred["runs"]
     res["predict_command_s"] = pred["command_s"]
+    big = predict_large()
+    res["predict_512x512x400"] = big
+    res["predict_512x512x400_peak_rss_mib"] = big.get("peak_rss_mib")
+    res["refuse_constant_600cubed"] = refuse_constant()
     if args.compile:
         res["compile_128"] = compiled_step(128, args.steps)
     res["cuda"] = cuda_figures(args.steps)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+    _finish(res, args.out)
+
+
+def _finish(res: dict, out: str) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(res, indent=2) + "\n")
     width = max(map(len, res))
     for k, v in res.items():
         print(f"{k:<{width}}  {v:.3f}" if isinstance(v, float) else f"{k:<{width}}  {v}")

@@ -292,6 +292,20 @@ def test_predict_refuses_bad_volumes(flow, tmp_path, capsys, kind):
     assert not out.exists() or not any(out.rglob("*"))
 
 
+def test_predict_checks_every_input_before_writing_any_mask(flow, tmp_path, capsys):
+    """A bad scan after a good one: refused before the good one's mask is written."""
+    root, _ = flow
+    bad = tmp_path / "bad_constant.nii.gz"
+    _bad_volume("constant", bad)
+    out = tmp_path / "out"
+    capsys.readouterr()
+    rc = main(["predict", "--checkpoint", str(root / "runs" / "source" / "last.pt"),
+               str(root / "mha" / "P03_inn.mha"), str(bad), "--out", str(out)])
+    assert rc == 2
+    assert bad.name in _error_line(capsys.readouterr().err)
+    assert not out.exists() or not any(out.rglob("*")), sorted(out.rglob("*"))
+
+
 def test_full_disk_leaves_no_partial_mask(flow, tmp_path, capsys, monkeypatch):
     """A write that fails (ENOSPC at the rename) is reported in one line; no file, no temp file remains."""
     import errno

@@ -112,6 +112,8 @@ def _cases(root: Path, tmp: Path) -> dict[str, tuple[list, str]]:
         # experiment config
         "experiment unknown method": (["experiment", root / "nope.yaml", "--out", out, "methods=[noadapt,magic]"],
                                       "methods"),
+        "experiment validates on test subjects": (["experiment", root / "nope.yaml", "--out", out,
+                                                   "split.val=[P02]"], "split.val"),
     }
 
 

@@ -129,3 +129,17 @@ def test_a_changed_config_value_reruns_exactly_the_stages_that_depend_on_it(fini
     adapted = [k for k in before if "/adaent/" in f"/{k}" or "/adabn/" in f"/{k}"]
     assert rerun == sorted(adapted), rerun
     assert "optim.lr 0.001 -> 0.002" in said
+
+
+def test_an_empty_validation_split_runs_without_the_best_by_labels_column(tiny_cases, tmp_path):
+    """split.val=[] (what a config does that must not validate on its test subjects): the label-free
+    choice still runs and results.md shows no best-by-validation figure."""
+    cfg = _config(tmp_path, tiny_cases, seeds=[0], methods=["noadapt", "adaent"])
+    out = tmp_path / "run"
+    argv = ["experiment", str(cfg), "--out", str(out), "split.val=[]", "adapt.select=average"]
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    (sel,) = results["directions"][0]["selection"].values()
+    assert sel["adaent"]["best_val_dice"] is None and sel["adaent"]["val_subjects"] == []
+    row = next(x for x in (out / "results.md").read_text().splitlines() if x.startswith("| adaent | average"))
+    assert row.rstrip().endswith("| – |"), row

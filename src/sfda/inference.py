@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sfda.data.normalize import normalize_volume
-from sfda.data.slices import from_slices, padded_size, slice_shape, to_slices
+from sfda.data.normalize import apply_norm, intensity_stats
+from sfda.data.slices import pad_widths, padded_size, slice_shape, to_slices
+from sfda.io.slabs import slabs, take
 
 
 @torch.inference_mode()
@@ -46,13 +47,45 @@ def predict_volume(model: torch.nn.Module, meta: dict, array: np.ndarray, source
                    batch_size: int = 12) -> np.ndarray:
     """Class probabilities (K, *shape) float32 of one volume, normalised and sliced as the
     checkpoint's ``meta`` says (what the model saw in training)."""
-    norm, sl = meta["normalization"], meta["slicing"]
-    img = normalize_volume(array, norm["clip_low"], norm["clip_high"], source=source)
-    axis, mult = sl["axis"], sl["pad_multiple"]
-    hw = tuple(padded_size(s, mult) for s in slice_shape(img.shape, axis))
-    slices = np.ascontiguousarray(to_slices(img, axis, hw, fill=float(img.min()))[:, None])
-    _, p = predict_slices(model, slices, batch_size, device, probabilities=True)
-    return np.stack([from_slices(p[:, k], axis, img.shape) for k in range(p.shape[1])])
+    return stream_volume(model, meta, array, source, device, batch_size, probabilities=True)["probabilities"]
+
+
+def stream_volume(model: torch.nn.Module, meta: dict, array: np.ndarray, source: str, device: str = "cpu",
+                  batch_size: int = 12, entropy: bool = False, probabilities: bool = False) -> dict:
+    """One volume's ``labels`` (uint8, *shape) and, if asked, ``entropy`` (float32, *shape) and
+    ``probabilities`` (float32, (K, *shape)), a batch of slices at a time: apart from the outputs
+    asked for, memory holds the volume in its stored type plus one batch (see
+    :mod:`sfda.data.normalize` for the statistics)."""
+    norm, axis = meta["normalization"], meta["slicing"]["axis"]
+    stats = intensity_stats(array, norm["clip_low"], norm["clip_high"], source)
+    hw = tuple(padded_size(s, meta["slicing"]["pad_multiple"]) for s in slice_shape(array.shape, axis))
+    out = {"labels": np.empty(array.shape, np.uint8)}
+    if entropy:
+        out["entropy"] = np.empty(array.shape, np.float32)
+    for rows in slabs(array.shape, axis, voxels=batch_size * int(np.prod(hw))):
+        part = apply_norm(take(array, axis, rows), stats)
+        slices = np.ascontiguousarray(to_slices(part, axis, hw, fill=stats.floor)[:, None])
+        probs = crop_slices(predict_slices(model, slices, batch_size, device, probabilities=True)[1],
+                            slice_shape(array.shape, axis))
+        _store(out, probs, axis, rows, probabilities)
+    return out
+
+
+def crop_slices(batch: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Undo :func:`to_slices`' centred padding on (N, K, H, W) outputs."""
+    (b0, _), (b1, _) = pad_widths(hw, batch.shape[2:])
+    return batch[:, :, b0:b0 + hw[0], b1:b1 + hw[1]]
+
+
+def _store(out: dict, probs: np.ndarray, axis: int, rows: slice, probabilities: bool) -> None:
+    """Write one batch's (N, K, h, w) probabilities into the output volumes at ``rows`` of ``axis``."""
+    if probabilities and "probabilities" not in out:
+        out["probabilities"] = np.empty((probs.shape[1], *out["labels"].shape), np.float32)
+    np.moveaxis(out["labels"], axis, 0)[rows] = probs.argmax(axis=1)
+    if "entropy" in out:
+        np.moveaxis(out["entropy"], axis, 0)[rows] = entropy_map(probs, axis=1)
+    if probabilities:
+        np.moveaxis(out["probabilities"], axis + 1, 1)[:, rows] = probs.transpose(1, 0, 2, 3)
 
 
 def entropy_map(probs: np.ndarray, axis: int = 1) -> np.ndarray:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sfda.data.normalize import normalize_volume
+from sfda.data.normalize import apply_norm, intensity_stats
 from sfda.data.slices import assemble_subject, common_target, from_slices, to_slices
 from sfda.errors import SfdaError
 from sfda.io.atomic import atomic_path, write_json
@@ -108,14 +108,14 @@ def label_ratios(labels: np.ndarray, valid: np.ndarray, num_classes: int) -> np.
 
 def _read_case(case: Case, modality: str, axis: int, hw, clip: tuple[float, float],
                with_labels: bool, label_names: list[str]):
-    vol = read_volume(case.images[modality])
-    img = normalize_volume(vol.array, *clip, source=case.images[modality])
-    slices = to_slices(img, axis, hw, fill=float(img.min()))
+    vol = read_volume(case.images[modality], dtype=None)
+    stats = intensity_stats(vol.array, *clip, source=case.images[modality])
+    slices = to_slices(apply_norm(vol.array, stats), axis, hw, fill=stats.floor)
     labels = None
     if with_labels:
         if not case.label:
             raise SfdaError(f"case {case.case_id} has no label file; this stage needs labelled cases")
-        lab = read_volume(case.label).array
+        lab = read_volume(case.label, dtype=None).array
         check_label_array(lab, label_names, case.label)
         if lab.shape != vol.array.shape:
             raise SfdaError(f"label {case.label} has shape {lab.shape} but image "

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from sfda.errors import SfdaError
+from sfda.io.slabs import count_non_finite
 
 # The format-level names are re-exported so ``sfda.io.volume`` stays the one
 # import path for volume I/O, as it was before the per-format code moved out.
@@ -173,9 +174,7 @@ def check_geometry(affine: np.ndarray, path: str | Path) -> None:
 
 
 def _check_finite(array: np.ndarray, path: Path) -> None:
-    if array.dtype.kind not in "fc":
-        return
-    bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+    bad = count_non_finite(array)
     if bad:
         raise SfdaError(f"{path} contains {bad} NaN/inf voxels; fix or mask them before use")
 
@@ -212,7 +211,9 @@ def read_volume(
         _check_finite(array, p)
     if dtype is not None:
         array = array.astype(dtype, copy=False)
-    return Volume(np.ascontiguousarray(array), affine, str(p), codes)
+    # The file's own memory order is kept (NIfTI is Fortran-ordered): a C-order copy would double
+    # the peak memory of a large scan, and everything downstream takes any strides.
+    return Volume(array, affine, str(p), codes)
 
 
 def read_header(path: str | os.PathLike) -> tuple[tuple[int, int, int], tuple[float, float, float]]:

@@ -81,10 +81,21 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     img = nib.load(str(path), mmap=False)
     _check_pixdim(img, path)
     shape = _as_3d_shape(img.shape, path)
-    array = np.asanyarray(img.dataobj)  # decompression errors surface here
-    array = np.asarray(array).reshape(shape)
+    array = _scaled_float32(img.dataobj).reshape(shape, order="A")  # decompression errors surface here
     codes = (int(img.header["qform_code"]), int(img.header["sform_code"]))
     return array, np.asarray(img.affine, dtype=np.float64), codes
+
+
+def _scaled_float32(proxy) -> np.ndarray:
+    """The voxels in their stored type or, where the header scales them (scl_slope/scl_inter),
+    scaled in float32: nibabel would scale in float64, a whole-volume copy twice the size."""
+    slope, inter = float(proxy.slope), float(proxy.inter)
+    if slope == 1.0 and inter == 0.0:
+        return np.asarray(proxy)
+    array = np.asarray(proxy.get_unscaled()).astype(np.float32)
+    array *= np.float32(slope)
+    array += np.float32(inter)
+    return array
 
 
 def _nifti_header(path: Path) -> tuple[tuple[int, int, int], np.ndarray]:

@@ -35,13 +35,13 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> dict:
     cl = load_cases(cfg.data.cases)
     ss = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, cfg.data, with_labels=True, progress=progress,
                     **slicing_of(meta))
-    pred, probs = predict_slices(model, ss.images, device=cfg.device, probabilities=True)
+    pred, _ = predict_slices(model, ss.images, device=cfg.device)  # labels only: no (N, K, H, W) array
     result = score_subjects(ss, pred, cl.label_names)
     result.update({"checkpoint": str(cfg.checkpoint), "modality": cfg.data.modality, "subjects": ss.subjects()})
     out_dir = Path(cfg.out)
     write_json(out_dir / "metrics.json", result)
     write_text(out_dir / "metrics.csv", rows_csv(result["per_subject"]))
-    save_examples(out_dir / "examples.npz", ss, pred, probs)
+    save_examples(out_dir / "examples.npz", ss, pred, model, cfg.device)
     write_config(cfg, out_dir / "config.yaml")
     return result
 
@@ -54,8 +54,9 @@ def rows_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def save_examples(path: Path, ss: SliceSet, pred: np.ndarray, probs: np.ndarray) -> None:
-    """One slice per subject (the one with most foreground) for the report's mask grid."""
+def save_examples(path: Path, ss: SliceSet, pred: np.ndarray, model, device: str = "cpu") -> None:
+    """One slice per subject (the one with most foreground) for the report's mask grid, with the
+    model's entropy on it (probabilities computed for these slices only)."""
     arrays = {}
     ids = np.arange(len(ss))
     for subject in ss.subjects():
@@ -64,7 +65,8 @@ def save_examples(path: Path, ss: SliceSet, pred: np.ndarray, probs: np.ndarray)
         arrays[f"{subject}/image"] = ss.images[best, 0]
         arrays[f"{subject}/truth"] = ss.labels[best].astype(np.uint8)
         arrays[f"{subject}/pred"] = pred[best]
-        arrays[f"{subject}/entropy"] = entropy_map(probs[best:best + 1])[0].astype(np.float32)
+        probs = predict_slices(model, ss.images[best:best + 1], device=device, probabilities=True)[1]
+        arrays[f"{subject}/entropy"] = entropy_map(probs)[0].astype(np.float32)
         arrays[f"{subject}/slice_id"] = np.array(ss.slice_ids[best])
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:

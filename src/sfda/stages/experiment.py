@@ -84,19 +84,10 @@ class Runner:
         if not d.root:
             raise SfdaError("data.root is required: the dataset folder (or data.phantom_subjects=N)")
         cl = index_dataset(d.root, d.layout, d.pattern or None, d.label_pattern or None)
+        self._check_modalities(cl)
         save_cases(self.cases, cl)
-        self._check_split(cl)
 
-    def _check_split(self, cl) -> None:
-        s = self.cfg.split
-        for name in ("train", "test"):
-            if not getattr(s, name):
-                raise SfdaError(f"split.{name} is empty; list subjects, e.g. split.{name}=[A1,B1]")
-        # Validation labels are only logged (curves), never used to select, so val may equal test.
-        overlap = set(s.train) & (set(s.test) | set(s.val))
-        if overlap:
-            raise SfdaError(f"subjects {sorted(overlap)} are in split.train and in split.test/val; "
-                            "train on other subjects than you validate or test on")
+    def _check_modalities(self, cl) -> None:
         for modality in {m for d in self.cfg.directions for m in _direction(d)}:
             if modality not in cl.modalities:
                 raise SfdaError(f"direction modality '{modality}' is not in the dataset "
@@ -211,12 +202,29 @@ class Runner:
         return results, selection
 
 
+def check_split(s) -> None:
+    """Refuse a split that trains on scored subjects or validates on test subjects."""
+    for name in ("train", "test"):
+        if not getattr(s, name):
+            raise SfdaError(f"split.{name} is empty; list subjects, e.g. split.{name}=[A1,B1]")
+    overlap = set(s.train) & (set(s.test) | set(s.val))
+    if overlap:
+        raise SfdaError(f"subjects {sorted(overlap)} are in split.train and in split.test/val; "
+                        "train on other subjects than you validate or test on")
+    # Validation labels choose the "best by validation labels" column: on test subjects it
+    # would be chosen on the labels it is scored with.
+    if set(s.val) & set(s.test):
+        raise SfdaError(f"subjects {sorted(set(s.val) & set(s.test))} are in split.val and split.test; "
+                        "validate on other subjects, or leave split.val empty (split.val=[])")
+
+
 def run_experiment(cfg: ExperimentConfig, out: str, progress: bool = True) -> dict:
     """Run every direction × seed × method; write results.json, results.md and the reports."""
     out_dir = Path(out)
     check_output(out_dir)
     for text in cfg.directions:
         _direction(text)  # a malformed direction stops the run before anything is written
+    check_split(cfg.split)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out_dir / "config.yaml")
     runner = Runner(cfg, out_dir, progress)

@@ -13,10 +13,11 @@ from sfda.config import PredictConfig
 from sfda.engine.checkpoint import load_model, require_kind
 from sfda.engine.distributed import check_device
 from sfda.errors import SfdaError
-from sfda.inference import entropy_map, fold_batchnorm, predict_volume
+from sfda.inference import fold_batchnorm, stream_volume
 from sfda.io.cases import load_cases
 from sfda.progress import bar
 from sfda.io.volume import is_volume_path, read_volume, volume_suffix, write_volume
+from sfda.io.volume_scan import check_image_file
 from sfda.stages.common import check_output, require, write_config
 
 
@@ -49,6 +50,21 @@ def _stem(path: Path) -> str:
     return path.name[: -len(volume_suffix(path))]
 
 
+def _predict_one(model, meta: dict, path: Path, cfg: PredictConfig, out_dir: Path) -> Path:
+    """One input, streamed (its stored type in memory, one batch of slices at a time); returns its mask."""
+    vol = read_volume(path, dtype=None)
+    out = stream_volume(model, meta, vol.array, str(path), cfg.device, entropy=cfg.entropy,
+                        probabilities=cfg.probabilities)
+    ext, stem = volume_suffix(path), _stem(path)
+    mask_path = out_dir / f"{stem}_seg{ext}"
+    write_volume(mask_path, out.pop("labels"), like=vol, dtype=np.uint8)
+    if cfg.entropy:
+        write_volume(out_dir / f"{stem}_entropy{ext}", out.pop("entropy"), like=vol, dtype=np.float32)
+    for k, name in enumerate(meta["label_names"] if cfg.probabilities else []):
+        write_volume(out_dir / f"{stem}_prob_{name}{ext}", out["probabilities"][k], like=vol, dtype=np.float32)
+    return mask_path
+
+
 def predict(cfg: PredictConfig, progress: bool = True) -> list[Path]:
     """Write ``<name>_seg<ext>`` (uint8) per input, plus ``_entropy`` and ``_prob_<class>`` if asked,
     and the merged config (``config.yaml``) in ``cfg.out``."""
@@ -60,20 +76,10 @@ def predict(cfg: PredictConfig, progress: bool = True) -> list[Path]:
     require_kind(meta, "segmentation", cfg.checkpoint, "predict")
     model = fold_batchnorm(model).to(cfg.device)
     files = collect_inputs(cfg.inputs, meta.get("modality"))
+    for path in files:  # every input checked before the first mask is written
+        check_image_file(path)
     written, out_dir = [], Path(cfg.out)
     for path in bar(files, "predicting", progress):
-        vol = read_volume(path)
-        probs = predict_volume(model, meta, vol.array, str(path), cfg.device)
-        ext, stem = volume_suffix(path), _stem(path)
-        mask_path = out_dir / f"{stem}_seg{ext}"
-        write_volume(mask_path, probs.argmax(axis=0).astype(np.uint8), like=vol, dtype=np.uint8)
-        written.append(mask_path)
-        if cfg.entropy:
-            write_volume(out_dir / f"{stem}_entropy{ext}", entropy_map(probs, axis=0).astype(np.float32),
-                         like=vol, dtype=np.float32)
-        if cfg.probabilities:
-            for k, name in enumerate(meta["label_names"]):
-                write_volume(out_dir / f"{stem}_prob_{name}{ext}", probs[k].astype(np.float32), like=vol,
-                             dtype=np.float32)
+        written.append(_predict_one(model, meta, path, cfg, out_dir))
     write_config(cfg, out_dir / "config.yaml")
     return written
