@@ -186,3 +186,18 @@ def test_nan_voxels(tmp_path):
 def test_write_unknown_extension(tmp_path):
     with pytest.raises(SfdaError, match="out.png"):
         write_volume(tmp_path / "out.png", _array(), np.eye(4))
+
+
+def test_scaled_nifti_is_read_in_float32_and_unscaled_one_in_its_stored_type(tmp_path):
+    """Header scaling is applied in float32 (nibabel would give a float64 volume, twice the size),
+    and an unscaled int16 volume keeps its type when no dtype is asked: memory bounded by the file."""
+    raw = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    img = nib.Nifti1Image(raw, np.eye(4))
+    img.header.set_slope_inter(0.5, -3.0)
+    nib.save(img, tmp_path / "scaled.nii.gz")
+    nib.save(nib.Nifti1Image(raw, np.eye(4)), tmp_path / "plain.nii.gz")
+    scaled = read_volume(tmp_path / "scaled.nii.gz", dtype=None).array
+    assert scaled.dtype == np.float32
+    np.testing.assert_array_equal(scaled, raw.astype(np.float32) * 0.5 - 3.0)
+    plain = read_volume(tmp_path / "plain.nii.gz", dtype=None).array
+    assert plain.dtype == np.int16 and np.array_equal(plain, raw)
