@@ -108,3 +108,17 @@ def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
             if isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d):
                 seq[i], seq[i + 1] = fuse_conv_bn_eval(conv, bn), torch.nn.Identity()
     return model
+
+
+def trust_signals(model: torch.nn.Module, images: np.ndarray, valid: np.ndarray, meta: dict,
+                  num_classes: int, device: str = "cpu") -> dict:
+    """The label-free signals of :mod:`sfda.metrics.trust` for ``model`` on (N, C, H, W) slices:
+    flip agreement always, atlas share where the checkpoint carries its source atlas."""
+    from sfda.metrics.trust import atlas_share, flip_agreement
+
+    pred = predict_slices(model, images, device=device)[0]
+    flipped = predict_slices(model, np.ascontiguousarray(images[..., ::-1]), device=device)[0]
+    signals = {"flip_agreement": flip_agreement(pred, flipped, valid, num_classes)}
+    if meta.get("source_atlas"):
+        signals["atlas_share"] = atlas_share(pred, valid, meta["source_atlas"])
+    return signals

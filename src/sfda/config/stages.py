@@ -164,6 +164,9 @@ class AdaptSettings:
     optim: OptimConfig = opt(OptimConfig(lr=1e-4, epochs=10))
     # Which epoch `selected.pt` holds, chosen without target labels (sfda.engine.selection.CRITERIA).
     select: str = "last"
+    # When a trust signal warns (sfda.metrics.trust): `source` makes selected.pt the source model,
+    # `keep` keeps the adapted one; both say so in trust.json, the log and the reports.
+    on_distrust: str = opt("source", choices=("source", "keep"))
 
 
 @dataclass

@@ -28,6 +28,7 @@ from sfda.io.cases import load_cases
 from sfda.methods import build_method
 from sfda.priors.table import load_prior
 from sfda.stages.common import check_output, fit_spec, require, slices_for, slicing_of, write_config
+from sfda.stages.trust import check_trust
 
 
 def adapt(cfg: AdaptConfig, progress: bool = True) -> Path:
@@ -68,6 +69,7 @@ def adapt(cfg: AdaptConfig, progress: bool = True) -> Path:
             "source_modality": src_meta.get("modality"), "config": config_to_dict(cfg)}
     fit(model, method, fit_spec(cfg, target, meta, val=val, source=source, prior=prior, val_prior=val_prior,
                                 select=cfg.select, progress=progress))
+    check_trust(Path(cfg.out), cfg.checkpoint, target, cl.label_names, cfg.on_distrust, cfg.device)
     return Path(cfg.out)
 
 

@@ -10,7 +10,7 @@ from sfda.config import ReportConfig
 from sfda.io.atomic import write_json, write_text
 from sfda.metrics import sample_std
 from sfda.report import per_seed_markdown, results_markdown, selection_markdown
-from sfda.stages.report import collapse_notes, report
+from sfda.stages.report import collapse_notes, report, trust_notes
 
 
 def selection_info(sel: dict, log: list[dict], selected: dict, last: dict, val_subjects: list[str]) -> dict:
@@ -24,17 +24,18 @@ def selection_info(sel: dict, log: list[dict], selected: dict, last: dict, val_s
             "val_subjects": list(val_subjects)}
 
 
-def _seed_report(cfg, out_dir: Path, folder: Path, src: str, tgt: str, seed: int) -> list[str]:
-    """The report of one direction and seed; returns its collapse warnings."""
+def _seed_report(cfg, out_dir: Path, folder: Path, src: str, tgt: str, seed: int) -> tuple[list[str], list[str]]:
+    """The report of one direction and seed; returns its collapse and trust warnings."""
     runs = {m: (out_dir / f"oracle-{tgt}" / f"seed{seed}") if m == "oracle" else folder / m for m in cfg.methods}
     runs = {m: r for m, r in runs.items() if (r / "eval").exists()}
     report(ReportConfig(runs=[str(r) for r in runs.values()], out=str(folder / "report"),
                         title=f"{src} → {tgt}, seed {seed}", names=list(runs)))
-    return collapse_notes({f"{m} (seed {seed})": r for m, r in runs.items() if m not in ("noadapt", "oracle")})
+    adapted = {f"{m} (seed {seed})": r for m, r in runs.items() if m not in ("noadapt", "oracle")}
+    return collapse_notes(adapted), trust_notes(adapted)
 
 
 def _direction_markdown(cfg, src: str, tgt: str, methods: dict, per_seed: dict, selection: dict,
-                        warnings: list[str]) -> list[str]:
+                        warnings: list[str], trust: list[str]) -> list[str]:
     order = [m for m in cfg.methods if m in methods]
     # One seed: show the spread over subjects; several: mean ± std over seeds.
     table = {m: (v if len(v["seeds"]) > 1 else v["summary"]) for m, v in methods.items()}
@@ -46,6 +47,10 @@ def _direction_markdown(cfg, src: str, tgt: str, methods: dict, per_seed: dict, 
     md.append("Collapse warnings (first flagged epoch per run; see each run's log.jsonl):\n\n" + "\n".join(warnings)
               if warnings else "No collapse flagged: every adapted model's predicted foreground stayed within "
               "4x of the prior's, on adaptation and held-out images.\n")
+    md.append("Trust warnings (label-free, on the adaptation images: where the masks lie against the source "
+              "atlas, and whether they survive a mirrored input; see each run's trust.json):\n\n" + "\n".join(trust)
+              + "\n" if trust else "No trust warning: every adapted model's masks lay where the source labels put "
+              "the structure and survived a mirrored input (trust.json in each run).\n")
     return md
 
 
@@ -58,13 +63,14 @@ def write_results(cfg, out_dir: Path, per_direction: dict) -> dict:
     for (src, tgt), seeds in per_direction.items():
         per_seed = {seed: r for seed, (r, _) in seeds.items()}
         selection = {seed: s for seed, (_, s) in seeds.items()}
-        warnings = [w for seed in seeds
-                    for w in _seed_report(cfg, out_dir, out_dir / f"{src}-{tgt}" / f"seed{seed}", src, tgt, seed)]
+        notes = [_seed_report(cfg, out_dir, out_dir / f"{src}-{tgt}" / f"seed{seed}", src, tgt, seed) for seed in seeds]
+        warnings, trust = [w for c, _ in notes for w in c], [w for _, t in notes for w in t]
         methods = _combine(per_seed, cfg.methods)
         directions.append({"source": src, "target": tgt, "methods": {m: v["summary"] for m, v in methods.items()},
                            "seeds": {str(k): v for k, v in per_seed.items()},
-                           "selection": {str(k): v for k, v in selection.items()}, "collapse_warnings": warnings})
-        md += _direction_markdown(cfg, src, tgt, methods, per_seed, selection, warnings)
+                           "selection": {str(k): v for k, v in selection.items()}, "collapse_warnings": warnings,
+                           "trust_warnings": trust})
+        md += _direction_markdown(cfg, src, tgt, methods, per_seed, selection, warnings, trust)
     result = {"directions": directions, "test_subjects": cfg.split.test, "seeds": cfg.seeds,
               "selection": cfg.adapt.select}
     write_json(out_dir / "results.json", result)

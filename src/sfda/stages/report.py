@@ -65,6 +65,17 @@ def collapse_notes(runs: dict[str, Path]) -> list[str]:
     return notes
 
 
+def trust_notes(runs: dict[str, Path]) -> list[str]:
+    """One line per run whose trust check warned (``trust.json`` from `sfda adapt`), with the fall-back."""
+    notes = []
+    for name, run in runs.items():
+        path = run / "trust.json"
+        if path.exists() and (trust := json.loads(path.read_text()))["warnings"]:
+            fallback = " Reported: the source model (fall-back)." if trust.get("fallback") == "source" else ""
+            notes.append(f"- **{name}**: {'; '.join(trust['warnings'])}.{fallback}")
+    return notes
+
+
 def report(cfg: ReportConfig) -> Path:
     """Write ``out/results.md``, ``out/results.json``, figures, ``out/report.md`` and the config."""
     require(cfg.runs, "a run folder")
@@ -88,6 +99,9 @@ def report(cfg: ReportConfig) -> Path:
     notes = collapse_notes(runs)
     if notes:
         sections.append(("Collapse warnings", "\n".join(notes)))
+    if trusted := trust_notes(runs):
+        sections.append(("Trust warnings (label-free: where the masks lie, and whether they survive a mirrored "
+                         "input)", "\n".join(trusted)))
     write_text(out_dir / "results.md", table + "\n")
     write_config(cfg, out_dir / "config.yaml")
     return write_report(out_dir, title, sections, figures)

@@ -12,6 +12,7 @@ from sfda.engine.distributed import check_device
 from sfda.engine.loop import fit
 from sfda.io.cases import load_cases
 from sfda.methods import Supervised
+from sfda.metrics.trust import label_atlas
 from sfda.methods.regression import RatioRegression
 from sfda.nets import build_net
 from sfda.stages.common import check_output, checkpoint_meta, fit_spec, require, slices_for, write_config
@@ -32,6 +33,8 @@ def _supervised(cfg, stage: str, method, progress: bool, **spec_kw) -> dict:
     model = build_net(cfg.net, **net_args)
     write_config(cfg, Path(cfg.out) / "config.yaml")
     meta = checkpoint_meta(cfg, net_args, cl, stage)
+    if stage == "source":  # where the labels put each class: a label statistic for the trust signals
+        meta["source_atlas"] = label_atlas(train.labels, train.valid_mask(), len(cl.label_names))
     transform = IntensityAugment(cfg.invert, cfg.remap) if cfg.augment else None
     return fit(model, method, fit_spec(cfg, train, meta, val=val, transform=transform, progress=progress, **spec_kw))
 

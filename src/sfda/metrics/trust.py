@@ -1,0 +1,102 @@
+"""Label-free signals that a segmentation is wrong even when its amount of structure looks right.
+
+An adapted model can match the prior's class fractions while painting the wrong place (issue 17):
+the fraction warnings stay green. Two signals read the masks alone, no target label:
+
+* **atlas share**: the share of each class's predicted pixels that fall where the *source
+  labels* put that class in at least :data:`MIN_FREQ` of the training slices (the source
+  atlas, a label statistic stored in the source checkpoint; no source image leaves the site).
+  A model that segments the structure where it lies scores near 1.
+* **flip agreement**: the Dice between the mask of the images and the mask of the images
+  mirrored left-right (mirrored back). A model that found the structure predicts it in the
+  mirrored image too; one that locked onto texture or border artefacts does not.
+
+:data:`THRESHOLDS` are the values below which a warning is raised; they were chosen on the
+development runs listed in the README ("When adaptation fails silently").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Pixels where the source labels hold a class in at least this share of the slices count as
+#: that class's plausible area.
+MIN_FREQ = 0.02
+#: The atlas is stored at most this many cells a side (block-averaged).
+ATLAS_GRID = 64
+#: signal -> the value below which it warns
+THRESHOLDS = {"atlas_share": 0.8, "flip_agreement": 0.5}
+#: fewer predicted pixels than this (per class, over all slices) and no signal is computed
+MIN_PIXELS = 20
+
+
+def label_atlas(labels: np.ndarray, valid: np.ndarray, num_classes: int) -> dict:
+    """How often each foreground class covers each pixel of the (N, H, W) training slices, as a
+    JSON-able dict: ``freq`` (K-1, h, w) in percent (h, w <= ATLAS_GRID) and the slices' ``shape``."""
+    n, h, w = labels.shape
+    rows, cols = _cells(h, min(h, ATLAS_GRID)), _cells(w, min(w, ATLAS_GRID))
+    gh, gw = rows.max() + 1, cols.max() + 1
+    counts = np.zeros((gh, gw))
+    np.add.at(counts, (rows[:, None], cols[None, :]), valid.sum(axis=0))
+    freq = []
+    for k in range(1, num_classes):
+        hits = np.zeros((gh, gw))
+        np.add.at(hits, (rows[:, None], cols[None, :]), ((labels == k) & valid).sum(axis=0))
+        freq.append(np.round(100 * hits / np.maximum(counts, 1)).astype(int).tolist())
+    return {"freq": freq, "shape": [h, w], "slices": int(n)}
+
+
+def _cells(size: int, grid: int) -> np.ndarray:
+    """The grid cell of each of ``size`` pixels when ``size`` is cut into ``grid`` equal cells."""
+    return (np.arange(size) * grid) // size
+
+
+def atlas_maps(atlas: dict, hw: tuple[int, int]) -> np.ndarray:
+    """The stored atlas as (K-1, H, W) frequencies in [0, 1] on slices of size ``hw``: a
+    relative position maps to the same cell (slices of another size are stretched to the grid)."""
+    freq = np.asarray(atlas["freq"], dtype=np.float32) / 100.0
+    rows, cols = _cells(hw[0], freq.shape[1]), _cells(hw[1], freq.shape[2])
+    return freq[:, rows][:, :, cols]
+
+
+def atlas_share(pred: np.ndarray, valid: np.ndarray, atlas: dict) -> list[float | None]:
+    """Per foreground class: the share of its predicted pixels inside the source atlas's area
+    (None where the class is (almost) never predicted)."""
+    maps = atlas_maps(atlas, pred.shape[1:])
+    out = []
+    for k, freq in enumerate(maps, start=1):
+        hit = (pred == k) & valid
+        n = int(hit.sum())
+        out.append(float((hit & (freq >= MIN_FREQ)).sum() / n) if n >= MIN_PIXELS else None)
+    return out
+
+
+def flip_agreement(pred: np.ndarray, pred_of_flipped: np.ndarray, valid: np.ndarray,
+                   num_classes: int) -> list[float | None]:
+    """Per foreground class: Dice between ``pred`` and the mask of the mirrored images, mirrored
+    back along the last axis (None where neither holds the class)."""
+    back = pred_of_flipped[..., ::-1]
+    out = []
+    for k in range(1, num_classes):
+        a, b = (pred == k) & valid, (back == k) & valid
+        n = int(a.sum() + b.sum())
+        out.append(float(2 * (a & b).sum() / n) if n >= MIN_PIXELS else None)
+    return out
+
+
+def trust_warnings(signals: dict, label_names: list[str]) -> list[str]:
+    """One line per signal and class below its threshold."""
+    lines = []
+    for name, limit in THRESHOLDS.items():
+        for cls, value in zip(label_names[1:], signals.get(name) or []):
+            if value is not None and value < limit:
+                lines.append(f"{name} of {cls} is {value:.2f} (< {limit}): " + _MEANING[name])
+    return lines
+
+
+_MEANING = {
+    "atlas_share": "much of it lies where the source labels never put it, so the mask is probably in the "
+                   "wrong place even if its size looks right",
+    "flip_agreement": "the mask changes when the image is mirrored, so the model probably follows texture "
+                      "or artefacts, not the structure",
+}

@@ -1,0 +1,47 @@
+"""After an adaptation: the label-free trust check of the chosen model, and the fall-back.
+
+The adapted model's masks on its own adaptation images are read by the signals of
+:mod:`sfda.metrics.trust` (where they lie against the source atlas, whether they survive a
+mirrored input). If one warns, the run says so (terminal, log, ``trust.json``, the reports)
+and, with ``on_distrust: source``, ``selected.pt`` becomes the source model: a mask that is
+visibly not adapted is safer than one that is wrong where every other signal is green.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sfda.data.sliceset import SliceSet
+from sfda.engine.checkpoint import load_model, save_checkpoint
+from sfda.engine.distributed import device_for, is_main
+from sfda.inference import trust_signals
+from sfda.io.atomic import write_json
+from sfda.metrics.trust import THRESHOLDS, trust_warnings
+from sfda.progress import say
+
+
+def check_trust(out: Path, source_ckpt: str, target: SliceSet, label_names: list[str], on_distrust: str,
+                device: str = "cpu") -> dict:
+    """Score ``out/selected.pt`` (else ``last.pt``) and the source model; write ``out/trust.json``."""
+    if not is_main():
+        return {}
+    chosen = out / "selected.pt" if (out / "selected.pt").exists() else out / "last.pt"
+    dev, valid, k = device_for(device), target.valid_mask(), len(label_names)
+    model, meta = load_model(chosen)
+    source, source_meta = load_model(source_ckpt)
+    signals = trust_signals(model.to(dev), target.images, valid, meta, k, dev)
+    result = {"checkpoint": chosen.name, "signals": signals, "thresholds": THRESHOLDS,
+              "source_signals": trust_signals(source.to(dev), target.images, valid, source_meta, k, dev),
+              "warnings": trust_warnings(signals, label_names), "fallback": None}
+    if not meta.get("source_atlas"):
+        result["note"] = "the source checkpoint carries no source atlas (trained before sfda 0.6?): atlas share not computed"
+    for line in result["warnings"]:
+        say(f"warning: trust: {line}")
+    if result["warnings"] and on_distrust == "source":
+        save_checkpoint(out / "selected.pt", source.cpu(), {**meta, "selected_by": "fallback: source model",
+                                                           "fallback_from": chosen.name})
+        result["fallback"] = "source"
+        say(f"warning: trust: {out}/selected.pt is now the source model (on_distrust=source); "
+            f"the adapted weights stay in {out}/last.pt")
+    write_json(out / "trust.json", result)
+    return result

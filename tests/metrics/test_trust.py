@@ -1,0 +1,110 @@
+"""The label-free trust signals against hand-computed answers, and the adapt stage's fall-back."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sfda.metrics.trust import atlas_maps, atlas_share, flip_agreement, label_atlas, trust_warnings
+
+
+def _labels() -> tuple[np.ndarray, np.ndarray]:
+    """4 slices of 6x8: class 1 in rows 2-3, cols 2-4 on every slice; class 2 at (5, 7) on one slice."""
+    labels = np.zeros((4, 6, 8), np.int64)
+    labels[:, 2:4, 2:5] = 1
+    labels[0, 5, 7] = 2
+    return labels, np.ones_like(labels, bool)
+
+
+def test_label_atlas_counts_how_often_each_class_covers_each_pixel():
+    labels, valid = _labels()
+    atlas = label_atlas(labels, valid, 3)
+    freq = np.asarray(atlas["freq"])
+    assert atlas["shape"] == [6, 8] and freq.shape == (2, 6, 8)
+    assert freq[0, 2, 2] == 100 and freq[0, 0, 0] == 0 and freq[1, 5, 7] == 25 and freq[1].sum() == 25
+
+
+def test_label_atlas_is_block_averaged_to_the_grid_and_stretched_back(monkeypatch):
+    monkeypatch.setattr("sfda.metrics.trust.ATLAS_GRID", 4)
+    labels = np.zeros((1, 8, 8), np.int64)
+    labels[0, :2, :2] = 1  # one full 2x2 cell of the 4x4 grid
+    labels[0, 7, 7] = 1  # a quarter of another
+    freq = np.asarray(label_atlas(labels, np.ones_like(labels, bool), 2)["freq"])
+    assert freq.shape == (1, 4, 4) and freq[0, 0, 0] == 100 and freq[0, 3, 3] == 25 and freq[0, 1, 1] == 0
+    maps = atlas_maps({"freq": freq.tolist()}, (8, 8))
+    assert maps.shape == (1, 8, 8) and maps[0, 1, 1] == 1.0 and maps[0, 6, 6] == 0.25
+
+
+def test_atlas_share_is_the_share_of_predicted_pixels_where_the_source_put_the_class():
+    labels, valid = _labels()
+    atlas = label_atlas(labels, valid, 3)
+    pred = np.zeros((4, 6, 8), np.int64)
+    pred[:, 2:4, 2:5] = 1  # 24 pixels in place
+    pred[:, 0, 0:2] = 1  # 8 pixels where no source label ever was
+    share = atlas_share(pred, valid, atlas)
+    assert share[0] == pytest.approx(24 / 32) and share[1] is None  # class 2 never predicted
+
+
+def test_flip_agreement_is_dice_with_the_mirrored_prediction_mirrored_back():
+    valid = np.ones((4, 4, 6), bool)
+    pred = np.zeros((4, 4, 6), np.int64)
+    pred[:, 1:3, 1:3] = 1  # 16 pixels
+    same = pred[..., ::-1].copy()  # what a mirror-consistent model predicts on the mirrored slices
+    assert flip_agreement(pred, same, valid, 2) == [pytest.approx(1.0)]
+    shifted = np.zeros_like(pred)
+    shifted[:, 1:3, 0:2] = 1  # mirrored back: cols 4-5, disjoint from cols 1-2
+    assert flip_agreement(pred, shifted, valid, 2) == [pytest.approx(0.0)]
+
+
+def test_warnings_name_the_signal_the_class_and_the_value():
+    lines = trust_warnings({"atlas_share": [0.51, None], "flip_agreement": [0.9, 0.2]}, ["bg", "disc", "vert"])
+    assert len(lines) == 2
+    assert lines[0].startswith("atlas_share of disc is 0.51") and lines[1].startswith("flip_agreement of vert is 0.20")
+
+
+class _Painter(torch.nn.Module):
+    """Predicts class 1 inside a fixed box, whatever the image (a model that has learnt a place)."""
+
+    def __init__(self, rows: slice, cols: slice):
+        super().__init__()
+        self.rows, self.cols = rows, cols
+        self.bias = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        logits = torch.zeros(x.shape[0], 2, *x.shape[2:]) + self.bias
+        logits[:, 1, self.rows, self.cols] = 5.0
+        return logits
+
+
+@pytest.mark.parametrize("on_distrust", ["source", "keep"])
+def test_check_trust_flags_a_mask_in_the_wrong_place_and_falls_back(tmp_path, monkeypatch, on_distrust):
+    from sfda.data.sliceset import SliceSet
+    from sfda.engine.checkpoint import load_checkpoint, save_checkpoint
+    from sfda.stages import trust as stage
+
+    labels, valid = _labels()
+    atlas = label_atlas(labels, valid, 2 + 1)
+    meta = {"source_atlas": atlas, "label_names": ["bg", "disc", "vert"]}
+    wrong, right = _Painter(slice(4, 6), slice(5, 8)), _Painter(slice(2, 4), slice(2, 5))
+    models = {"selected.pt": wrong, "source.pt": right}
+    monkeypatch.setattr(stage, "load_model", lambda p: (models[p.name if hasattr(p, "name") else p.split("/")[-1]],
+                                                        meta))
+    saved = {}
+    monkeypatch.setattr(stage, "save_checkpoint", lambda path, model, m: saved.update({path.name: (model, m)}))
+    (tmp_path / "selected.pt").write_bytes(b"")
+    images = np.zeros((4, 1, 6, 8), np.float32)
+    result = stage.check_trust(tmp_path, str(tmp_path / "source.pt"), SliceSet.from_arrays(images, labels, 3),
+                               ["bg", "disc", "vert"], on_distrust)
+    assert result["signals"]["atlas_share"][0] == pytest.approx(0.0)
+    assert result["source_signals"]["atlas_share"][0] == pytest.approx(1.0)
+    assert any(w.startswith("atlas_share of disc") for w in result["warnings"])
+    written = json.loads((tmp_path / "trust.json").read_text())
+    assert written["warnings"] == result["warnings"]
+    if on_distrust == "source":
+        assert written["fallback"] == "source" and saved["selected.pt"][0] is right
+        assert saved["selected.pt"][1]["selected_by"] == "fallback: source model"
+    else:
+        assert written["fallback"] is None and not saved
