@@ -24,8 +24,10 @@ import numpy as np
 MIN_FREQ = 0.02
 #: The atlas is stored at most this many cells a side (block-averaged).
 ATLAS_GRID = 64
-#: signal -> the value below which it warns
-THRESHOLDS = {"atlas_share": 0.8, "flip_agreement": 0.5}
+#: signal -> the value below which it warns. Set on the 33 adapted runs of the README's table
+#: (crops, phantom, development variants): every shipped-configuration run scored at least 0.82 /
+#: 0.68, every failed run below 0.70 / 0.40 on one of them (in-sample: see the README).
+THRESHOLDS = {"atlas_share": 0.7, "flip_agreement": 0.4}
 #: fewer predicted pixels than this (per class, over all slices) and no signal is computed
 MIN_PIXELS = 20
 
