@@ -46,11 +46,12 @@ def test_streamed_volume_matches_the_whole_volume_path(axis, order):
     np.testing.assert_allclose(out["entropy"], -(p * np.log(p)).sum(axis=0), atol=1e-5)
 
 
-def test_streamed_prediction_holds_no_whole_volume_probabilities(monkeypatch):
-    """Peak numpy memory while predicting a 64x64x160 float32 volume stays under 2.5 times the volume
-    (one float32 copy for the exact percentiles, the uint8 mask, one batch); the whole-volume path
-    needed about eight (normalised copy, padded copy, probabilities, their concatenation and stack)."""
-    array = np.random.default_rng(0).normal(100, 20, size=(160, 64, 64)).astype(np.float32)
+@pytest.mark.parametrize("order", ["C", "F"])  # NIfTI volumes arrive in Fortran order
+def test_streamed_prediction_holds_no_whole_volume_probabilities(monkeypatch, order):
+    """Peak numpy memory while predicting a 64x64x160 float32 volume stays under 1.5 times the volume
+    (one float32 copy for the exact percentiles, then the uint8 mask and one batch); the whole-volume
+    path needed 6.6 (normalised copy, padded copy, probabilities, their concatenation and stack)."""
+    array = np.asarray(np.random.default_rng(0).normal(100, 20, size=(160, 64, 64)).astype(np.float32), order=order)
     model = _net(2)
     monkeypatch.setattr("sfda.io.slabs.SLAB_VOXELS", 64 * 64 * 8)  # slabs smaller than the volume, as on a real scan
     tracemalloc.start()
@@ -59,4 +60,4 @@ def test_streamed_prediction_holds_no_whole_volume_probabilities(monkeypatch):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak < 2.5 * array.nbytes, f"peak {peak / 2**20:.1f} MiB for a {array.nbytes / 2**20:.1f} MiB volume"
+    assert peak < 1.5 * array.nbytes, f"peak {peak / 2**20:.1f} MiB for a {array.nbytes / 2**20:.1f} MiB volume"

@@ -50,7 +50,7 @@ def intensity_stats(array: np.ndarray, clip_low: float = 0.5, clip_high: float =
     """Exact percentiles (one float32 copy), then the clipped mean and std over slabs in float64
     (two passes: no cancellation, so a constant volume is refused exactly)."""
     check_finite(array, source)
-    flat = np.array(array, dtype=np.float32, order="K").reshape(-1)
+    flat = np.array(array, dtype=np.float32, order="K").ravel(order="K")  # a view: one copy, in any memory order
     lo, hi = (np.float32(v) for v in np.percentile(flat, [clip_low, clip_high], overwrite_input=True))
     del flat
     n = max(array.size, 1)
