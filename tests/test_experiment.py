@@ -143,3 +143,21 @@ def test_an_empty_validation_split_runs_without_the_best_by_labels_column(tiny_c
     assert sel["adaent"]["best_val_dice"] is None and sel["adaent"]["val_subjects"] == []
     row = next(x for x in (out / "results.md").read_text().splitlines() if x.startswith("| adaent | average"))
     assert row.rstrip().endswith("| – |"), row
+
+
+def test_a_trust_fall_back_is_reported_and_the_last_epoch_scored_apart(tiny_cases, tmp_path, monkeypatch):
+    """A trust warning (forced here: the signals themselves are tested in tests/metrics/test_trust.py)
+    makes selected.pt the source model; the selection table says so, and the 'last' column scores
+    the adapted weights (last.pt), not the fall-back."""
+    monkeypatch.setattr("sfda.stages.trust.trust_warnings", lambda signals, names: ["atlas_share of x is 0.10"])
+    cfg = _config(tmp_path, tiny_cases, seeds=[0], methods=["noadapt", "adaent"])
+    out = tmp_path / "run"
+    assert main(["experiment", str(cfg), "--out", str(out), "adapt.select=last"]) == 0
+    run = out / "wat-inn" / "seed0" / "adaent"
+    trust = json.loads((run / "trust.json").read_text())
+    results = json.loads((out / "results.json").read_text())
+    (sel,) = results["directions"][0]["selection"].values()
+    assert trust["warnings"] and trust["fallback"] == "source" == sel["adaent"]["fallback"]
+    assert (run / "eval-last" / "metrics.json").exists()
+    assert "source model (trust fall-back)" in (out / "results.md").read_text()
+    assert results["directions"][0]["trust_warnings"]

@@ -221,6 +221,11 @@ def per_seed_markdown(per_seed: dict[int, dict], methods: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _chosen(row: dict) -> str:
+    """What a run reports: its selected epoch, or the source model after a trust fall-back."""
+    return "source model (trust fall-back)" if row.get("fallback") else str(row["selected_epoch"])
+
+
 def selection_markdown(selection: dict[int, dict]) -> str:
     """Last vs label-free selected epoch vs the best epoch by validation labels, mean ± std over seeds."""
     methods = list(dict.fromkeys(m for sel in selection.values() for m in sel))
@@ -231,7 +236,7 @@ def selection_markdown(selection: dict[int, dict]) -> str:
     for m in methods:
         rows = [sel[m] for sel in selection.values() if m in sel]
         best = [r["best_val_dice"] for r in rows if r["best_val_dice"] is not None]
-        lines.append(f"| {m} | {rows[0]['criterion']} | {', '.join(str(r['selected_epoch']) for r in rows)} | "
+        lines.append(f"| {m} | {rows[0]['criterion']} | {', '.join(_chosen(r) for r in rows)} | "
                      f"{_pm([r['dice_last'] for r in rows])} | {_pm([r['dice_selected'] for r in rows])} | "
                      f"{_pm(best) if best else '–'} |")
     return "\n".join(lines) + "\n"

@@ -177,9 +177,11 @@ class Runner:
         sel = done.get("selection") or {"criterion": "last", "epoch": log[-1]["epoch"]}
         ckpt = run / "selected.pt" if (run / "selected.pt").exists() else run / "last.pt"
         selected = self.score(run, ckpt, tgt)["summary"]
-        last = (selected if sel["epoch"] == log[-1]["epoch"]
+        trust = json.loads((run / "trust.json").read_text()) if (run / "trust.json").exists() else {}
+        last = (selected if sel["epoch"] == log[-1]["epoch"] and not trust.get("fallback")
                 else self.score(run, run / "last.pt", tgt, "eval-last")["summary"])
-        return selected, selection_info(sel, log, selected, last, self.cfg.split.val)
+        return selected, {**selection_info(sel, log, selected, last, self.cfg.split.val),
+                          "fallback": trust.get("fallback")}
 
     def run_seed(self, folder: Path, src: str, tgt: str, seed: int) -> tuple[dict, dict]:
         methods, results = self.cfg.methods, {}
