@@ -104,7 +104,8 @@ def _child_cli(args: list[str]) -> dict:
         return {"failed": out.stderr.strip().splitlines()[-1:] or ["no output"]}
     _, rc, sec, kib = line[0].split()
     err = [x for x in out.stderr.splitlines() if x.strip()]
-    return {"rc": int(rc), "seconds": float(sec), "peak_rss_mib": int(kib) / 1024, "error": err[-1] if int(rc) and err else ""}
+    return {"rc": int(rc), "seconds": float(sec), "peak_rss_mib": int(kib) / 1024,
+            "error": err[-1] if int(rc) and err else ""}
 
 
 def predict_large(shape=(512, 512, 400)) -> dict:

@@ -17,7 +17,8 @@ import numpy as np
 
 from sfda.errors import SfdaError
 from sfda.io.slabs import SLAB_VOXELS, count_non_finite, iter_slabs
-from sfda.io.volume import NIFTI_SUFFIXES, _check_voxel_type, _corrupt, _read_errors, read_header, read_volume, volume_suffix
+from sfda.io.volume import (NIFTI_SUFFIXES, _check_voxel_type, _corrupt, _read_errors, read_header, read_volume,
+                            volume_suffix)
 from sfda.io.volume_formats import _as_3d_shape
 
 

@@ -57,7 +57,8 @@ def _direction_markdown(cfg, src: str, tgt: str, methods: dict, per_seed: dict, 
 def write_results(cfg, out_dir: Path, per_direction: dict) -> dict:
     """``per_direction[(src, tgt)][seed] = (results, selection)`` -> reports, results.json, results.md."""
     chosen = {"last": "their last epoch", "average": "the average of their epochs' weights (`select: average`)"}.get(
-        cfg.adapt.select, f"the epoch chosen by `{cfg.adapt.select}` on the validation subjects' unlabelled target images")
+        cfg.adapt.select,
+        f"the epoch chosen by `{cfg.adapt.select}` on the validation subjects' unlabelled target images")
     directions, md = [], [f"# Results\n\nTest subjects: {', '.join(cfg.split.test)}; seeds: "
                           f"{', '.join(map(str, cfg.seeds))}; adapted models scored at {chosen}.\n"]
     for (src, tgt), seeds in per_direction.items():

@@ -34,7 +34,8 @@ def check_trust(out: Path, source_ckpt: str, target: SliceSet, label_names: list
               "source_signals": trust_signals(source.to(dev), target.images, valid, source_meta, k, dev),
               "warnings": trust_warnings(signals, label_names), "fallback": None}
     if not meta.get("source_atlas"):
-        result["note"] = "the source checkpoint carries no source atlas (trained before train-source stored one): atlas share not computed"
+        result["note"] = ("the source checkpoint carries no source atlas (trained before train-source stored "
+                          "one): atlas share not computed")
     for line in result["warnings"]:
         say(f"warning: trust: {line}")
     if result["warnings"] and on_distrust == "source":
