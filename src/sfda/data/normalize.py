@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sfda.errors import SfdaError
-from sfda.io.slabs import count_non_finite, iter_slabs
+from sfda.io.slabs import iter_slabs, refuse_non_finite
 
 
 @dataclass(frozen=True)
@@ -38,18 +38,11 @@ class NormStats:
         return float(apply_norm(np.array([self.lo], dtype=np.float32), self)[0])
 
 
-def check_finite(array: np.ndarray, source: str) -> None:
-    """Refuse NaN/inf voxels, which silently poison normalisation and losses."""
-    bad = count_non_finite(array)
-    if bad:
-        raise SfdaError(f"{source} contains {bad} NaN/inf voxels; fix or mask them before use")
-
-
 def intensity_stats(array: np.ndarray, clip_low: float = 0.5, clip_high: float = 99.5,
                     source: str = "volume") -> NormStats:
     """Exact percentiles (one float32 copy), then the clipped mean and std over slabs in float64
     (two passes: no cancellation, so a constant volume is refused exactly)."""
-    check_finite(array, source)
+    refuse_non_finite(array, source)
     flat = np.array(array, dtype=np.float32, order="K").ravel(order="K")  # a view: one copy, in any memory order
     lo, hi = (np.float32(v) for v in np.percentile(flat, [clip_low, clip_high], overwrite_input=True))
     del flat

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sfda.errors import SfdaError
+
 #: Voxels per slab when streaming over a volume (16 MiB of float32).
 SLAB_VOXELS = 1 << 22
 
@@ -45,3 +47,15 @@ def count_non_finite(array: np.ndarray) -> int:
     if array.dtype.kind not in "fc":
         return 0
     return sum(int(s.size - np.count_nonzero(np.isfinite(s))) for s in iter_slabs(array))
+
+
+def non_finite_error(source, bad: int) -> SfdaError:
+    """The one message for NaN/inf voxels (reading, scanning and normalising all use it)."""
+    return SfdaError(f"{source} contains {bad} NaN/inf voxels; fix or mask them before use")
+
+
+def refuse_non_finite(array: np.ndarray, source) -> None:
+    """Refuse NaN/inf voxels, which silently poison normalisation and losses."""
+    bad = count_non_finite(array)
+    if bad:
+        raise non_finite_error(source, bad)

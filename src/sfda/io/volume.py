@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from sfda.errors import SfdaError
-from sfda.io.slabs import count_non_finite
+from sfda.io.slabs import refuse_non_finite
 
 # The format-level names are re-exported so ``sfda.io.volume`` stays the one
 # import path for volume I/O, as it was before the per-format code moved out.
@@ -173,12 +173,6 @@ def check_geometry(affine: np.ndarray, path: str | Path) -> None:
                         "fix the header's qform/sform")
 
 
-def _check_finite(array: np.ndarray, path: Path) -> None:
-    bad = count_non_finite(array)
-    if bad:
-        raise SfdaError(f"{path} contains {bad} NaN/inf voxels; fix or mask them before use")
-
-
 # --------------------------------------------------------------------------- reading
 
 
@@ -208,7 +202,7 @@ def read_volume(
     _check_voxel_type(array, p)
     check_geometry(affine, p)
     if check_finite:
-        _check_finite(array, p)
+        refuse_non_finite(array, p)
     if dtype is not None:
         array = array.astype(dtype, copy=False)
     # The file's own memory order is kept (NIfTI is Fortran-ordered): a C-order copy would double

@@ -90,9 +90,16 @@ def _scaled_float32(proxy) -> np.ndarray:
     """The voxels in their stored type or, where the header scales them (scl_slope/scl_inter),
     scaled in float32: nibabel would scale in float64, a whole-volume copy twice the size."""
     slope, inter = float(proxy.slope), float(proxy.inter)
-    if slope == 1.0 and inter == 0.0:
+    if (slope, inter) == (1.0, 0.0):
         return np.asarray(proxy)
-    array = np.asarray(proxy.get_unscaled()).astype(np.float32)
+    return apply_scaling(np.asarray(proxy.get_unscaled()), slope, inter)
+
+
+def apply_scaling(raw: np.ndarray, slope: float, inter: float) -> np.ndarray:
+    """``raw * slope + inter`` in float32, or ``raw`` itself when the header does not scale."""
+    if (slope, inter) == (1.0, 0.0):
+        return raw
+    array = raw.astype(np.float32)
     array *= np.float32(slope)
     array += np.float32(inter)
     return array

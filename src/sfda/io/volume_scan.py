@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from sfda.errors import SfdaError
-from sfda.io.slabs import SLAB_VOXELS, count_non_finite, iter_slabs
+from sfda.io.slabs import SLAB_VOXELS, count_non_finite, iter_slabs, non_finite_error
 from sfda.io.volume import (NIFTI_SUFFIXES, _check_voxel_type, _corrupt, _read_errors, read_header, read_volume,
                             volume_suffix)
-from sfda.io.volume_formats import _as_3d_shape
+from sfda.io.volume_formats import _as_3d_shape, apply_scaling
 
 
 @dataclass
@@ -48,7 +48,7 @@ def check_image_file(path: str | os.PathLike) -> None:
     """Refuse an image file no normalisation can use: NaN/inf voxels, or one value everywhere."""
     s = scan_volume(path)
     if s.non_finite:
-        raise SfdaError(f"{path} contains {s.non_finite} NaN/inf voxels; fix or mask them before use")
+        raise non_finite_error(path, s.non_finite)
     if s.low == s.high:
         raise SfdaError(f"{path} has constant intensity ({s.low:g}) in all {s.size} voxels, so it cannot "
                         "be normalised: check that the file holds an image")
@@ -86,5 +86,4 @@ def _nifti_planes(path: Path):
             buf = fh.read(n_bytes)
             if len(buf) != n_bytes:
                 raise OSError(f"expected {n_bytes} bytes, got {len(buf)}")
-            part = np.frombuffer(buf, dtype)
-            yield part if (slope, inter) == (1.0, 0.0) else part.astype(np.float32) * slope + inter
+            yield apply_scaling(np.frombuffer(buf, dtype), slope, inter)

@@ -52,7 +52,7 @@ def _stem(path: Path) -> str:
 
 def _predict_one(model, meta: dict, path: Path, cfg: PredictConfig, out_dir: Path) -> Path:
     """One input, streamed (its stored type in memory, one batch of slices at a time); returns its mask."""
-    vol = read_volume(path, dtype=None)
+    vol = read_volume(path, dtype=None, check_finite=False)  # scanned already; intensity_stats checks again
     out = stream_volume(model, meta, vol.array, str(path), cfg.device, entropy=cfg.entropy,
                         probabilities=cfg.probabilities)
     ext, stem = volume_suffix(path), _stem(path)
