@@ -71,3 +71,62 @@ def tiny_source(tiny_cases, tmp_path_factory):
         "method=constant", f"data.cases={tiny_cases}", "data.modality=inn", f"out={root / 'prior.csv'}",
         "ratios=[0.9, 0.1]"]), progress=False)
     return str(root / "source" / "last.pt"), str(prior)
+
+
+# --------------------------------------------------------------------------- two unpaired cohorts
+# Two tiny nnU-Net raw datasets of different "patients" with three structures each: different
+# in-plane sizes and spacings per subject, axial slices along axis 2, and the contrast of one
+# domain remapped (what makes CT -> MR a domain shift). Subjects: c00.. and m00..
+
+ORGAN_LABELS = {"background": 0, "liver": 1, "right_kidney": 2, "spleen": 3}
+
+
+def _organ_subject(rng, hw: tuple[int, int], depth: int, mr: bool):
+    import numpy as np
+
+    xs, ys = np.meshgrid(np.linspace(-1, 1, hw[0]), np.linspace(-1, 1, hw[1]), indexing="ij")
+    lab = np.zeros((*hw, depth), np.uint8)
+    jitter = rng.uniform(-0.08, 0.08, size=6)
+    for z in range(depth):
+        t = z / max(depth - 1, 1)
+        if t < 0.85:
+            lab[..., z][((xs + 0.35 + jitter[0]) / 0.45) ** 2 + ((ys + 0.1 + jitter[1]) / 0.5) ** 2 < 1] = 1
+        if 0.3 < t:
+            lab[..., z][((xs - 0.45 + jitter[2]) / 0.18) ** 2 + ((ys - 0.3 + jitter[3]) / 0.2) ** 2 < 1] = 2
+        if 0.15 < t < 0.7:
+            lab[..., z][((xs - 0.4 + jitter[4]) / 0.22) ** 2 + ((ys + 0.45 + jitter[5]) / 0.25) ** 2 < 1] = 3
+    levels = np.array([0.55, 0.25, 0.8, 0.4] if mr else [0.2, 0.6, 0.75, 0.45])
+    image = levels[lab] + rng.normal(0, 0.05, lab.shape)
+    return (image * 255).astype(np.int16), lab
+
+
+def write_organ_dataset(root, prefix: str, n: int, channel: str, mr: bool, seed: int = 0):
+    """An nnU-Net raw dataset at ``root`` of ``n`` subjects ``<prefix>00``...; returns ``root``."""
+    import json
+    from pathlib import Path
+
+    import nibabel as nib
+    import numpy as np
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    (root / "imagesTr").mkdir(parents=True, exist_ok=True)
+    (root / "labelsTr").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        hw = (int(rng.integers(30, 41)), int(rng.integers(30, 41)))
+        spacing = float(rng.uniform(0.9, 1.4))
+        image, lab = _organ_subject(rng, hw, int(rng.integers(6, 9)), mr)
+        affine = np.diag([spacing, spacing, 4.0, 1.0])
+        nib.save(nib.Nifti1Image(image, affine), root / "imagesTr" / f"{prefix}{i:02d}_0000.nii.gz")
+        nib.save(nib.Nifti1Image(lab, affine), root / "labelsTr" / f"{prefix}{i:02d}.nii.gz")
+    meta = {"channel_names": {"0": channel}, "labels": ORGAN_LABELS, "numTraining": n, "file_ending": ".nii.gz"}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+@pytest.fixture(scope="session")
+def organ_domains(tmp_path_factory):
+    """Two unpaired tiny cohorts: (ct root, mr root), 4 subjects each (c00-c03, m00-m03). Read-only."""
+    root = tmp_path_factory.mktemp("organs")
+    return (str(write_organ_dataset(root / "ct", "c", 4, "CT", mr=False, seed=1)),
+            str(write_organ_dataset(root / "mr", "m", 4, "T2SPIR", mr=True, seed=2)))

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from sfda.data.normalize import apply_norm, intensity_stats
+from sfda.data.resample import grid_shape, in_plane, resize
 from sfda.data.slices import pad_widths, padded_size, slice_shape, to_slices
 from sfda.io.slabs import slabs, take
 
@@ -51,23 +52,29 @@ def predict_volume(model: torch.nn.Module, meta: dict, array: np.ndarray, source
 
 
 def stream_volume(model: torch.nn.Module, meta: dict, array: np.ndarray, source: str, device: str = "cpu",
-                  batch_size: int = 12, entropy: bool = False, probabilities: bool = False) -> dict:
+                  batch_size: int = 12, entropy: bool = False, probabilities: bool = False,
+                  spacing: tuple | None = None) -> dict:
     """One volume's ``labels`` (uint8, *shape) and, if asked, ``entropy`` (float32, *shape) and
     ``probabilities`` (float32, (K, *shape)), a batch of slices at a time: apart from the outputs
     asked for, memory holds the volume in its stored type plus one batch (see
-    :mod:`sfda.data.normalize` for the statistics)."""
-    norm, axis = meta["normalization"], meta["slicing"]["axis"]
+    :mod:`sfda.data.normalize` for the statistics). A checkpoint trained on resampled slices
+    (``slicing.size`` / ``slicing.spacing``; ``spacing`` is then the volume's voxel spacing) sees
+    its slices resampled the same way, and its probabilities go back to the volume's own grid
+    before the argmax."""
+    norm, sl = meta["normalization"], meta["slicing"]
+    axis = sl["axis"]
+    native = slice_shape(array.shape, axis)
     stats = intensity_stats(array, norm["clip_low"], norm["clip_high"], source)
-    hw = tuple(padded_size(s, meta["slicing"]["pad_multiple"]) for s in slice_shape(array.shape, axis))
+    grid = grid_shape(native, in_plane(spacing or (1.0, 1.0, 1.0), axis), sl.get("size", ()), sl.get("spacing", ()))
+    hw = tuple(padded_size(s, sl["pad_multiple"]) for s in grid)
     out = {"labels": np.empty(array.shape, np.uint8)}
     if entropy:
         out["entropy"] = np.empty(array.shape, np.float32)
     for rows in slabs(array.shape, axis, voxels=batch_size * int(np.prod(hw))):
-        part = apply_norm(take(array, axis, rows), stats)
-        slices = np.ascontiguousarray(to_slices(part, axis, hw, fill=stats.floor)[:, None])
-        probs = crop_slices(predict_slices(model, slices, batch_size, device, probabilities=True)[1],
-                            slice_shape(array.shape, axis))
-        _store(out, probs, axis, rows, probabilities)
+        planes = resize(np.moveaxis(apply_norm(take(array, axis, rows), stats), axis, 0), grid)
+        slices = np.ascontiguousarray(to_slices(planes, 0, hw, fill=stats.floor)[:, None])
+        probs = crop_slices(predict_slices(model, slices, batch_size, device, probabilities=True)[1], grid)
+        _store(out, resize(probs, native), axis, rows, probabilities)
     return out
 
 

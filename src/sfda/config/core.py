@@ -82,7 +82,10 @@ def _coerce_one(value: Any, tp: Any, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise TypeError
-        return dict(value)
+        section = _section_type(tp)
+        if section is None:
+            return dict(value)
+        return {str(k): _coerce_one(v, section, f"{key}.{k}") for k, v in value.items()}
     if tp is bool:
         if isinstance(value, str):
             if value.lower() in ("true", "yes", "1"):
@@ -124,6 +127,22 @@ def _coerce(value: Any, tp: Any, key: str, meta: dict | None = None) -> Any:
         raise SfdaError(f"config key '{key}' expects {name}, got {value!r}") from None
 
 
+def _section_type(tp: Any) -> type | None:
+    """The section class of a ``dict[str, Section]`` field (named sections), else None."""
+    args = typing.get_args(tp)
+    return args[1] if len(args) == 2 and dataclasses.is_dataclass(args[1]) else None
+
+
+def _merge_sections(current: dict, values: dict, section: type, prefix: str) -> None:
+    """Named sections merge key by key: ``domains.ct.test=[...]`` changes one field of one section."""
+    for name, value in values.items():
+        name = str(name)
+        if name in current and isinstance(value, dict):
+            _merge(current[name], value, prefix=f"{prefix}{name}.")
+        else:
+            current[name] = _coerce(value, section, f"{prefix}{name}")
+
+
 def _merge(cfg: Any, values: dict, prefix: str = "") -> Any:
     types, limits = _field_types(type(cfg)), _limits(type(cfg))
     for key, value in values.items():
@@ -133,6 +152,8 @@ def _merge(cfg: Any, values: dict, prefix: str = "") -> Any:
         current = getattr(cfg, key)
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
             _merge(current, value, prefix=f"{prefix}{key}.")
+        elif isinstance(current, dict) and isinstance(value, dict) and _section_type(types[key]):
+            _merge_sections(current, value, _section_type(types[key]), f"{prefix}{key}.")
         else:
             setattr(cfg, key, _coerce(value, types[key], prefix + key, limits[key]))
     return cfg

@@ -25,6 +25,21 @@ class DatasetConfig:
 
 
 @dataclass
+class DomainConfig:
+    """One domain of an unpaired experiment: its own dataset, channel and subject split."""
+
+    root: str = ""
+    layout: str = "auto"
+    pattern: str = ""
+    label_pattern: str = ""
+    # The channel (modality) name in the dataset; empty: the dataset's only one.
+    modality: str = ""
+    train: list[str] = opt([])
+    val: list[str] = opt([])
+    test: list[str] = opt([])
+
+
+@dataclass
 class SplitConfig:
     train: list[str] = opt([])
     val: list[str] = opt([])
@@ -45,7 +60,10 @@ class ExperimentAdapt(AdaptSettings):
 
 @dataclass
 class ExperimentConfig:
+    # A paired dataset (every subject scanned in every modality): `data` + `split`, and
+    # directions name modalities. Unpaired cohorts: `domains`, and directions name domains.
     data: DatasetConfig = opt(DatasetConfig())
+    domains: dict[str, DomainConfig] = opt({})
     slicing: SlicingConfig = opt(SlicingConfig())
     directions: list[str] = opt(["wat->inn"], nonempty=True)
     split: SplitConfig = opt(SplitConfig())

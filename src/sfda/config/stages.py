@@ -24,6 +24,11 @@ class SlicingConfig:
     # Percentile clip before the z-score (sfda.data.normalize).
     clip_low: float = opt(0.5, low=0, high=100)
     clip_high: float = opt(99.5, low=0, high=100)
+    # In-plane resampling before the network (sfda.data.resample): a fixed slice size [H, W], or a
+    # fixed pixel spacing [mm, mm]; empty: each scan's own grid. Images linear, labels nearest;
+    # predictions go back to each scan's own grid (probabilities resampled, then the argmax).
+    size: list[int] = opt([], low=1)
+    spacing: list[float] = opt([], above=0)
 
 
 @dataclass

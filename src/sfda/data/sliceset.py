@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from sfda.data.normalize import apply_norm, intensity_stats
-from sfda.data.slices import assemble_subject, common_target, from_slices, to_slices
+from sfda.data.resample import grid_shape, grid_spacing, in_plane, resize
+from sfda.data.slices import assemble_subject, from_slices, padded_size, to_slices
 from sfda.errors import SfdaError
 from sfda.io.atomic import atomic_path, write_json
 from sfda.io.cases import Case, check_case_files
@@ -40,6 +41,9 @@ class SliceSet:
     axis: int
     hw: tuple[int, int]
     num_classes: int = 2
+    # in-plane resampling (sfda.data.resample): a fixed slice size, or a pixel spacing in mm
+    size: tuple = ()
+    spacing: tuple = ()
 
     def __len__(self) -> int:
         return len(self.images)
@@ -70,14 +74,26 @@ class SliceSet:
             raise SfdaError("these slices have no labels; class ratios need labelled cases")
         return label_ratios(self.labels, self.valid_mask(), self.num_classes)
 
+    def grid(self, case: Case) -> tuple[int, int]:
+        """A case's slice size on the network's grid (before padding)."""
+        return grid_shape(in_plane(case.shape, self.axis), in_plane(case.spacing, self.axis), self.size, self.spacing)
+
+    def grid_volume(self, case: Case) -> tuple[tuple[int, ...], tuple[float, ...]]:
+        """A case's volume shape and voxel spacing on the network's grid (the slicing axis kept)."""
+        shape, spacing = list(case.shape), list(case.spacing)
+        native, grid = in_plane(case.shape, self.axis), self.grid(case)
+        planes = [i for i in range(3) if i != self.axis]
+        for i, n, g, sp in zip(planes, native, grid, grid_spacing(native, in_plane(case.spacing, self.axis), grid)):
+            shape[i], spacing[i] = g, sp
+        return tuple(shape), tuple(spacing)
+
     def valid_mask(self) -> np.ndarray:
         """(N, H, W) bool: True on real voxels, False on padding (all True without cases)."""
         if not self.cases:
             return np.ones((len(self), *self.hw), dtype=bool)
         out = np.zeros((len(self), *self.hw), dtype=bool)
         for c, case in enumerate(self.cases):
-            shape = [s for i, s in enumerate(case.shape) if i != self.axis]
-            one = to_slices(np.ones((1, *shape), dtype=bool), 0, self.hw, fill=False)[0]
+            one = to_slices(np.ones((1, *self.grid(case)), dtype=bool), 0, self.hw, fill=False)[0]
             out[self.case_index == c] = one
         return out
 
@@ -88,7 +104,7 @@ def case_volumes(ss: SliceSet, slices: np.ndarray) -> list[np.ndarray]:
     for c, case in enumerate(ss.cases):
         rows = ss.case_index == c
         order = np.argsort(ss.slice_index[rows])
-        out.append(from_slices(slices[rows][order], ss.axis, tuple(case.shape)))
+        out.append(from_slices(slices[rows][order], ss.axis, ss.grid_volume(case)[0]))
     return out
 
 
@@ -106,11 +122,17 @@ def label_ratios(labels: np.ndarray, valid: np.ndarray, num_classes: int) -> np.
     return (counts / np.maximum(valid.sum(axis=(1, 2)), 1)[:, None]).astype(np.float32)
 
 
-def _read_case(case: Case, modality: str, axis: int, hw, clip: tuple[float, float],
+def _planes(volume: np.ndarray, axis: int, grid, hw, fill, labels: bool = False) -> np.ndarray:
+    """A volume's slices resampled to ``grid`` and padded (centred) to ``hw``."""
+    moved = resize(np.moveaxis(volume, axis, 0), grid, labels=labels)
+    return to_slices(moved, 0, hw, fill=fill)
+
+
+def _read_case(case: Case, modality: str, axis: int, hw, grid, clip: tuple[float, float],
                with_labels: bool, label_names: list[str]):
     vol = read_volume(case.images[modality], dtype=None, check_finite=False)  # intensity_stats checks
     stats = intensity_stats(vol.array, *clip, source=case.images[modality])
-    slices = to_slices(apply_norm(vol.array, stats), axis, hw, fill=stats.floor)
+    slices = _planes(apply_norm(vol.array, stats), axis, grid, hw, stats.floor)
     labels = None
     if with_labels:
         if not case.label:
@@ -120,25 +142,26 @@ def _read_case(case: Case, modality: str, axis: int, hw, clip: tuple[float, floa
         if lab.shape != vol.array.shape:
             raise SfdaError(f"label {case.label} has shape {lab.shape} but image "
                             f"{case.images[modality]} has {vol.array.shape}; re-export the label")
-        labels = to_slices(lab.astype(np.int64), axis, hw, fill=0)
+        labels = _planes(lab.astype(np.int64), axis, grid, hw, 0, labels=True)
     return slices, labels
 
 
-def _cache_key(cases: list[Case], modality: str, axis: int, hw, clip, with_labels: bool) -> str:
+def _cache_key(cases: list[Case], modality: str, axis: int, hw, clip, with_labels: bool, resample) -> str:
     items = []
     for c in cases:
         for p in (c.images[modality], c.label if with_labels else None):
             if p:
                 st = os.stat(p)
                 items.append([p, st.st_mtime_ns, st.st_size])
-    blob = json.dumps([items, modality, axis, list(hw), list(clip), with_labels, 2]).encode()
+    blob = json.dumps([items, modality, axis, list(hw), list(clip), with_labels, 2,
+                       *([list(map(list, resample))] if any(resample) else [])]).encode()
     return hashlib.sha1(blob).hexdigest()[:16]
 
 
 def build_sliceset(cases: list[Case], modality: str, *, axis: int = 0, pad_multiple: int = 16,
                    clip: tuple[float, float] = (0.5, 99.5), with_labels: bool = True,
                    label_names: list[str] | None = None, hw: tuple[int, int] | None = None,
-                   cache_dir: str | None = None, progress: bool = True) -> SliceSet:
+                   size=(), spacing=(), cache_dir: str | None = None, progress: bool = True) -> SliceSet:
     """Read, normalise and slice every case once; reuse the on-disk cache when it matches."""
     if not cases:
         raise SfdaError("no cases selected: check --subjects and the case list")
@@ -148,23 +171,26 @@ def build_sliceset(cases: list[Case], modality: str, *, axis: int = 0, pad_multi
             raise SfdaError(f"case {c.case_id} has no modality '{modality}'; "
                             f"available: {', '.join(sorted(c.images))}")
         check_case_files(c)
-    hw = tuple(hw or common_target([c.shape for c in cases], axis, pad_multiple))
-    key = _cache_key(cases, modality, axis, hw, clip, with_labels)
+    shell = SliceSet(images=np.empty((0, 1, 0, 0), np.float32), labels=None, case_index=np.empty(0, np.int64),
+                     slice_index=np.empty(0, np.int64), cases=list(cases), modality=modality, axis=axis, hw=(0, 0),
+                     num_classes=len(label_names), size=tuple(size), spacing=tuple(spacing))
+    grids = [shell.grid(c) for c in cases]
+    shell.hw = tuple(hw or (padded_size(max(g[0] for g in grids), pad_multiple),
+                            padded_size(max(g[1] for g in grids), pad_multiple)))
+    key = _cache_key(cases, modality, axis, shell.hw, clip, with_labels, (shell.size, shell.spacing))
     cached = _load_cache(cache_dir, key) if cache_dir else None
     if cached is None:
-        cached = _build_arrays(cases, modality, axis, hw, clip, with_labels, label_names, progress)
+        cached = _build_arrays(cases, grids, modality, axis, shell.hw, clip, with_labels, label_names, progress)
         if cache_dir:
             _save_cache(cache_dir, key, cached)
-    images, labels, case_index, slice_index = cached
-    return SliceSet(images=images, labels=labels, case_index=case_index, slice_index=slice_index,
-                    cases=list(cases), modality=modality, axis=axis, hw=hw,
-                    num_classes=len(label_names))
+    shell.images, shell.labels, shell.case_index, shell.slice_index = cached
+    return shell
 
 
-def _build_arrays(cases, modality, axis, hw, clip, with_labels, label_names, progress):
+def _build_arrays(cases, grids, modality, axis, hw, clip, with_labels, label_names, progress):
     images, labels, case_index, slice_index = [], [], [], []
     for i, case in enumerate(bar(cases, f"slicing {modality}", progress)):
-        img, lab = _read_case(case, modality, axis, hw, clip, with_labels, label_names)
+        img, lab = _read_case(case, modality, axis, hw, grids[i], clip, with_labels, label_names)
         images.append(img)
         if lab is not None:
             labels.append(lab)

@@ -22,7 +22,7 @@ def score_subjects(ss: SliceSet, pred: np.ndarray, label_names: list[str]) -> di
     """3D metrics per subject (Dice, surface distances in mm) and their mean ± std."""
     preds = subject_volumes(ss, pred)
     truths = subject_volumes(ss, ss.labels)
-    spacing = {c.subject: c.spacing for c in ss.cases}
+    spacing = {c.subject: ss.grid_volume(c)[1] for c in ss.cases}  # the case's own spacing unless resampled
     acc = MetricAccumulator(label_names)
     for subject in preds:
         acc.add(subject, preds[subject].astype(np.int64), truths[subject].astype(np.int64), spacing[subject])

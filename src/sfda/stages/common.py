@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sfda.config import DataConfig, config_to_dict, save_config
 from sfda.data.normalize import norm_params
+from sfda.data.resample import check_resample
 from sfda.data.sliceset import SliceSet, build_sliceset
 from sfda.engine.distributed import is_main
 from sfda.engine.loop import FitSpec
@@ -44,21 +45,26 @@ def check_output(path: str | Path, option: str = "--out", file: bool = False) ->
 
 def slices_for(cl: CaseList, subjects: list[str] | None, modality: str, data: DataConfig, *,
                with_labels: bool, axis: int | None = None, pad_multiple: int | None = None,
-               clip: tuple[float, float] | None = None, hw=None, progress: bool = True) -> SliceSet:
+               clip: tuple[float, float] | None = None, hw=None, size=None, spacing=None,
+               progress: bool = True) -> SliceSet:
     """The slices of ``subjects`` in ``modality``; slicing/normalisation may be forced
     (e.g. from a checkpoint, so a model sees what it was trained on)."""
+    size, spacing = (data.size if size is None else size), (data.spacing if spacing is None else spacing)
+    check_resample(size, spacing)
     cases = select_cases(cl, subjects, modality)
     return build_sliceset(cases, modality, axis=data.axis if axis is None else axis,
                           pad_multiple=pad_multiple or data.pad_multiple,
                           clip=clip or (data.clip_low, data.clip_high), with_labels=with_labels,
-                          label_names=cl.label_names, hw=hw, cache_dir=data.cache or None, progress=progress)
+                          label_names=cl.label_names, hw=hw, size=size, spacing=spacing,
+                          cache_dir=data.cache or None, progress=progress)
 
 
 def slicing_of(meta: dict) -> dict:
     """The slicing and normalisation a checkpoint was trained with, as :func:`slices_for` keywords."""
     n = meta["normalization"]
-    return {"axis": meta["slicing"]["axis"], "pad_multiple": meta["slicing"]["pad_multiple"],
-            "clip": (n["clip_low"], n["clip_high"])}
+    s = meta["slicing"]
+    return {"axis": s["axis"], "pad_multiple": s["pad_multiple"], "clip": (n["clip_low"], n["clip_high"]),
+            "size": list(s.get("size", [])), "spacing": list(s.get("spacing", []))}
 
 
 def checkpoint_meta(cfg, net_args: dict, cl: CaseList, stage: str) -> dict:
@@ -66,7 +72,8 @@ def checkpoint_meta(cfg, net_args: dict, cl: CaseList, stage: str) -> dict:
     return {"net": cfg.net, "net_args": net_args, "kind": NET_KIND[cfg.net], "label_names": list(cl.label_names),
             "modality": cfg.data.modality, "stage": stage,
             "normalization": norm_params(cfg.data.clip_low, cfg.data.clip_high),
-            "slicing": {"axis": cfg.data.axis, "pad_multiple": cfg.data.pad_multiple},
+            "slicing": {"axis": cfg.data.axis, "pad_multiple": cfg.data.pad_multiple, "size": list(cfg.data.size),
+                        "spacing": list(cfg.data.spacing)},
             "config": config_to_dict(cfg)}
 
 

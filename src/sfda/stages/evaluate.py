@@ -13,10 +13,14 @@ from sfda.config import EvaluateConfig
 from sfda.data.sliceset import SliceSet
 from sfda.engine.checkpoint import load_model, require_kind
 from sfda.engine.distributed import check_device
-from sfda.inference import entropy_map, predict_slices
+from sfda.data.slices import assemble_subject
+from sfda.inference import entropy_map, predict_slices, stream_volume
 from sfda.io.atomic import atomic_path, write_json, write_text
 from sfda.io.cases import load_cases
+from sfda.io.volume import read_volume
+from sfda.metrics.accumulator import MetricAccumulator
 from sfda.metrics.subjects import score_subjects
+from sfda.progress import bar
 from sfda.stages.common import check_output, require, slices_for, slicing_of, write_config
 
 METRICS = ("dice", "hd_mm", "hd95_mm", "assd_mm")
@@ -35,15 +39,36 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> dict:
     cl = load_cases(cfg.data.cases)
     ss = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, cfg.data, with_labels=True, progress=progress,
                     **slicing_of(meta))
-    pred, _ = predict_slices(model, ss.images, device=cfg.device)  # labels only: no (N, K, H, W) array
-    result = score_subjects(ss, pred, cl.label_names)
+    if ss.size or ss.spacing:  # resampled slices: score masks on each scan's own voxels
+        result, pred = native_scores(model, meta, ss, cl.label_names, cfg.device, progress), None
+    else:
+        pred, _ = predict_slices(model, ss.images, device=cfg.device)  # labels only: no (N, K, H, W) array
+        result = score_subjects(ss, pred, cl.label_names)
     result.update({"checkpoint": str(cfg.checkpoint), "modality": cfg.data.modality, "subjects": ss.subjects()})
     out_dir = Path(cfg.out)
     write_json(out_dir / "metrics.json", result)
     write_text(out_dir / "metrics.csv", rows_csv(result["per_subject"]))
-    save_examples(out_dir / "examples.npz", ss, pred, model, cfg.device)
+    save_examples(out_dir / "examples.npz", ss, model, cfg.device, pred)
     write_config(cfg, out_dir / "config.yaml")
     return result
+
+
+def native_scores(model, meta: dict, ss: SliceSet, label_names: list[str], device: str, progress: bool) -> dict:
+    """3D metrics on each scan's own grid: each case predicted as ``sfda predict`` does (the
+    probabilities resampled back before the argmax) against its label file as stored."""
+    preds: dict[str, list] = {}
+    truths: dict[str, list] = {}
+    spacing = {}
+    for case in bar(ss.cases, "scoring on the scans' own grids", progress):
+        vol = read_volume(case.images[ss.modality], dtype=None, check_finite=False)
+        pred = stream_volume(model, meta, vol.array, case.images[ss.modality], device, spacing=vol.spacing)
+        preds.setdefault(case.subject, []).append(pred["labels"].astype(np.int64))
+        truths.setdefault(case.subject, []).append(read_volume(case.label, dtype=None).array.astype(np.int64))
+        spacing[case.subject] = vol.spacing
+    acc = MetricAccumulator(label_names)
+    for subject in preds:
+        acc.add(subject, assemble_subject(preds[subject]), assemble_subject(truths[subject]), spacing[subject])
+    return {"per_subject": acc.rows(), "summary": acc.summary()}
 
 
 def rows_csv(rows: list[dict]) -> str:
@@ -54,9 +79,9 @@ def rows_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def save_examples(path: Path, ss: SliceSet, pred: np.ndarray, model, device: str = "cpu") -> None:
+def save_examples(path: Path, ss: SliceSet, model, device: str = "cpu", pred: np.ndarray | None = None) -> None:
     """One slice per subject (the one with most foreground) for the report's mask grid, with the
-    model's entropy on it (probabilities computed for these slices only)."""
+    model's entropy on it (probabilities computed for these slices only), on the network's grid."""
     arrays = {}
     ids = np.arange(len(ss))
     for subject in ss.subjects():
@@ -64,8 +89,8 @@ def save_examples(path: Path, ss: SliceSet, pred: np.ndarray, model, device: str
         best = rows[np.argmax((ss.labels[rows] > 0).sum(axis=(1, 2)))]
         arrays[f"{subject}/image"] = ss.images[best, 0]
         arrays[f"{subject}/truth"] = ss.labels[best].astype(np.uint8)
-        arrays[f"{subject}/pred"] = pred[best]
         probs = predict_slices(model, ss.images[best:best + 1], device=device, probabilities=True)[1]
+        arrays[f"{subject}/pred"] = pred[best] if pred is not None else probs[0].argmax(axis=0).astype(np.uint8)
         arrays[f"{subject}/entropy"] = entropy_map(probs)[0].astype(np.float32)
         arrays[f"{subject}/slice_id"] = np.array(ss.slice_ids[best])
     with atomic_path(path) as tmp:

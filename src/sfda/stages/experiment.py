@@ -20,7 +20,8 @@ import json
 from pathlib import Path
 
 from sfda.config import (AdaptConfig, AdaptSettings, DataConfig, EvaluateConfig, PriorConfig, PriorSettings,
-                         PriorTrainConfig, PriorTrainSettings, TrainConfig, TrainSettings, merge_into, save_config)
+                         PriorTrainConfig, PriorTrainSettings, SlicingConfig, TrainConfig, TrainSettings, merge_into,
+                         save_config)
 from sfda.config.experiment import ExperimentConfig
 from sfda.errors import SfdaError
 from sfda.io.atomic import write_json
@@ -28,14 +29,8 @@ from sfda.io.cases import save_cases
 from sfda.io.layouts import index_dataset
 from sfda.stages.common import check_output
 from sfda.stages.freshness import Stage
+from sfda.stages.experiment_domains import Domain, check_config, parse_direction, resolve
 from sfda.stages.experiment_results import selection_info, write_results
-
-
-def _direction(text: str) -> tuple[str, str]:
-    parts = text.replace("→", "->").split("->")
-    if len(parts) != 2 or not all(p.strip() for p in parts):
-        raise SfdaError(f"direction '{text}' must read SOURCE->TARGET, e.g. opp->inn")
-    return parts[0].strip(), parts[1].strip()
 
 
 def _settings(section, settings: type, cls: type, **inputs):
@@ -50,6 +45,7 @@ class Runner:
     def __init__(self, cfg: ExperimentConfig, out: Path, progress: bool = True):
         self.cfg, self.out, self.progress = cfg, out, progress
         self.cases = str(out / "cases.json")
+        self.domains: dict[str, Domain] = {}
 
     def log(self, text: str) -> None:
         if self.progress:
@@ -71,8 +67,11 @@ class Runner:
         run(cfg, progress=self.progress)
         stage.finish(folder)
 
-    def index(self) -> None:
+    def index(self):
+        """The merged case list and the domains, checked; nothing is written yet (but the phantom)."""
         d = self.cfg.data
+        if self.cfg.domains:
+            return resolve(self.cfg)
         if d.phantom_subjects:
             from sfda.data.phantom import make_phantom
 
@@ -83,42 +82,37 @@ class Runner:
             d.root = str(root)
         if not d.root:
             raise SfdaError("data.root is required: the dataset folder (or data.phantom_subjects=N)")
-        cl = index_dataset(d.root, d.layout, d.pattern or None, d.label_pattern or None)
-        self._check_modalities(cl)
+        return resolve(self.cfg, index_dataset(d.root, d.layout, d.pattern or None, d.label_pattern or None))
+
+    def save_index(self, cl, domains: dict[str, Domain]) -> None:
+        self.domains = domains
         save_cases(self.cases, cl)
 
-    def _check_modalities(self, cl) -> None:
-        for modality in {m for d in self.cfg.directions for m in _direction(d)}:
-            if modality not in cl.modalities:
-                raise SfdaError(f"direction modality '{modality}' is not in the dataset "
-                                f"(modalities: {', '.join(cl.modalities)}); fix `directions`")
+    def data(self, dom: Domain, subjects, val=()) -> DataConfig:
+        slicing = {f: copy.deepcopy(getattr(self.cfg.slicing, f)) for f in SlicingConfig.__dataclass_fields__}
+        return DataConfig(**slicing, cases=self.cases, modality=dom.modality, subjects=list(subjects),
+                          val_subjects=list(val), cache=str(self.out / "cache"))
 
-    def data(self, modality: str, subjects: list[str], val: list[str]) -> DataConfig:
-        s = self.cfg.slicing
-        return DataConfig(axis=s.axis, pad_multiple=s.pad_multiple, clip_low=s.clip_low, clip_high=s.clip_high,
-                          cases=self.cases, modality=modality, subjects=list(subjects), val_subjects=list(val),
-                          cache=str(self.out / "cache"))
-
-    def supervised(self, out: Path, modality: str, seed: int) -> Path:
+    def supervised(self, out: Path, dom: Domain, seed: int) -> Path:
         from sfda.stages.train import train_source
 
-        c, s = self.cfg, self.cfg.split
-        cfg = _settings(c.source, TrainSettings, TrainConfig, data=self.data(modality, s.train, s.val), seed=seed,
+        c = self.cfg
+        cfg = _settings(c.source, TrainSettings, TrainConfig, data=self.data(dom, dom.train, dom.val), seed=seed,
                         device=c.device, out=str(out))
         stage = Stage(cfg, [self.cases], self.out)
         if not self._fresh(stage, out, "train"):
             self._train(cfg, stage, train_source)
         return out
 
-    def prior(self, folder: Path, src: str, tgt: str, seed: int, source_ckpt: Path) -> Path:
+    def prior(self, folder: Path, src: Domain, tgt: Domain, seed: int, source_ckpt: Path) -> Path:
         from sfda.stages.prior import make_prior
         from sfda.stages.train import train_prior
 
-        c, s = self.cfg, self.cfg.split
+        c = self.cfg
         path, regressor, inputs = folder / "prior.csv", "", [self.cases]
         if c.prior.method == "regressor":
             rcfg = _settings(c.prior.regressor, PriorTrainSettings, PriorTrainConfig,
-                             data=self.data(src, s.train, s.val), seed=seed, device=c.device,
+                             data=self.data(src, src.train, src.val), seed=seed, device=c.device,
                              out=str(folder / "regressor"))
             rstage = Stage(rcfg, [self.cases], self.out)
             if not self._fresh(rstage, Path(rcfg.out), "prior: ratio regressor"):
@@ -128,10 +122,11 @@ class Runner:
         elif c.prior.method == "self":
             inputs.append(source_ckpt)
         # The validation subjects' slices too: their images (not labels) score epochs for selection.
-        subjects = list(dict.fromkeys([*s.train, *s.val]))
-        pcfg = _settings(c.prior, PriorSettings, PriorConfig, data=self.data(tgt, subjects, []), out=str(path), regressor=regressor,
-                         checkpoint=str(source_ckpt), bn_subjects=list(s.train),  # self: AdaBN on the adaptation images
-                         source_modality=src, source_subjects=list(s.train), device=c.device)
+        subjects = list(dict.fromkeys([*tgt.train, *tgt.val]))
+        pcfg = _settings(c.prior, PriorSettings, PriorConfig, data=self.data(tgt, subjects), out=str(path),
+                         regressor=regressor, checkpoint=str(source_ckpt),
+                         bn_subjects=list(tgt.train),  # self: AdaBN on the adaptation images
+                         source_modality=src.modality, source_subjects=list(src.train), device=c.device)
         stage = Stage(pcfg, inputs, self.out)
         if not self._fresh(stage, folder, "prior", "prior.done.json"):
             stage.start(folder, "prior.done.json")
@@ -139,16 +134,17 @@ class Runner:
             stage.finish(folder, "prior.done.json")
         return path
 
-    def run_adapt(self, out: Path, method: str, ckpt: Path, prior: Path, src: str, tgt: str, seed: int) -> Path:
+    def run_adapt(self, out: Path, method: str, ckpt: Path, prior: Path, src: Domain, tgt: Domain,
+                  seed: int) -> Path:
         from sfda.methods import build_method
         from sfda.stages.adapt import adapt
 
-        c, s = self.cfg, self.cfg.split
-        cfg = _settings(c.adapt, AdaptSettings, AdaptConfig, data=self.data(tgt, s.train, s.val), checkpoint=str(ckpt),
-                        prior=str(prior), seed=seed, device=c.device, out=str(out))
+        c = self.cfg
+        cfg = _settings(c.adapt, AdaptSettings, AdaptConfig, data=self.data(tgt, tgt.train, tgt.val),
+                        checkpoint=str(ckpt), prior=str(prior), seed=seed, device=c.device, out=str(out))
         cfg.method.name = method
         if not build_method(method, cfg.method).source_free:
-            cfg.method.source_modality, cfg.method.source_subjects = src, list(s.train)
+            cfg.method.source_modality, cfg.method.source_subjects = src.modality, list(src.train)
         if method in c.adapt.overrides:
             merge_into(cfg, c.adapt.overrides[method], prefix=f"adapt.overrides.{method}.")
         stage = Stage(cfg, [self.cases, ckpt, prior], self.out)
@@ -156,11 +152,11 @@ class Runner:
             self._train(cfg, stage, adapt)
         return out
 
-    def score(self, run: Path, ckpt: Path, tgt: str, folder: str = "eval") -> dict:
+    def score(self, run: Path, ckpt: Path, tgt: Domain, folder: str = "eval") -> dict:
         from sfda.stages.evaluate import evaluate
 
         out = run / folder
-        cfg = EvaluateConfig(checkpoint=str(ckpt), data=self.data(tgt, self.cfg.split.test, []), out=str(out),
+        cfg = EvaluateConfig(checkpoint=str(ckpt), data=self.data(tgt, tgt.test), out=str(out),
                              device=self.cfg.device)
         stage = Stage(cfg, [self.cases, ckpt], self.out)
         if self._fresh(stage, out, "evaluate"):
@@ -170,7 +166,7 @@ class Runner:
         stage.finish(out)
         return result
 
-    def score_adapted(self, run: Path, tgt: str) -> tuple[dict, dict]:
+    def score_adapted(self, run: Path, tgt: Domain) -> tuple[dict, dict]:
         """Score the label-free selected epoch (reported) and the last; read the best validation epoch."""
         done = json.loads((run / "done.json").read_text())
         log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
@@ -180,10 +176,10 @@ class Runner:
         trust = json.loads((run / "trust.json").read_text()) if (run / "trust.json").exists() else {}
         last = (selected if sel["epoch"] == log[-1]["epoch"] and not trust.get("fallback")
                 else self.score(run, run / "last.pt", tgt, "eval-last")["summary"])
-        return selected, {**selection_info(sel, log, selected, last, self.cfg.split.val),
+        return selected, {**selection_info(sel, log, selected, last, list(tgt.val)),
                           "fallback": trust.get("fallback")}
 
-    def run_seed(self, folder: Path, src: str, tgt: str, seed: int) -> tuple[dict, dict]:
+    def run_seed(self, folder: Path, src: Domain, tgt: Domain, seed: int) -> tuple[dict, dict]:
         methods, results = self.cfg.methods, {}
         source = self.supervised(folder / "source", src, seed)
         if "noadapt" in methods:
@@ -192,7 +188,7 @@ class Runner:
             results["noadapt"] = self.score(noadapt, source / "last.pt", tgt)["summary"]
         if "oracle" in methods:
             # One Oracle per target modality and seed, shared by every direction into that target.
-            oracle = self.supervised(self.out / f"oracle-{tgt}" / f"seed{seed}", tgt, seed)
+            oracle = self.supervised(self.out / f"oracle-{tgt.name}" / f"seed{seed}", tgt, seed)
             results["oracle"] = self.score(oracle, oracle / "last.pt", tgt)["summary"]
         adapt_methods = [m for m in methods if m not in ("noadapt", "oracle")]
         prior = self.prior(folder, src, tgt, seed, source / "last.pt") if adapt_methods else None
@@ -204,36 +200,20 @@ class Runner:
         return results, selection
 
 
-def check_split(s) -> None:
-    """Refuse a split that trains on scored subjects or validates on test subjects."""
-    for name in ("train", "test"):
-        if not getattr(s, name):
-            raise SfdaError(f"split.{name} is empty; list subjects, e.g. split.{name}=[A1,B1]")
-    overlap = set(s.train) & (set(s.test) | set(s.val))
-    if overlap:
-        raise SfdaError(f"subjects {sorted(overlap)} are in split.train and in split.test/val; "
-                        "train on other subjects than you validate or test on")
-    # Validation labels choose the "best by validation labels" column: on test subjects it
-    # would be chosen on the labels it is scored with.
-    if set(s.val) & set(s.test):
-        raise SfdaError(f"subjects {sorted(set(s.val) & set(s.test))} are in split.val and split.test; "
-                        "validate on other subjects, or leave split.val empty (split.val=[])")
-
-
 def run_experiment(cfg: ExperimentConfig, out: str, progress: bool = True) -> dict:
     """Run every direction × seed × method; write results.json, results.md and the reports."""
     out_dir = Path(out)
     check_output(out_dir)
-    for text in cfg.directions:
-        _direction(text)  # a malformed direction stops the run before anything is written
-    check_split(cfg.split)
+    check_config(cfg)  # directions, domains and splits: before anything is written
+    runner = Runner(cfg, out_dir, progress)
+    cl, domains = runner.index()  # subjects and channels checked against the data: still nothing written
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out_dir / "config.yaml")
-    runner = Runner(cfg, out_dir, progress)
-    runner.index()
+    runner.save_index(cl, domains)
     per_direction = {}
     for text in cfg.directions:
-        src, tgt = _direction(text)
-        per_direction[(src, tgt)] = {seed: runner.run_seed(out_dir / f"{src}-{tgt}" / f"seed{seed}", src, tgt, seed)
-                                     for seed in cfg.seeds}
-    return write_results(cfg, out_dir, per_direction)
+        src, tgt = (domains[n] for n in parse_direction(text))
+        per_direction[(src.name, tgt.name)] = {
+            seed: runner.run_seed(out_dir / f"{src.name}-{tgt.name}" / f"seed{seed}", src, tgt, seed)
+            for seed in cfg.seeds}
+    return write_results(cfg, out_dir, per_direction, {d.name: list(d.test) for d in domains.values()})

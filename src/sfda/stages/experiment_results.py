@@ -54,12 +54,14 @@ def _direction_markdown(cfg, src: str, tgt: str, methods: dict, per_seed: dict, 
     return md
 
 
-def write_results(cfg, out_dir: Path, per_direction: dict) -> dict:
-    """``per_direction[(src, tgt)][seed] = (results, selection)`` -> reports, results.json, results.md."""
+def write_results(cfg, out_dir: Path, per_direction: dict, test: dict[str, list[str]]) -> dict:
+    """``per_direction[(src, tgt)][seed] = (results, selection)`` -> reports, results.json, results.md;
+    ``test``: each target's test subjects."""
     chosen = {"last": "their last epoch", "average": "the average of their epochs' weights (`select: average`)"}.get(
         cfg.adapt.select,
         f"the epoch chosen by `{cfg.adapt.select}` on the validation subjects' unlabelled target images")
-    directions, md = [], [f"# Results\n\nTest subjects: {', '.join(cfg.split.test)}; seeds: "
+    tested = list(dict.fromkeys(s for tgt in test.values() for s in tgt))
+    directions, md = [], [f"# Results\n\nTest subjects: {', '.join(tested)}; seeds: "
                           f"{', '.join(map(str, cfg.seeds))}; adapted models scored at {chosen}.\n"]
     for (src, tgt), seeds in per_direction.items():
         per_seed = {seed: r for seed, (r, _) in seeds.items()}
@@ -67,12 +69,12 @@ def write_results(cfg, out_dir: Path, per_direction: dict) -> dict:
         notes = [_seed_report(cfg, out_dir, out_dir / f"{src}-{tgt}" / f"seed{seed}", src, tgt, seed) for seed in seeds]
         warnings, trust = [w for c, _ in notes for w in c], [w for _, t in notes for w in t]
         methods = _combine(per_seed, cfg.methods)
-        directions.append({"source": src, "target": tgt, "methods": {m: v["summary"] for m, v in methods.items()},
+        directions.append({"source": src, "target": tgt, "test_subjects": list(test[tgt]), "methods": {m: v["summary"] for m, v in methods.items()},
                            "seeds": {str(k): v for k, v in per_seed.items()},
                            "selection": {str(k): v for k, v in selection.items()}, "collapse_warnings": warnings,
                            "trust_warnings": trust})
         md += _direction_markdown(cfg, src, tgt, methods, per_seed, selection, warnings, trust)
-    result = {"directions": directions, "test_subjects": cfg.split.test, "seeds": cfg.seeds,
+    result = {"directions": directions, "test_subjects": tested, "seeds": cfg.seeds,
               "selection": cfg.adapt.select}
     write_json(out_dir / "results.json", result)
     write_text(out_dir / "results.md", "\n\n".join(md) + "\n")

@@ -54,7 +54,7 @@ def _predict_one(model, meta: dict, path: Path, cfg: PredictConfig, out_dir: Pat
     """One input, streamed (its stored type in memory, one batch of slices at a time); returns its mask."""
     vol = read_volume(path, dtype=None, check_finite=False)  # scanned already; intensity_stats checks again
     out = stream_volume(model, meta, vol.array, str(path), cfg.device, entropy=cfg.entropy,
-                        probabilities=cfg.probabilities)
+                        probabilities=cfg.probabilities, spacing=vol.spacing)
     ext, stem = volume_suffix(path), _stem(path)
     mask_path = out_dir / f"{stem}_seg{ext}"
     write_volume(mask_path, out.pop("labels"), like=vol, dtype=np.uint8)
