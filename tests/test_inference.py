@@ -61,3 +61,20 @@ def test_streamed_prediction_holds_no_whole_volume_probabilities(monkeypatch, or
     finally:
         tracemalloc.stop()
     assert peak < 1.5 * array.nbytes, f"peak {peak / 2**20:.1f} MiB for a {array.nbytes / 2**20:.1f} MiB volume"
+
+
+def test_resampled_slices_go_back_to_the_scans_own_grid():
+    """A checkpoint trained on 16x16 slices: a 30x22 scan is predicted on that grid and its
+    probabilities come back to 30x22 (still a distribution) before the argmax."""
+    from sfda.data.resample import resize
+
+    array = np.random.default_rng(3).gamma(2.0, 40.0, size=(5, 30, 22)).astype(np.float32)
+    meta = {**META, "slicing": {"axis": 0, "pad_multiple": 8, "size": [16, 16]}}
+    model = _net()
+    out = stream_volume(model, meta, array, "scan", batch_size=2, probabilities=True, spacing=(3.0, 1.0, 1.5))
+    assert out["labels"].shape == array.shape and out["probabilities"].shape == (3, *array.shape)
+    np.testing.assert_allclose(out["probabilities"].sum(axis=0), 1, atol=1e-5)
+    img = normalize_volume(array, 0.5, 99.5)
+    _, p = predict_slices(model, np.ascontiguousarray(resize(img, (16, 16))[:, None]), probabilities=True)
+    np.testing.assert_allclose(out["probabilities"], resize(p, (30, 22)).transpose(1, 0, 2, 3), atol=1e-5)
+    assert np.array_equal(out["labels"], out["probabilities"].argmax(axis=0))

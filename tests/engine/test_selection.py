@@ -64,6 +64,19 @@ def test_collapse_flag_on_adaptation_and_held_out_images(row, flagged):
         assert "held-out" in row["collapse"]
 
 
+@pytest.mark.parametrize("fractions, words", [
+    ((0.10, 0.02), None),
+    ((0.119, 0.001), "kidney vanishes"),
+    ((0.03, 0.09), "kidney floods"),
+])
+def test_collapse_flag_per_structure_when_the_total_looks_right(fractions, words):
+    """Liver 0.10 and kidney 0.02 expected: the total (0.12) stays fine while one structure goes."""
+    row = {"epoch": 1, "pred_fraction": sum(fractions), "prior_fraction": 0.12, "class_fraction_1": fractions[0],
+           "class_prior_1": 0.10, "class_fraction_2": fractions[1], "class_prior_2": 0.02}
+    _flag_collapse(row, build_method("adaent", MethodConfig()), ["background", "liver", "kidney"])
+    assert row.get("collapse") is None if words is None else words in row["collapse"]
+
+
 def test_average_weights_means_floats_and_keeps_integer_buffers():
     from sfda.engine.selection import average_weights
 

@@ -108,3 +108,19 @@ def test_check_trust_flags_a_mask_in_the_wrong_place_and_falls_back(tmp_path, mo
         assert saved["selected.pt"][1]["selected_by"] == "fallback: source model"
     else:
         assert written["fallback"] is None and not saved
+
+
+def test_flip_signal_is_dropped_where_the_source_model_fails_the_mirror_test_itself():
+    from sfda.metrics.trust import calibrated_flip
+
+    assert calibrated_flip([0.1, 0.2, 0.9], [0.95, 0.3, None]) == [0.1, None, 0.9]
+    assert calibrated_flip([0.1, 0.2], None) == [0.1, 0.2]
+
+
+def test_train_source_stores_its_own_flip_agreement(tiny_train_config, tmp_path):
+    from sfda.engine.checkpoint import load_checkpoint
+    from sfda.stages.train import train_source
+
+    out = train_source(tiny_train_config(tmp_path / "src"), progress=False)
+    flip = load_checkpoint(out / "last.pt")["meta"]["source_flip"]
+    assert len(flip) == 1 and (flip[0] is None or 0.0 <= flip[0] <= 1.0)

@@ -92,3 +92,12 @@ def test_model_prior_is_the_mean_softmax_over_real_pixels():
     assert tau.shape == (3, 2) and tau.dtype == np.float32
     assert np.allclose(tau[:, 1], [8 / 12, 1 / 12, 0.0], atol=1e-6)
     assert np.allclose(tau.sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_tags_per_structure_zero_each_absent_one_and_renormalise():
+    tau = np.array([[0.7, 0.1, 0.2], [0.7, 0.1, 0.2], [0.7, 0.1, 0.2]])
+    present = np.array([[True, True], [True, False], [False, False]])
+    out = apply_tags(tau, present)
+    assert np.allclose(out, [[0.7, 0.1, 0.2], [0.875, 0.125, 0.0], [1.0, 0.0, 0.0]])
+    # A tag per slice is the same as every structure tagged alike.
+    assert np.allclose(apply_tags(tau, np.array([True, True, False])), apply_tags(tau, present[[0, 0, 2]]))

@@ -30,6 +30,14 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict, train_
         torch.save(payload, tmp)
 
 
+def update_meta(path: str | Path, **items) -> None:
+    """Add ``items`` to a written checkpoint's metadata (weights and training state kept)."""
+    payload = load_checkpoint(path)
+    payload["meta"].update(items)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
 def load_checkpoint(path: str | Path) -> dict:
     p = Path(path)
     if not p.is_file():

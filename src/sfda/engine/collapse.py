@@ -6,8 +6,9 @@ from __future__ import annotations
 from sfda.progress import say
 
 
-def collapse_reason(row: dict) -> str | None:
-    """Why the epoch ``row`` looks collapsed, or None."""
+def collapse_reason(row: dict, names: list[str] | None = None) -> str | None:
+    """Why the epoch ``row`` looks collapsed, or None. With several structures, each one's
+    predicted fraction is also held against its prior's (``class_fraction_k`` / ``class_prior_k``)."""
     for where, pred, prior in (("", row.get("pred_fraction"), row.get("prior_fraction")),
                                (" on held-out images", row.get("holdout_fraction"), row.get("holdout_prior_fraction"))):
         if pred is None:
@@ -16,14 +17,28 @@ def collapse_reason(row: dict) -> str | None:
             return f"predicts almost only one class{where} (foreground fraction {pred:.5f})"
         if prior and (pred < prior / 4 or pred > prior * 4):
             return f"predicted foreground fraction{where} {pred:.4f} is far from the prior's {prior:.4f}"
+    return _class_reason(row, names)
+
+
+def _class_reason(row: dict, names: list[str] | None) -> str | None:
+    """A structure that vanishes (under a quarter of its prior) or floods (over four times it)."""
+    k = 1
+    while f"class_fraction_{k}" in row:
+        pred, prior = row[f"class_fraction_{k}"], row.get(f"class_prior_{k}")
+        name = names[k] if names and k < len(names) else f"class {k}"
+        if prior and prior > 1e-4 and pred < prior / 4:
+            return f"{name} vanishes: predicted fraction {pred:.4f} against the prior's {prior:.4f}"
+        if prior and pred > prior * 4:
+            return f"{name} floods the image: predicted fraction {pred:.4f} against the prior's {prior:.4f}"
+        k += 1
     return None
 
 
-def flag_collapse(row: dict, method) -> None:
+def flag_collapse(row: dict, method, names: list[str] | None = None) -> None:
     """Set ``row["collapse"]`` and print a warning when adaptation looks collapsed."""
     if method.needs_labels:  # supervised training cannot collapse unnoticed
         return
-    why = collapse_reason(row)
+    why = collapse_reason(row, names)
     if why:
         row["collapse"] = why
         say(f"warning: {method.name} epoch {row['epoch']}: possible collapse: {why}")

@@ -102,7 +102,7 @@ def _end_epoch(model, method, spec: FitSpec, selector: Selector, log: list[dict]
     """Evaluate, flag collapse, update the selection and write the epoch's files (rank 0)."""
     row = log[-1]
     row.update(evaluate_epoch(model, method, spec.val, spec.val_prior, spec.regression, device))
-    flag_collapse(row, method)
+    flag_collapse(row, method, spec.meta.get("label_names"))
     selector.update(model, log, spec.meta)
     save_epoch(model, spec.out, spec.meta, log, spec.keep_epochs,
                {**opt_state, "method": method.state_dict(), "selector": selector.state_dict()})
@@ -157,7 +157,7 @@ def _run_epoch(model, method, spec: FitSpec, data: Tensors, source, opt, epoch: 
         steps = min(steps, o.max_steps_per_epoch)
     method.train_mode(model)
     sums: dict[str, float] = {}
-    fg_pred, fg_prior, t0 = 0.0, 0.0, time.perf_counter()
+    fg_pred, fg_prior, per_class, t0 = 0.0, 0.0, {}, time.perf_counter()
     steps_bar = bar(range(steps), f"epoch {epoch + 1}/{o.epochs}", spec.progress)
     for step in steps_bar:
         batch = data.batch(ddp.shard(perm[step * o.batch_size:(step + 1) * o.batch_size], dist))
@@ -178,8 +178,9 @@ def _run_epoch(model, method, spec: FitSpec, data: Tensors, source, opt, epoch: 
             fg_pred += _foreground(out, batch.mask)
             if batch.prior is not None:
                 fg_prior += float(batch.prior[:, 1:].sum(dim=1).mean())
+            _add_class_fractions(per_class, out, batch)
         steps_bar.set_postfix(loss=f"{logs['loss']:.4f}")
-    means = {k: v / steps for k, v in sums.items()}
+    means = {k: v / steps for k, v in {**sums, **per_class}.items()}
     if not spec.regression:
         means["pred_fraction"] = fg_pred / steps
         if spec.prior is not None:
@@ -192,6 +193,21 @@ def _foreground(logits: torch.Tensor, mask: torch.Tensor) -> float:
     with torch.no_grad():
         pred = logits.argmax(dim=1) > 0
         return float((pred & mask).sum() / mask.sum().clamp_min(1))
+
+
+def _add_class_fractions(sums: dict, logits: torch.Tensor, batch: Batch) -> None:
+    """With more than one structure: each structure's predicted (and expected) fraction, so a
+    structure that vanishes or floods is seen even when the total looks right."""
+    k = logits.shape[1]
+    if k <= 2:
+        return
+    with torch.no_grad():
+        pred, mask = logits.argmax(dim=1), batch.mask
+        pixels = mask.sum().clamp_min(1)
+        for c in range(1, k):
+            sums[f"class_fraction_{c}"] = sums.get(f"class_fraction_{c}", 0.0) + float(((pred == c) & mask).sum() / pixels)
+            if batch.prior is not None:
+                sums[f"class_prior_{c}"] = sums.get(f"class_prior_{c}", 0.0) + float(batch.prior[:, c].mean())
 
 
 def _check_finite(loss, spec: FitSpec, batch: Batch, epoch: int, step: int, dist: ddp.Dist = ddp.Dist()) -> None:

@@ -94,6 +94,10 @@ def case_metrics(
     return rows
 
 
+#: the summary's entry for the mean over structures (only with more than one structure)
+MEAN_KEY = "mean"
+
+
 class MetricAccumulator:
     """Collects per-subject, per-class metrics and summarises them over subjects."""
 
@@ -136,7 +140,8 @@ class MetricAccumulator:
         return [dict(row) for row in self._rows]
 
     def summary(self) -> dict[str, dict[str, dict[str, float]]]:
-        """``{class: {metric: {"mean", "std"}}}`` over subjects (population std, ddof=0).
+        """``{class: {metric: {"mean", "std"}}}`` over subjects (population std, ddof=0), plus
+        ``"mean"`` (:data:`MEAN_KEY`): the mean over structures, when there are several.
 
         Empty until a subject is added.
         """
@@ -147,7 +152,17 @@ class MetricAccumulator:
                 result[name] = {
                     m: _mean_std([row[m] for row in class_rows]) for m in self.metric_names
                 }
+        if len(self.class_names) > 2 and self._rows:
+            result[MEAN_KEY] = self._mean_over_structures()
         return result
+
+    def _mean_over_structures(self) -> dict[str, dict[str, float]]:
+        """Per subject the mean over its structures, then mean and std over subjects."""
+        by_subject: dict[str, list[dict]] = {}
+        for row in self._rows:
+            by_subject.setdefault(row["subject"], []).append(row)
+        return {m: _mean_std([np.mean([r[m] for r in rows]) for rows in by_subject.values()])
+                for m in self.metric_names}
 
     def __len__(self) -> int:
         """Number of subjects added."""

@@ -31,6 +31,10 @@ ATLAS_GRID = 64
 THRESHOLDS = {"atlas_share": 0.7, "flip_agreement": 0.4}
 #: fewer predicted pixels than this (per class, over all slices) and no signal is computed
 MIN_PIXELS = 20
+#: the source model's own flip agreement on its training slices below this for a class: the
+#: mirror test cannot tell good masks from bad ones there (lateralised anatomy, e.g. a left and a
+#: right kidney, or a mirror that turns the body upside down), so no flip signal for that class
+FLIP_MIN_SOURCE = 0.6
 
 
 def label_atlas(labels: np.ndarray, valid: np.ndarray, num_classes: int) -> dict:
@@ -85,6 +89,14 @@ def flip_agreement(pred: np.ndarray, pred_of_flipped: np.ndarray, valid: np.ndar
         n = int(a.sum() + b.sum())
         out.append(float(2 * (a & b).sum() / n) if n >= MIN_PIXELS else None)
     return out
+
+
+def calibrated_flip(flip: list[float | None], source_flip: list[float | None] | None) -> list[float | None]:
+    """``flip`` without the classes whose source model fails the mirror test on its own training
+    slices (``source_flip``, stored in the source checkpoint; None: all kept)."""
+    if not source_flip:
+        return flip
+    return [v if s is None or s >= FLIP_MIN_SOURCE else None for v, s in zip(flip, source_flip)]
 
 
 def trust_warnings(signals: dict, label_names: list[str]) -> list[str]:

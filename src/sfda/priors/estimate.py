@@ -60,10 +60,21 @@ def model_prior(model: torch.nn.Module, images: np.ndarray, valid: np.ndarray, b
 
 
 def apply_tags(ratios: np.ndarray, present: np.ndarray) -> np.ndarray:
-    """Weak supervision: slices tagged as without the structure get τe = (1, 0, ...)."""
+    """Weak supervision. ``present`` (N,): slices tagged as without any structure get
+    τe = (1, 0, ...). ``present`` (N, K-1), a tag per structure: an absent structure gets ratio 0
+    and the slice's other ratios are renormalised (a slice with none gets (1, 0, ...))."""
     out = ratios.copy()
-    out[~present] = 0.0
-    out[~present, 0] = 1.0
+    present = np.asarray(present, dtype=bool)
+    if present.ndim == 1:
+        present = np.repeat(present[:, None], out.shape[1] - 1, axis=1)
+    changed = (~present & (out[:, 1:] > 0)).any(axis=1) | ~present.any(axis=1)
+    fg = out[:, 1:]
+    fg[~present] = 0.0
+    empty = ~present.any(axis=1)
+    out[empty] = 0.0
+    out[empty, 0] = 1.0
+    rest = changed & ~empty
+    out[rest] /= np.maximum(out[rest].sum(axis=1, keepdims=True), 1e-12)
     return out
 
 

@@ -216,4 +216,5 @@ def run_experiment(cfg: ExperimentConfig, out: str, progress: bool = True) -> di
         per_direction[(src.name, tgt.name)] = {
             seed: runner.run_seed(out_dir / f"{src.name}-{tgt.name}" / f"seed{seed}", src, tgt, seed)
             for seed in cfg.seeds}
-    return write_results(cfg, out_dir, per_direction, {d.name: list(d.test) for d in domains.values()})
+    targets = {tgt: list(domains[tgt].test) for _, tgt in per_direction}
+    return write_results(cfg, out_dir, per_direction, targets)

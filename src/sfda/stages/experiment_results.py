@@ -9,6 +9,7 @@ import numpy as np
 from sfda.config import ReportConfig
 from sfda.io.atomic import write_json, write_text
 from sfda.metrics import sample_std
+from sfda.metrics.accumulator import MEAN_KEY
 from sfda.report import per_seed_markdown, results_markdown, selection_markdown
 from sfda.stages.report import collapse_notes, report, trust_notes
 
@@ -39,7 +40,12 @@ def _direction_markdown(cfg, src: str, tgt: str, methods: dict, per_seed: dict, 
     order = [m for m in cfg.methods if m in methods]
     # One seed: show the spread over subjects; several: mean ± std over seeds.
     table = {m: (v if len(v["seeds"]) > 1 else v["summary"]) for m, v in methods.items()}
-    md = [f"## {src} → {tgt}\n\n" + results_markdown(table, order=order)]
+    several = any(MEAN_KEY in summary for v in methods.values() for summary in v["seeds"].values())
+    if several:  # several structures: one table per metric, a column per structure and their mean
+        md = [f"## {src} → {tgt}\n\n" + "\n".join(results_markdown(table, order=order, metrics=(m,))
+                                                     for m in ("dice", "hd95_mm", "assd_mm"))]
+    else:
+        md = [f"## {src} → {tgt}\n\n" + results_markdown(table, order=order)]
     if len(cfg.seeds) > 1:
         md.append(per_seed_markdown(per_seed, order))
     if any(selection.values()):
@@ -96,6 +102,8 @@ def _combine(per_seed: dict[int, dict[str, dict]], methods: list[str]) -> dict[s
 
 def _dice(summary: dict) -> float:
     """Mean Dice over the foreground classes of one summary."""
+    if MEAN_KEY in summary:
+        return float(summary[MEAN_KEY]["dice"]["mean"])
     return float(np.mean([v["dice"]["mean"] for k, v in summary.items() if k != "background"]))
 
 

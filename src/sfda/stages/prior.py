@@ -104,7 +104,7 @@ def make_prior(cfg: PriorConfig, progress: bool = True) -> Path:
     if tau.shape[1] != len(cl.label_names):
         raise SfdaError(f"the prior has {tau.shape[1]} classes but the case list declares {len(cl.label_names)}")
     if cfg.tags_from_labels:
-        tau = apply_tags(tau, target.foreground_fractions()[:, 1:].sum(axis=1) > 0)
+        tau = apply_tags(tau, target.foreground_fractions()[:, 1:] > 0)  # a tag per structure
     elif cfg.tags:
         tau = apply_tags(tau, read_tags(cfg.tags, target.slice_ids))
     save_prior(cfg.out, target.slice_ids, tau, cl.label_names)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from sfda.config import PriorTrainConfig, TrainConfig
 from sfda.data.transforms import IntensityAugment
-from sfda.engine.distributed import check_device
+from sfda.engine.checkpoint import load_model, update_meta
+from sfda.engine.distributed import check_device, is_main
 from sfda.engine.loop import fit
 from sfda.io.cases import load_cases
 from sfda.methods import Supervised
@@ -42,7 +44,25 @@ def _supervised(cfg, stage: str, method, progress: bool, **spec_kw) -> dict:
 def train_source(cfg: TrainConfig, progress: bool = True) -> Path:
     """Supervised training with cross-entropy on labelled slices (source model, or Oracle on target)."""
     _supervised(cfg, "source", Supervised(), progress)
+    if is_main():
+        _calibrate_flip(cfg)
     return Path(cfg.out)
+
+
+def _calibrate_flip(cfg: TrainConfig, most: int = 256) -> None:
+    """The trained model's own flip agreement on (up to ``most``) training slices, stored in
+    last.pt: where it fails the mirror test on the data it was trained on, the trust check
+    gives no flip signal (:func:`sfda.metrics.trust.calibrated_flip`)."""
+    from sfda.inference import trust_signals
+
+    train = slices_for(load_cases(cfg.data.cases), cfg.data.subjects or None, cfg.data.modality, cfg.data,
+                       with_labels=False, progress=False)
+    rows = np.unique(np.linspace(0, len(train) - 1, min(most, len(train))).astype(int))
+    path = Path(cfg.out) / "last.pt"
+    model, meta = load_model(path)
+    flip = trust_signals(model.to(cfg.device), train.images[rows], train.valid_mask()[rows], {},
+                         len(meta["label_names"]), cfg.device)["flip_agreement"]
+    update_meta(path, source_flip=flip)
 
 
 def train_prior(cfg: PriorTrainConfig, progress: bool = True) -> dict:
