@@ -116,3 +116,28 @@ def test_domains_with_different_label_names_are_refused(tmp_path, organ_domains,
     meta["labels"] = {"background": 0, "liver": 1, "left_kidney": 2, "spleen": 3}
     (other / "dataset.json").write_text(json.dumps(meta))
     assert "name their labels differently" in _refused(tmp_path, organ_domains, capsys, f"domains.mr.root={other}")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).parents[1] / "configs").glob("*.yaml")))
+def test_every_shipped_config_parses_and_its_splits_pass(name):
+    from sfda.config import load_config
+    from sfda.config.experiment import ExperimentConfig
+    from sfda.stages.experiment_domains import check_config
+
+    check_config(load_config(ExperimentConfig, str(Path(__file__).parents[1] / "configs" / name)))
+
+
+def test_the_abdomen_config_names_subjects_that_exist():
+    from sfda.config import load_config
+    from sfda.config.experiment import ExperimentConfig
+    from sfda.stages.experiment_domains import resolve
+
+    repo = Path(__file__).parents[1]
+    cfg = load_config(ExperimentConfig, str(repo / "configs" / "abdomen-ct-mr.yaml"))
+    for dom in cfg.domains.values():
+        dom.root = str((repo / dom.root).resolve())
+        if not Path(dom.root).is_dir():
+            pytest.skip(f"real data not found at {dom.root} (the abdomen scans live in ../shared/data)")
+    cl, domains = resolve(cfg)
+    assert (domains["ct"].modality, domains["mr"].modality) == ("CT", "T2SPIR")
+    assert cl.label_names == ["background", "liver", "right_kidney", "left_kidney", "spleen"]
