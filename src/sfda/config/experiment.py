@@ -14,29 +14,20 @@ METHOD_CHOICES = ("noadapt", "oracle", *ADAPT_METHODS)
 
 
 @dataclass
-class DatasetConfig:
+class DatasetFiles:
+    """Where a dataset is and how to read it (see `sfda data index`)."""
+
     root: str = ""
     layout: str = "auto"
     pattern: str = ""
     label_pattern: str = ""
-    # > 0: generate the built-in phantom with this many subjects (into root, or OUT/phantom)
-    phantom_subjects: int = opt(0, low=0)
-    phantom_seed: int = opt(0, low=0)
 
 
 @dataclass
-class DomainConfig:
-    """One domain of an unpaired experiment: its own dataset, channel and subject split."""
-
-    root: str = ""
-    layout: str = "auto"
-    pattern: str = ""
-    label_pattern: str = ""
-    # The channel (modality) name in the dataset; empty: the dataset's only one.
-    modality: str = ""
-    train: list[str] = opt([])
-    val: list[str] = opt([])
-    test: list[str] = opt([])
+class DatasetConfig(DatasetFiles):
+    # > 0: generate the built-in phantom with this many subjects (into root, or OUT/phantom)
+    phantom_subjects: int = opt(0, low=0)
+    phantom_seed: int = opt(0, low=0)
 
 
 @dataclass
@@ -44,6 +35,14 @@ class SplitConfig:
     train: list[str] = opt([])
     val: list[str] = opt([])
     test: list[str] = opt([])
+
+
+@dataclass
+class DomainConfig(SplitConfig, DatasetFiles):
+    """One domain of an unpaired experiment: its own dataset, channel and subject split."""
+
+    # The channel (modality) name in the dataset; empty: the dataset's only one.
+    modality: str = ""
 
 
 @dataclass
