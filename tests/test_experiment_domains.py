@@ -141,3 +141,14 @@ def test_the_abdomen_config_names_subjects_that_exist():
     cl, domains = resolve(cfg)
     assert (domains["ct"].modality, domains["mr"].modality) == ("CT", "T2SPIR")
     assert cl.label_names == ["background", "liver", "right_kidney", "left_kidney", "spleen"]
+
+
+def test_resampling_options_at_their_defaults_leave_old_fingerprints_alone(tiny_cases):
+    """Runs made before slicing.size / slicing.spacing existed are still reused."""
+    from sfda.config import TrainConfig, load_config
+    from sfda.stages.freshness import Stage
+
+    plain = Stage(load_config(TrainConfig, None, [f"data.cases={tiny_cases}"]), [])
+    sized = Stage(load_config(TrainConfig, None, [f"data.cases={tiny_cases}", "data.size=[16,16]"]), [])
+    assert "data.size" not in plain.config and "data.spacing" not in plain.config
+    assert sized.config["data.size"] == [16, 16] and sized.fingerprint != plain.fingerprint

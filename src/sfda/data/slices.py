@@ -42,6 +42,11 @@ def from_slices(slices: np.ndarray, axis: int, shape: tuple[int, int, int]) -> n
     return np.moveaxis(crop, 0, axis)
 
 
+def relative_positions(slice_index: np.ndarray, depths: np.ndarray) -> np.ndarray:
+    """Each slice's place along its volume's slicing axis, from 0 (first) to 1 (last)."""
+    return slice_index / np.maximum(depths - 1, 1)
+
+
 def slice_shape(shape: tuple[int, int, int], axis: int) -> tuple[int, int]:
     rest = [s for i, s in enumerate(shape) if i != axis]
     return rest[0], rest[1]

@@ -21,7 +21,7 @@ import numpy as np
 
 from sfda.data.normalize import apply_norm, intensity_stats
 from sfda.data.resample import grid_shape, grid_spacing, in_plane, resize
-from sfda.data.slices import assemble_subject, from_slices, padded_size, to_slices
+from sfda.data.slices import assemble_subject, from_slices, padded_size, relative_positions, to_slices
 from sfda.errors import SfdaError
 from sfda.io.atomic import atomic_path, write_json
 from sfda.io.cases import Case, check_case_files
@@ -73,6 +73,10 @@ class SliceSet:
         if self.labels is None:
             raise SfdaError("these slices have no labels; class ratios need labelled cases")
         return label_ratios(self.labels, self.valid_mask(), self.num_classes)
+
+    def positions(self) -> np.ndarray:
+        """Each slice's place along its volume's slicing axis, from 0 (first) to 1 (last)."""
+        return relative_positions(self.slice_index, np.array([c.shape[self.axis] for c in self.cases])[self.case_index])
 
     def grid(self, case: Case) -> tuple[int, int]:
         """A case's slice size on the network's grid (before padding)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from sfda.data.slices import relative_positions  # noqa: F401  (re-exported: part of the priors' API)
 from sfda.errors import SfdaError
 from sfda.losses import predicted_ratios
 from sfda.inference import iter_outputs
@@ -78,9 +79,31 @@ def apply_tags(ratios: np.ndarray, present: np.ndarray) -> np.ndarray:
     return out
 
 
-def relative_positions(slice_index: np.ndarray, depths: np.ndarray) -> np.ndarray:
-    """Each slice's place along its volume's slicing axis, from 0 (first) to 1 (last)."""
-    return slice_index / np.maximum(depths - 1, 1)
+def position_table(source_ratios: np.ndarray, source_pos: np.ndarray, bins: int = 32) -> dict:
+    """The source labels' mean class ratios per relative position along the slicing axis, and
+    the share of slices holding any structure there: a JSON-able label statistic (no image)."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(source_pos, edges) - 1, 0, bins - 1)
+    table = {"centres": [], "means": [], "presence": []}
+    for b in range(bins):
+        rows = which == b
+        if rows.any():
+            table["centres"].append(float((edges[b] + edges[b + 1]) / 2))
+            table["means"].append([float(v) for v in source_ratios[rows].mean(axis=0)])
+            table["presence"].append(float((source_ratios[rows, 1:].sum(axis=1) > 0).mean()))
+    if not table["means"]:
+        raise SfdaError("no source slices to build a position prior from; check the source subjects")
+    return table
+
+
+def prior_from_table(table: dict, target_pos: np.ndarray, min_presence: float = 0.0) -> np.ndarray:
+    """τe (N, K) of target slices at relative positions ``target_pos`` from a :func:`position_table`."""
+    centres, means = np.asarray(table["centres"]), np.asarray(table["means"], dtype=np.float64)
+    out = np.stack([np.interp(target_pos, centres, means[:, k]) for k in range(means.shape[1])], axis=1)
+    out = (out / out.sum(axis=1, keepdims=True)).astype(np.float32)
+    if min_presence > 0:
+        out = apply_tags(out, np.interp(target_pos, centres, table["presence"]) >= min_presence)
+    return out
 
 
 def source_position_prior(source_ratios: np.ndarray, source_pos: np.ndarray, target_pos: np.ndarray,
@@ -93,20 +116,4 @@ def source_position_prior(source_ratios: np.ndarray, source_pos: np.ndarray, tar
     fewer than that fraction of the source slices at the same position hold any: a soft τe of
     a few percent there would otherwise ask the adapted model to paint foreground into
     slices that have none."""
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(source_pos, edges) - 1, 0, bins - 1)
-    centres, means, presence = [], [], []
-    for b in range(bins):
-        rows = which == b
-        if rows.any():
-            centres.append((edges[b] + edges[b + 1]) / 2)
-            means.append(source_ratios[rows].mean(axis=0))
-            presence.append(float((source_ratios[rows, 1:].sum(axis=1) > 0).mean()))
-    if not means:
-        raise SfdaError("no source slices to build a position prior from; check the source subjects")
-    means = np.stack(means)
-    out = np.stack([np.interp(target_pos, centres, means[:, k]) for k in range(means.shape[1])], axis=1)
-    out = (out / out.sum(axis=1, keepdims=True)).astype(np.float32)
-    if min_presence > 0:
-        out = apply_tags(out, np.interp(target_pos, centres, presence) >= min_presence)
-    return out
+    return prior_from_table(position_table(source_ratios, source_pos, bins), target_pos, min_presence)

@@ -17,6 +17,9 @@ from sfda.io.atomic import write_json
 
 #: keys that say where a stage writes or whether it resumes, not what it computes
 _IGNORED = ("out", "resume")
+#: options added after runs were made, left out of the fingerprint while at these defaults,
+#: so a run made before they existed (which computed the same thing) is still reused
+_ADDED = {"data.size": [], "data.spacing": []}
 
 
 def digest(path: str | Path) -> str:
@@ -47,7 +50,8 @@ class Stage:
         def rel(v):
             return v.replace(str(root), "<out>", 1) if root and isinstance(v, str) else v
 
-        self.config = {k: rel(v) for k, v in _flat(config_to_dict(cfg)).items() if k not in _IGNORED}
+        self.config = {k: rel(v) for k, v in _flat(config_to_dict(cfg)).items()
+                       if k not in _IGNORED and not (k in _ADDED and v == _ADDED[k])}
         self.inputs = {rel(str(p)): digest(p) for p in inputs}
         blob = json.dumps({"config": self.config, "inputs": self.inputs}, sort_keys=True, default=str)
         self.fingerprint = hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -18,8 +18,8 @@ from sfda.data.sliceset import SliceSet
 from sfda.engine.checkpoint import load_model, require_kind
 from sfda.errors import SfdaError
 from sfda.io.cases import CaseList, load_cases
-from sfda.priors.estimate import (apply_tags, constant_prior, model_prior, regressor_prior, relative_positions,
-                                  source_mean_ratios, source_position_prior)
+from sfda.priors.estimate import (apply_tags, constant_prior, model_prior, regressor_prior, source_mean_ratios,
+                                  source_position_prior)
 from sfda.priors.table import save_prior
 from sfda.stages.common import check_output, require, slices_for, slicing_of, write_config
 
@@ -68,7 +68,8 @@ def _source_mean(inp: _Inputs, model=None) -> np.ndarray:
 
 def _source_position(inp: _Inputs, model=None) -> np.ndarray:
     ratios, src = _source_ratios(inp)
-    return source_position_prior(ratios, _positions(src), _positions(inp.target), min_presence=inp.cfg.min_presence)
+    return source_position_prior(ratios, src.positions(), inp.target.positions(),
+                                 min_presence=inp.cfg.min_presence)
 
 
 def _constant(inp: _Inputs, model=None) -> np.ndarray:
@@ -110,11 +111,6 @@ def make_prior(cfg: PriorConfig, progress: bool = True) -> Path:
     save_prior(cfg.out, target.slice_ids, tau, cl.label_names)
     write_config(cfg, Path(cfg.out).parent / f"{Path(cfg.out).stem}.config.yaml")
     return Path(cfg.out)
-
-
-def _positions(ss: SliceSet) -> np.ndarray:
-    depths = np.array([c.shape[ss.axis] for c in ss.cases])[ss.case_index]
-    return relative_positions(ss.slice_index, depths)
 
 
 def read_tags(path: str, slice_ids: list[str]) -> np.ndarray:

@@ -15,6 +15,7 @@ from sfda.engine.loop import fit
 from sfda.io.cases import load_cases
 from sfda.methods import Supervised
 from sfda.metrics.trust import label_atlas
+from sfda.priors.estimate import position_table
 from sfda.methods.regression import RatioRegression
 from sfda.nets import build_net
 from sfda.stages.common import check_output, checkpoint_meta, fit_spec, require, slices_for, write_config
@@ -35,8 +36,9 @@ def _supervised(cfg, stage: str, method, progress: bool, **spec_kw) -> dict:
     model = build_net(cfg.net, **net_args)
     write_config(cfg, Path(cfg.out) / "config.yaml")
     meta = checkpoint_meta(cfg, net_args, cl, stage)
-    if stage == "source":  # where the labels put each class: a label statistic for the trust signals
+    if stage == "source":  # label statistics: where each class lies (trust), how much per position (a prior)
         meta["source_atlas"] = label_atlas(train.labels, train.valid_mask(), len(cl.label_names))
+        meta["source_position"] = position_table(train.foreground_fractions(), train.positions())
     transform = IntensityAugment(cfg.invert, cfg.remap) if cfg.augment else None
     return fit(model, method, fit_spec(cfg, train, meta, val=val, transform=transform, progress=progress, **spec_kw))
 
