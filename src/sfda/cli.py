@@ -28,7 +28,9 @@ PRIOR = {"method": "method", "cases": "data.cases", "modality": "data.modality",
          "ratios": "ratios", "tags": "tags", "min_presence": "min_presence", "device": "device"}
 EVALUATE = {"checkpoint": "checkpoint", "cases": "data.cases", "modality": "data.modality",
             "subjects": "data.subjects", "out": "out", "device": "device"}
-PREDICT = {"checkpoint": "checkpoint", "out": "out", "device": "device"}
+PREDICT = {"checkpoint": "checkpoint", "out": "out", "device": "device", "adapt": "adapt", "steps": "steps",
+           "mode": "mode", "prior": "prior", "lr": "optim.lr", "lam": "method.lam",
+           "batch_size": "optim.batch_size", "seed": "seed", "on_distrust": "on_distrust"}
 REPORT = {"out": "out", "title": "title"}
 SWITCHES = {"resume": "resume", "tags_from_labels": "tags_from_labels", "entropy": "entropy",
             "probabilities": "probabilities"}
@@ -39,6 +41,10 @@ HELP = {"method": {"prior": "how τe is built: constant, regressor, self, source
         "get (1, 0, ...)", "tags_from_labels": "tags from the target labels (experiments)",
         "min_presence": "source-position: tag slices empty where fewer source slices hold the structure",
         "checkpoint": {"prior": "self: the source segmentation model"},
+        "adapt": "adapt to each scan first: adaent, tent, entropy or adabn (see --steps, --mode)",
+        "steps": "gradient steps per scan (--adapt)", "mode": "episodic (each scan from the source model) "
+        "or continual (carry the adapted model on)",
+        "on_distrust": "source (default: fall back to the source model when a check warns) or keep",
         "bn_subjects": "self: subjects whose target slices set its batch-norm statistics "
         "(default: the prior's own slices)", "resume": "continue from OUT/last.pt"}
 

@@ -51,6 +51,34 @@ def predict_volume(model: torch.nn.Module, meta: dict, array: np.ndarray, source
     return stream_volume(model, meta, array, source, device, batch_size, probabilities=True)["probabilities"]
 
 
+class _Grid:
+    """How one volume meets the network: its normalisation, slicing axis, native and network
+    in-plane sizes, and the padded size (what the checkpoint's ``meta`` says training saw)."""
+
+    def __init__(self, meta: dict, array: np.ndarray, source: str, spacing: tuple | None):
+        norm, sl = meta["normalization"], meta["slicing"]
+        self.axis = sl["axis"]
+        self.native = slice_shape(array.shape, self.axis)
+        self.stats = intensity_stats(array, norm["clip_low"], norm["clip_high"], source)
+        self.grid = grid_shape(self.native, in_plane(spacing or (1.0, 1.0, 1.0), self.axis), sl.get("size", ()),
+                               sl.get("spacing", ()))
+        self.hw = tuple(padded_size(s, sl["pad_multiple"]) for s in self.grid)
+
+    def slices(self, part: np.ndarray) -> np.ndarray:
+        """A part of the volume (whole planes along the axis) as the network's (N, 1, H, W) input."""
+        planes = resize(np.moveaxis(apply_norm(part, self.stats), self.axis, 0), self.grid)
+        return np.ascontiguousarray(to_slices(planes, 0, self.hw, fill=self.stats.floor)[:, None])
+
+
+def scan_slices(meta: dict, array: np.ndarray, source: str, spacing: tuple | None = None):
+    """All of one volume's slices as the network sees them: (N, 1, H, W) float32 and the (N, H, W)
+    mask of real (unpadded) pixels."""
+    g = _Grid(meta, array, source, spacing)
+    valid = to_slices(np.ones((1, *g.grid), dtype=bool), 0, g.hw, fill=False)[0]
+    images = g.slices(array)
+    return images, np.ascontiguousarray(np.broadcast_to(valid, (len(images), *g.hw)))
+
+
 def stream_volume(model: torch.nn.Module, meta: dict, array: np.ndarray, source: str, device: str = "cpu",
                   batch_size: int = 12, entropy: bool = False, probabilities: bool = False,
                   spacing: tuple | None = None) -> dict:
@@ -61,20 +89,14 @@ def stream_volume(model: torch.nn.Module, meta: dict, array: np.ndarray, source:
     (``slicing.size`` / ``slicing.spacing``; ``spacing`` is then the volume's voxel spacing) sees
     its slices resampled the same way, and its probabilities go back to the volume's own grid
     before the argmax."""
-    norm, sl = meta["normalization"], meta["slicing"]
-    axis = sl["axis"]
-    native = slice_shape(array.shape, axis)
-    stats = intensity_stats(array, norm["clip_low"], norm["clip_high"], source)
-    grid = grid_shape(native, in_plane(spacing or (1.0, 1.0, 1.0), axis), sl.get("size", ()), sl.get("spacing", ()))
-    hw = tuple(padded_size(s, sl["pad_multiple"]) for s in grid)
+    g = _Grid(meta, array, source, spacing)
     out = {"labels": np.empty(array.shape, np.uint8)}
     if entropy:
         out["entropy"] = np.empty(array.shape, np.float32)
-    for rows in slabs(array.shape, axis, voxels=batch_size * int(np.prod(hw))):
-        planes = resize(np.moveaxis(apply_norm(take(array, axis, rows), stats), axis, 0), grid)
-        slices = np.ascontiguousarray(to_slices(planes, 0, hw, fill=stats.floor)[:, None])
-        probs = crop_slices(predict_slices(model, slices, batch_size, device, probabilities=True)[1], grid)
-        _store(out, resize(probs, native), axis, rows, probabilities)
+    for rows in slabs(array.shape, g.axis, voxels=batch_size * int(np.prod(g.hw))):
+        slices = g.slices(take(array, g.axis, rows))
+        probs = crop_slices(predict_slices(model, slices, batch_size, device, probabilities=True)[1], g.grid)
+        _store(out, resize(probs, g.native), g.axis, rows, probabilities)
     return out
 
 

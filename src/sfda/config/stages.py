@@ -162,16 +162,21 @@ class PriorConfig(PriorSettings):
 
 
 @dataclass
-class AdaptSettings:
+class DistrustSettings:
+    # When a label-free check warns (sfda.metrics.trust after `adapt`; the per-scan safety net of
+    # `predict --adapt`): `source` falls back to the source model (selected.pt, or that scan's
+    # mask), `keep` keeps the adapted one; both say so (trust.json / adapt.jsonl, the log).
+    on_distrust: str = opt("source", choices=("source", "keep"))
+
+
+@dataclass
+class AdaptSettings(DistrustSettings):
     """How `sfda adapt` adapts (the experiment's ``adapt`` section)."""
 
     method: MethodConfig = opt(MethodConfig())
     optim: OptimConfig = opt(OptimConfig(lr=1e-4, epochs=10))
     # Which epoch `selected.pt` holds, chosen without target labels (sfda.engine.selection.CRITERIA).
     select: str = "last"
-    # When a trust signal warns (sfda.metrics.trust): `source` makes selected.pt the source model,
-    # `keep` keeps the adapted one; both say so in trust.json, the log and the reports.
-    on_distrust: str = opt("source", choices=("source", "keep"))
 
 
 @dataclass
@@ -194,8 +199,8 @@ class EvaluateConfig:
 
 
 @dataclass
-class PredictConfig:
-    """``sfda predict``: masks in each input's own geometry."""
+class PredictConfig(DistrustSettings):
+    """``sfda predict``: masks in each input's own geometry, optionally adapting to each scan first."""
 
     checkpoint: str = ""
     inputs: list[str] = opt([])
@@ -203,6 +208,18 @@ class PredictConfig:
     entropy: bool = False
     probabilities: bool = False
     device: str = "cpu"
+    # Test-time adaptation per scan (sfda.stages.predict_adapt): a source-free method, or "" (none).
+    adapt: str = opt("", choices=("", "adaent", "tent", "entropy", "adabn"))
+    # gradient steps per scan, each on a batch of optim.batch_size of the scan's slices
+    steps: int = opt(10, low=1)
+    # episodic: every scan starts from the source model; continual: from the previous scan's model
+    mode: str = opt("episodic", choices=("episodic", "continual"))
+    # a prior table (sfda prior) with rows <file stem>:<slice>; default: the checkpoint's position prior
+    prior: str = ""
+    # the method's knobs (method.name is set by `adapt`) and the optimiser's (optim.epochs is unused)
+    method: MethodConfig = opt(MethodConfig())
+    optim: OptimConfig = opt(OptimConfig(lr=1e-4, batch_size=12))
+    seed: int = opt(0, low=0)
 
 
 @dataclass

@@ -5,11 +5,12 @@ Only the checkpoint is needed: its metadata says how to normalise and slice.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
 
-from sfda.config import PredictConfig
+from sfda.config import PredictConfig, merge_into
 from sfda.engine.checkpoint import load_model, require_kind
 from sfda.engine.distributed import check_device
 from sfda.errors import SfdaError
@@ -50,8 +51,14 @@ def _stem(path: Path) -> str:
     return path.name[: -len(volume_suffix(path))]
 
 
-def _predict_one(model, meta: dict, path: Path, cfg: PredictConfig, out_dir: Path) -> Path:
-    """One input, streamed (its stored type in memory, one batch of slices at a time); returns its mask."""
+def _predict_one(model, meta: dict, path: Path, cfg: PredictConfig, out_dir: Path, adapter=None) -> Path:
+    """One input, streamed (its stored type in memory, one batch of slices at a time); returns its mask.
+    With ``adapter`` (``--adapt``): the model adapted to this scan first (or the source model, if the
+    safety net distrusts it), and the scan's record appended to ``adapt.jsonl``."""
+    if adapter is not None:
+        from sfda.stages.predict_adapt import append_record
+
+        model, record = adapter(path, _stem(path))
     vol = read_volume(path, dtype=None, check_finite=False)  # scanned already; intensity_stats checks again
     out = stream_volume(model, meta, vol.array, str(path), cfg.device, entropy=cfg.entropy,
                         probabilities=cfg.probabilities, spacing=vol.spacing)
@@ -62,24 +69,40 @@ def _predict_one(model, meta: dict, path: Path, cfg: PredictConfig, out_dir: Pat
         write_volume(out_dir / f"{stem}_entropy{ext}", out.pop("entropy"), like=vol, dtype=np.float32)
     for k, name in enumerate(meta["label_names"] if cfg.probabilities else []):
         write_volume(out_dir / f"{stem}_prob_{name}{ext}", out["probabilities"][k], like=vol, dtype=np.float32)
+    if adapter is not None:
+        append_record(out_dir / "adapt.jsonl", {**record, "mask": str(mask_path)})
     return mask_path
 
 
-def predict(cfg: PredictConfig, progress: bool = True) -> list[Path]:
+def predict(cfg: PredictConfig | None = None, progress: bool = True, **options) -> list[Path]:
     """Write ``<name>_seg<ext>`` (uint8) per input, plus ``_entropy`` and ``_prob_<class>`` if asked,
-    and the merged config (``config.yaml``) in ``cfg.out``."""
+    and the merged config (``config.yaml``) in ``cfg.out``; with ``adapt`` also ``adapt.jsonl``.
+    ``options`` set config keys, checked as in a config file:
+    ``sfda.predict(checkpoint=..., inputs=[...], out=..., adapt="adaent", steps=10)``."""
+    cfg = merge_into(copy.deepcopy(cfg) if cfg is not None else PredictConfig(), options)
     require(cfg.checkpoint, "--checkpoint")
     require(cfg.out, "--out")
     check_output(cfg.out)
     check_device(cfg.device)
     model, meta = load_model(cfg.checkpoint)
     require_kind(meta, "segmentation", cfg.checkpoint, "predict")
-    model = fold_batchnorm(model).to(cfg.device)
+    adapter = None
+    if cfg.adapt:  # the batch-norm layers stay: the methods adapt them
+        from sfda.stages.predict_adapt import ScanAdapter
+
+        adapter = ScanAdapter(model.to(cfg.device), meta, cfg)
+    else:
+        model = fold_batchnorm(model).to(cfg.device)
     files = collect_inputs(cfg.inputs, meta.get("modality"))
     for path in files:  # every input checked before the first mask is written
         check_image_file(path)
+    if adapter is not None:
+        adapter.check_prior(files, [_stem(f) for f in files])
     written, out_dir = [], Path(cfg.out)
-    for path in bar(files, "predicting", progress):
-        written.append(_predict_one(model, meta, path, cfg, out_dir))
+    if adapter is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "adapt.jsonl").unlink(missing_ok=True)
+    for path in bar(files, "adapting and predicting" if adapter else "predicting", progress):
+        written.append(_predict_one(model, meta, path, cfg, out_dir, adapter))
     write_config(cfg, out_dir / "config.yaml")
     return written

@@ -1,0 +1,51 @@
+"""Adaptation to one scan: a few gradient steps of a source-free method on that scan's slices.
+
+The cohort loop (:mod:`sfda.engine.loop`) runs epochs over a set of scans, with checkpoints,
+evaluation and selection; a scan that arrives alone needs none of that, only steps. The random
+batches follow ``seed`` alone (a scan's own seed), so a scan gets the same steps whatever came
+before it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from sfda.engine.optim import build_optimizer
+from sfda.methods.adabn import reestimate_bn
+from sfda.methods.base import Batch
+
+
+def adapt_scan(model: torch.nn.Module, method, images: np.ndarray, valid: np.ndarray, prior: np.ndarray | None,
+               steps: int, optim, seed: int, device: str = "cpu") -> dict:
+    """Adapt ``model`` in place on one scan's (N, C, H, W) slices; returns the per-step losses
+    and the time taken. AdaBN re-estimates batch-norm statistics on the scan instead of stepping."""
+    t0 = time.perf_counter()
+    model.to(device)
+    if not method.trains:
+        reestimate_bn(model, images, device=device)
+        return {"steps": 0, "losses": [], "seconds": time.perf_counter() - t0}
+    gen = torch.Generator().manual_seed(seed)
+    x, mask = torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(valid)
+    tau = None if prior is None else torch.from_numpy(np.asarray(prior, dtype=np.float32))
+    params = method.parameters(model)
+    for p in model.parameters():  # only what the method trains (TENT: the norm layers' affine)
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    method.train_mode(model)
+    opt = build_optimizer(params, optim)
+    losses = []
+    for _ in range(steps):
+        idx = torch.randperm(len(x), generator=gen)[:optim.batch_size]
+        batch = Batch(images=x[idx].to(device), mask=mask[idx].to(device), index=idx,
+                      prior=None if tau is None else tau[idx].to(device))
+        loss, _, _ = method.step(model, batch, None)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    model.eval()
+    return {"steps": steps, "losses": losses, "seconds": time.perf_counter() - t0}

@@ -1,0 +1,75 @@
+"""The safety net of per-scan adaptation (``sfda predict --adapt``): label-free reasons to keep
+the source model's mask of a scan instead of the adapted model's.
+
+Both models segment the same slices; the adapted mask is distrusted when a structure
+- **vanishes**: the source model found it (at least ``MIN_PIXELS``) and the adapted model keeps
+  under a quarter of that, and under a quarter of what the prior expects (when there is one);
+- **floods**: the adapted model predicts more than the source model, and over four times what the
+  prior expects (without a prior: over four times the source's amount);
+- **leaves the atlas**: under ``THRESHOLDS["atlas_share"]`` of it lies where the source labels put
+  the structure, while the source model's mask met that bar (:mod:`sfda.metrics.trust`).
+Entropy and the agreement (Dice) of the two masks are reported, not judged: adaptation is
+meant to change the mask, and a sharper model is what the losses ask for.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sfda.metrics.trust import MIN_PIXELS, THRESHOLDS, atlas_share
+
+VANISH = 0.25
+FLOOD = 4.0
+
+
+def _fractions(pred: np.ndarray, valid: np.ndarray, k: int) -> list[float]:
+    n = max(int(valid.sum()), 1)
+    return [float(((pred == c) & valid).sum() / n) for c in range(1, k)]
+
+
+def _agreement(a: np.ndarray, b: np.ndarray, valid: np.ndarray, k: int) -> list[float | None]:
+    out = []
+    for c in range(1, k):
+        x, y = (a == c) & valid, (b == c) & valid
+        n = int(x.sum() + y.sum())
+        out.append(float(2 * (x & y).sum() / n) if n else None)
+    return out
+
+
+def _mean_entropy(probs: np.ndarray, valid: np.ndarray) -> float:
+    p = np.clip(probs, 1e-12, 1.0)
+    return float((-(p * np.log(p)).sum(axis=1))[valid].mean())
+
+
+def scan_signals(source: tuple[np.ndarray, np.ndarray], adapted: tuple[np.ndarray, np.ndarray],
+                 valid: np.ndarray, prior: np.ndarray | None, atlas: dict | None = None) -> dict:
+    """``source`` / ``adapted``: (labels (N, H, W), probabilities (N, K, H, W)) on the scan's slices."""
+    k = source[1].shape[1]
+    out = {"pixels": int(valid.sum()),
+           "fractions": {"source": _fractions(source[0], valid, k), "adapted": _fractions(adapted[0], valid, k),
+                         "prior": None if prior is None else [float(v) for v in np.asarray(prior)[:, 1:].mean(0)]},
+           "agreement": _agreement(source[0], adapted[0], valid, k),
+           "entropy": {"source": _mean_entropy(source[1], valid), "adapted": _mean_entropy(adapted[1], valid)}}
+    if atlas:
+        out["atlas_share"] = {"source": atlas_share(source[0], valid, atlas),
+                              "adapted": atlas_share(adapted[0], valid, atlas)}
+    return out
+
+
+def scan_warnings(signals: dict, label_names: list[str]) -> list[str]:
+    """One line per structure the safety net distrusts in the adapted mask (empty: trust it)."""
+    f, n, lines = signals["fractions"], signals["pixels"], []
+    prior = f["prior"] or [None] * len(f["source"])
+    for name, s, a, p in zip(label_names[1:], f["source"], f["adapted"], prior):
+        if s * n >= MIN_PIXELS and a < VANISH * s and (p is None or a < VANISH * p):
+            lines.append(f"{name} vanishes: the source model found {s:.4f} of the scan, the adapted one {a:.4f}")
+        elif a * n >= MIN_PIXELS and a > s and a > FLOOD * (s if p is None else p):
+            lines.append(f"{name} floods the scan: {a:.4f} against the source's {s:.4f}"
+                         + ("" if p is None else f" and the prior's {p:.4f}"))
+    shares = signals.get("atlas_share") or {}
+    limit = THRESHOLDS["atlas_share"]
+    for name, s, a in zip(label_names[1:], shares.get("source", []), shares.get("adapted", [])):
+        if a is not None and a < limit and (s is None or s >= limit):
+            lines.append(f"{name} leaves the source atlas: {a:.2f} of it lies where the source labels put it "
+                         f"(the source model's mask: {'-' if s is None else f'{s:.2f}'})")
+    return lines

@@ -1,0 +1,96 @@
+"""``sfda predict --adapt METHOD``: adapt to each scan on its own slices, then predict it.
+
+Episodic mode starts every scan from the source model, so a scan's mask does not depend on
+which scans came before it (its random batches follow its own seed). Continual mode carries the
+adapted model on to the next scan, and starts again from the source model after a scan the
+safety net (:mod:`sfda.metrics.scan_check`) distrusted. Each scan adds one JSON line to
+``OUT/adapt.jsonl``: steps, losses, fractions, the safety net's decision and the time taken.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sfda.config import PredictConfig
+from sfda.data.slices import relative_positions
+from sfda.engine.tta import adapt_scan
+from sfda.errors import SfdaError
+from sfda.inference import predict_slices, scan_slices
+from sfda.io.volume import read_header, read_volume
+from sfda.methods import build_method
+from sfda.metrics.scan_check import scan_signals, scan_warnings
+from sfda.priors.estimate import prior_from_table
+from sfda.priors.table import load_prior
+from sfda.progress import say
+
+
+class ScanAdapter:
+    """Holds the source model and, in continual mode, the model carried from scan to scan."""
+
+    def __init__(self, source: torch.nn.Module, meta: dict, cfg: PredictConfig):
+        cfg.method.name = cfg.adapt
+        self.source, self.meta, self.cfg = source.eval(), meta, cfg
+        self.method = build_method(cfg.adapt, cfg.method)
+        self.carried: torch.nn.Module | None = None
+        if self.method.needs_prior and not cfg.prior and not meta.get("source_position"):
+            raise SfdaError(f"--adapt {cfg.adapt} needs a prior, and checkpoint {cfg.checkpoint} carries no "
+                            "position statistics (trained before sfda stored them): give --prior TABLE "
+                            "(rows <file stem>:<slice>) or train the source model again")
+
+    def check_prior(self, files: list[Path], stems: list[str]) -> None:
+        """Before the first mask is written: the prior table has a row for every slice of every scan."""
+        if self.cfg.prior:
+            axis = self.meta["slicing"]["axis"]
+            for path, stem in zip(files, stems):
+                self.prior(stem, read_header(path)[0][axis])
+
+    def prior(self, stem: str, n: int) -> np.ndarray | None:
+        """τe of the scan's slices (also for methods that need none: the safety net reads it)."""
+        if not self.cfg.prior and not self.meta.get("source_position"):
+            return None
+        k = len(self.meta["label_names"])
+        if self.cfg.prior:
+            return load_prior(self.cfg.prior, [f"{stem}:{i}" for i in range(n)], k)
+        return prior_from_table(self.meta["source_position"], relative_positions(np.arange(n), np.full(n, n)))
+
+    def __call__(self, path: Path, stem: str) -> tuple[torch.nn.Module, dict]:
+        """Adapt to one scan; returns the model whose mask to write and the scan's JSON record."""
+        t0, cfg = time.perf_counter(), self.cfg
+        vol = read_volume(path, dtype=None, check_finite=False)
+        images, valid = scan_slices(self.meta, vol.array, str(path), vol.spacing)
+        tau = self.prior(stem, len(images))
+        start = self.carried if cfg.mode == "continual" and self.carried is not None else self.source
+        model = copy.deepcopy(start)
+        seed = (cfg.seed * 1_000_003 + zlib.crc32(stem.encode())) % (2**31)
+        run = adapt_scan(model, self.method, images, valid, tau if self.method.needs_prior else None, cfg.steps,
+                         cfg.optim, seed, cfg.device)
+        signals = scan_signals(_outputs(self.source, images, cfg.device), _outputs(model, images, cfg.device),
+                               valid, tau, self.meta.get("source_atlas"))
+        warnings = scan_warnings(signals, self.meta["label_names"])
+        fallback = bool(warnings) and cfg.on_distrust == "source"
+        self.carried = None if fallback else model
+        record = {"scan": str(path), "method": cfg.adapt, "mode": cfg.mode, "steps": run["steps"],
+                  "losses": run["losses"], **signals, "warnings": warnings,
+                  "decision": "source (safety net)" if fallback else ("adapted (distrusted, kept: on_distrust=keep)"
+                                                                       if warnings else "adapted"),
+                  "seconds_adapt": run["seconds"], "seconds": time.perf_counter() - t0}
+        for line in warnings:
+            say(f"warning: {path.name}: {line}" + ("; the source model's mask is written" if fallback else ""))
+        return (self.source if fallback else model), record
+
+
+def _outputs(model, images: np.ndarray, device: str):
+    labels, probs = predict_slices(model, images, device=device, probabilities=True)
+    return labels, probs
+
+
+def append_record(path: Path, record: dict) -> None:
+    with open(path, "a") as fh:
+        fh.write(json.dumps(record) + "\n")

@@ -1,0 +1,93 @@
+"""``sfda predict --adapt``: per-scan adaptation, its safety net, and episodic order independence."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from sfda.cli import main
+from sfda.io.cases import load_cases
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_cases, tmp_path_factory):
+    """A tiny source model good enough to find the disc on its own modality (wat)."""
+    out = tmp_path_factory.mktemp("tta") / "src"
+    assert main(["train-source", "--cases", tiny_cases, "--modality", "wat", "--subjects", "P01,P02", "--net", "unet",
+                 "net_args={width: 8, depth: 2}", "optim.epochs=30", "optim.batch_size=4", "optim.lr=0.01",
+                 "augment=false", "--out", str(out)]) == 0
+    cl = load_cases(tiny_cases)
+    return out / "last.pt", {m: [c.images[m] for c in cl.cases] for m in ("wat", "inn")}
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "adapt.jsonl").read_text().splitlines()]
+
+
+def test_each_scan_is_adapted_then_predicted_in_its_own_geometry(trained, tmp_path):
+    ckpt, scans = trained
+    out = tmp_path / "p"
+    assert main(["predict", "--checkpoint", str(ckpt), *scans["inn"], "--out", str(out), "--adapt", "adaent",
+                 "--steps", "4"]) == 0
+    records = _records(out)
+    assert [r["scan"] for r in records] == scans["inn"]
+    for r in records:
+        assert r["steps"] == 4 and len(r["losses"]) == 4 and np.isfinite(r["losses"]).all()
+        assert r["decision"] == "adapted" and r["warnings"] == [] and r["seconds"] > 0
+        assert len(r["fractions"]["prior"]) == 1  # the checkpoint's own position prior, no --prior needed
+        mask, image = nib.load(r["mask"]), nib.load(r["scan"])
+        assert mask.shape == image.shape and np.allclose(mask.affine, image.affine)
+
+
+def test_a_collapsing_adaptation_falls_back_to_the_source_mask_and_says_so(trained, tmp_path, capsys):
+    """Entropy alone at a high learning rate empties the mask; the source model's mask is written."""
+    ckpt, scans = trained
+    plain, adapted = tmp_path / "plain", tmp_path / "collapse"
+    assert main(["predict", "--checkpoint", str(ckpt), *scans["inn"], "--out", str(plain)]) == 0
+    assert main(["predict", "--checkpoint", str(ckpt), *scans["inn"], "--out", str(adapted), "--adapt", "entropy",
+                 "--steps", "20", "--lr", "0.05"]) == 0
+    records = _records(adapted)
+    fell_back = [r for r in records if r["decision"] == "source (safety net)"]
+    assert fell_back, [r["fractions"] for r in records]
+    said = capsys.readouterr()
+    assert "the source model's mask is written" in said.out + said.err
+    for r in fell_back:
+        assert any("vanishes" in w or "floods" in w or "atlas" in w for w in r["warnings"])
+        name = Path(r["mask"]).name
+        assert np.array_equal(np.asarray(nib.load(r["mask"]).dataobj), np.asarray(nib.load(plain / name).dataobj))
+        assert np.asarray(nib.load(r["mask"]).dataobj).any()  # never an empty mask where the source found one
+
+
+def test_episodic_masks_do_not_depend_on_the_order_of_the_scans(trained, tmp_path):
+    ckpt, scans = trained
+    forward, backward = tmp_path / "f", tmp_path / "b"
+    for out, order in ((forward, scans["inn"]), (backward, scans["inn"][::-1])):
+        assert main(["predict", "--checkpoint", str(ckpt), *order, "--out", str(out), "--adapt", "adaent",
+                     "--steps", "3", "--mode", "episodic"]) == 0
+    for f in sorted(forward.glob("*_seg.nii.gz")):
+        assert np.array_equal(np.asarray(nib.load(f).dataobj), np.asarray(nib.load(backward / f.name).dataobj))
+    continual = tmp_path / "c"
+    assert main(["predict", "--checkpoint", str(ckpt), *scans["inn"], "--out", str(continual), "--adapt", "adaent",
+                 "--steps", "3", "--mode", "continual"]) == 0
+    assert [r["mode"] for r in _records(continual)] == ["continual"] * 3
+
+
+def test_python_api_and_refusals(trained, tmp_path, capsys):
+    import sfda
+
+    ckpt, scans = trained
+    written = sfda.predict(checkpoint=str(ckpt), inputs=scans["inn"][:1], out=str(tmp_path / "api"), adapt="tent",
+                           steps=2, progress=False)
+    assert len(written) == 1 and _records(tmp_path / "api")[0]["method"] == "tent"
+    table = tmp_path / "tau.csv"
+    table.write_text("slice_id,background,foreground\nP01_inn:0,0.9,0.1\n")
+    out = tmp_path / "refused"
+    assert main(["predict", "--checkpoint", str(ckpt), *scans["inn"], "--out", str(out), "--adapt", "adaent",
+                 "--prior", str(table)]) == 2
+    assert "has no row" in capsys.readouterr().err and not list(out.glob("*.nii.gz"))
+    assert main(["predict", "--checkpoint", str(ckpt), *scans["inn"], "--out", str(out), "--adapt", "adasource"]) == 2
+    assert "is not allowed" in capsys.readouterr().err
