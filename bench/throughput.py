@@ -1,6 +1,7 @@
 """Throughput of sfda's training, adaptation and prediction paths against the bare network step.
 
     python bench/throughput.py [--out bench/throughput.json] [--steps 20]
+    python bench/throughput.py --per-scan-only --out bench/per_scan_speed.json
 
 Everything is measured in one run, on generated data, so the ratios are
 comparable even on a noisy machine; absolute times are for this machine only.
@@ -151,6 +152,26 @@ def predict_volume(shape=(36, 256, 256), repeats: int = 3) -> dict:
             "peak_rss_mib": max(rss), "command_s": command_s}
 
 
+def per_scan(shape=(36, 256, 256)) -> dict:
+    """`sfda predict` on one scan: plain, `--adapt adaent --steps 10` and `--adapt tent` (10 steps),
+    each in a fresh process (seconds inside the command's main, peak RSS), and their ratios."""
+    from sfda.engine.checkpoint import update_meta
+
+    with tempfile.TemporaryDirectory() as tmp:
+        _predict_fixture(tmp, shape)
+        # the position table train-source stores (here: 10 % disc everywhere), for adaent's prior
+        update_meta(f"{tmp}/m.pt", source_position={"centres": [0.0, 1.0], "means": [[0.9, 0.1], [0.9, 0.1]],
+                                                  "presence": [1.0, 1.0]})
+        base = ["predict", "--checkpoint", f"{tmp}/m.pt", f"{tmp}/v.nii.gz"]
+        out = {"plain": _child_cli([*base, "--out", f"{tmp}/plain"]),
+               "adaent_10_steps": _child_cli([*base, "--out", f"{tmp}/adaent", "--adapt", "adaent", "--steps", "10"]),
+               "tent_10_steps": _child_cli([*base, "--out", f"{tmp}/tent", "--adapt", "tent", "--steps", "10"])}
+    for name in ("adaent_10_steps", "tent_10_steps"):
+        if "seconds" in out[name] and "seconds" in out["plain"]:
+            out[f"{name}_vs_plain"] = out[name]["seconds"] / out["plain"]["seconds"]
+    return out
+
+
 def compiled_step(size: int, steps: int) -> dict | str:
     """The bare step with ``torch.compile`` (inductor) against eager, same run: speed ratio and compile time.
     Inductor compiles into an empty cache folder, so the compile time is a first run's, not a cached one."""
@@ -274,8 +295,14 @@ def main() -> None:
     ap.add_argument("--memory-only", action="store_true",
                     help="only the two memory figures (large predict, constant refusal)")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile's bare step (minutes)")
+    ap.add_argument("--per-scan-only", action="store_true",
+                    help="only per-scan adaptation against plain prediction (36x256x256)")
     args = ap.parse_args()
     res = {"machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, threads {torch.get_num_threads()}"}
+    if args.per_scan_only:
+        res["per_scan_36x256x256"] = per_scan()
+        _finish(res, args.out)
+        return
     if args.memory_only:
         res.update({"predict_512x512x400": predict_large(), "refuse_constant_600cubed": refuse_constant()})
         _finish(res, args.out)
@@ -321,6 +348,7 @@ def main() -> None:
     res["predict_512x512x400"] = big
     res["predict_512x512x400_peak_rss_mib"] = big.get("peak_rss_mib")
     res["refuse_constant_600cubed"] = refuse_constant()
+    res["per_scan_36x256x256"] = per_scan()
     if args.compile:
         res["compile_128"] = compiled_step(128, args.steps)
     res["cuda"] = cuda_figures(args.steps)
