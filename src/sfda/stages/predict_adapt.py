@@ -71,7 +71,8 @@ class ScanAdapter:
         seed = (cfg.seed * 1_000_003 + zlib.crc32(stem.encode())) % (2**31)
         run = adapt_scan(model, self.method, images, valid, tau if self.method.needs_prior else None, cfg.steps,
                          cfg.optim, seed, cfg.device)
-        signals = scan_signals(_outputs(self.source, images, cfg.device), _outputs(model, images, cfg.device),
+        signals = scan_signals(predict_slices(self.source, images, device=cfg.device, probabilities=True),
+                               predict_slices(model, images, device=cfg.device, probabilities=True),
                                valid, tau, self.meta.get("source_atlas"))
         warnings = scan_warnings(signals, self.meta["label_names"])
         fallback = bool(warnings) and cfg.on_distrust == "source"
@@ -84,11 +85,6 @@ class ScanAdapter:
         for line in warnings:
             say(f"warning: {path.name}: {line}" + ("; the source model's mask is written" if fallback else ""))
         return (self.source if fallback else model), record
-
-
-def _outputs(model, images: np.ndarray, device: str):
-    labels, probs = predict_slices(model, images, device=device, probabilities=True)
-    return labels, probs
 
 
 def append_record(path: Path, record: dict) -> None:
