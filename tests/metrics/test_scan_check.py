@@ -28,6 +28,12 @@ def test_vanish_and_flood(source, adapted, prior, words):
     assert lines == [] if words is None else any(words in x for x in lines)
 
 
+@pytest.mark.parametrize("agreement, moved", [([0.9, 0.5], False), ([0.9, 0.1], True), ([0.9, None], False)])
+def test_a_structure_that_moves_is_distrusted(agreement, moved):
+    signals = {**_signals([0.10, 0.02], [0.10, 0.02], [0.10, 0.02]), "agreement": agreement}
+    assert any("kidney moved" in x for x in scan_warnings(signals, NAMES)) == moved
+
+
 def test_signals_on_masks():
     valid = np.ones((2, 10, 10), bool)
     src = np.zeros((2, 10, 10), np.int64)
