@@ -117,7 +117,7 @@ def _summary(rows: list[dict], results: dict, direction: str, subjects: list[str
     for name in dict.fromkeys(r["setting"] for r in rows):
         per_seed = [np.mean(list(r["dice"].values())) for r in rows if r["setting"] == name]
         out[name] = {"mean": float(np.mean(per_seed)), "std": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1
-                     else 0.0, "seeds": [round(100 * v, 1) for v in per_seed]}
+                     else 0.0, "seeds": [round(100 * float(v), 1) for v in per_seed]}
         falls = [r["fallbacks"] for r in rows if r["setting"] == name and "fallbacks" in r]
         if falls:
             out[name]["fallbacks"] = int(sum(falls))
