@@ -19,12 +19,19 @@ NETS: dict[str, type[nn.Module]] = {"enet": ENet, "unet": UNet, "regressor": Reg
 #: What each network outputs: per-pixel logits, or per-image class ratios.
 NET_KIND: dict[str, str] = {"enet": "segmentation", "unet": "segmentation", "regressor": "regression"}
 
-__all__ = ["ENet", "NETS", "NET_KIND", "Regressor", "UNet", "build_net", "net_names"]
+__all__ = ["ENet", "NETS", "NET_KIND", "Regressor", "UNet", "build_net", "net_kind", "net_names"]
 
 
 def net_names() -> list[str]:
-    """Registered network names, sorted, for error messages and CLI choices."""
+    """sfda's own network names, sorted (MONAI's are named ``monai.<Name>``: sfda.nets.monai_nets)."""
     return sorted(NETS)
+
+
+def net_kind(name: str) -> str:
+    """What the network ``name`` outputs: "segmentation" or "regression"."""
+    from sfda.nets.monai_nets import PREFIX
+
+    return "segmentation" if name.startswith(PREFIX) else NET_KIND[name]
 
 
 def _accepted_args(cls: type[nn.Module]) -> list[str]:
@@ -34,8 +41,13 @@ def _accepted_args(cls: type[nn.Module]) -> list[str]:
 
 def build_net(name: str, **kwargs: object) -> nn.Module:
     """Instantiate the network ``name`` with ``kwargs``; user mistakes become SfdaError."""
+    from sfda.nets.monai_nets import PREFIX, SUPPORTED, MonaiNet
+
+    if name.startswith(PREFIX):
+        return MonaiNet(name[len(PREFIX):], **kwargs)
     if name not in NETS:
-        raise SfdaError(f"unknown network {name!r}; choose one of: {', '.join(net_names())}")
+        raise SfdaError(f"unknown network {name!r}; choose one of: {', '.join(net_names())}, "
+                        f"or a MONAI network: {', '.join(PREFIX + n for n in SUPPORTED)}")
     cls = NETS[name]
     try:
         inspect.signature(cls).bind(**kwargs)  # unknown or duplicate names

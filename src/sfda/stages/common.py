@@ -18,7 +18,7 @@ from sfda.engine.loop import FitSpec
 from sfda.errors import SfdaError
 from sfda.errors import require as require_that
 from sfda.io.cases import CaseList, select_cases
-from sfda.nets import NET_KIND
+from sfda.nets import net_kind
 
 
 def require(value, option: str) -> None:
@@ -69,7 +69,7 @@ def slicing_of(meta: dict) -> dict:
 
 def checkpoint_meta(cfg, net_args: dict, cl: CaseList, stage: str) -> dict:
     """What a checkpoint says about itself: network, labels, modality, normalisation, slicing, config."""
-    return {"net": cfg.net, "net_args": net_args, "kind": NET_KIND[cfg.net], "label_names": list(cl.label_names),
+    return {"net": cfg.net, "net_args": net_args, "kind": net_kind(cfg.net), "label_names": list(cl.label_names),
             "modality": cfg.data.modality, "stage": stage,
             "normalization": norm_params(cfg.data.clip_low, cfg.data.clip_high),
             "slicing": {"axis": cfg.data.axis, "pad_multiple": cfg.data.pad_multiple, "size": list(cfg.data.size),
