@@ -26,6 +26,8 @@ def test_unknown_network_or_argument_is_refused():
         build_net("monai.NotANet", in_channels=1, num_classes=2)
     with pytest.raises(SfdaError, match="bad arguments for network monai.UNet"):
         build_net("monai.UNet", in_channels=1, num_classes=2, bogus=3)
+    with pytest.raises(SfdaError, match="2D slices"):
+        build_net("monai.UNet", in_channels=1, num_classes=2, spatial_dims=3)
 
 
 def test_monai_unet_trains_adapts_and_predicts_through_the_cli(tiny_cases, tiny_source, tmp_path):

@@ -43,6 +43,9 @@ class MonaiNet(nn.Module):
         if name not in SUPPORTED:
             raise SfdaError(f"unsupported MONAI network {PREFIX}{name}; choose one of: "
                             + ", ".join(PREFIX + n for n in SUPPORTED))
+        if spatial_dims != 2:
+            raise SfdaError(f"net {PREFIX}{name}: spatial_dims {spatial_dims} is not supported; sfda trains and "
+                            "adapts on 2D slices (spatial_dims: 2)")
         cls = getattr(mn, name)
         args = {**_DEFAULTS.get(name, {}), **kwargs, "spatial_dims": spatial_dims, "in_channels": in_channels,
                 "out_channels": num_classes}
