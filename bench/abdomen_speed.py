@@ -18,34 +18,15 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from throughput import _child_cli  # noqa: E402
+from throughput import _child_cli, bare_step  # noqa: E402
 
 from sfda.io.cases import load_cases  # noqa: E402
-from sfda.losses import cross_entropy  # noqa: E402
-from sfda.nets import build_net  # noqa: E402
-
-
-def bare_step(net: str, net_args: dict, size: tuple[int, int], batch: int, steps: int = 10) -> float:
-    torch.manual_seed(0)
-    model = build_net(net, **net_args).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.randn(batch, 1, *size)
-    y = torch.randint(0, net_args.get("num_classes", 2), (batch, *size))
-    for i in range(steps + 2):
-        if i == 2:
-            t0 = time.perf_counter()
-        loss = cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return steps * batch / (time.perf_counter() - t0)
 
 
 def _predict(ckpt: Path, scan: str) -> dict:
@@ -77,7 +58,7 @@ def main(argv=None) -> int:
     n_slices = sum(c.shape[cfg["data"]["axis"]] for c in chosen)
     size = tuple(cfg["data"]["size"]) or (256, 256)
     epoch = sorted(r["train_s"] for r in log)[len(log) // 2]
-    bare = bare_step(meta["net"], meta["net_args"], size, cfg["optim"]["batch_size"])
+    bare = bare_step(size[0], 10, meta["net"], meta["net_args"], cfg["optim"]["batch_size"])
     largest = max(chosen, key=lambda c: c.shape[0] * c.shape[1] * c.shape[2])
     target = a.direction.split("-")[1]
     res = {"network": meta["net"], "slice_size": list(size), "source_slices": n_slices,

@@ -32,13 +32,14 @@ from sfda.nets import build_net
 BATCH = 12
 
 
-def bare_step(size: int, steps: int) -> float:
+def bare_step(size: int, steps: int, net: str = "enet", net_args: dict | None = None, batch: int = BATCH) -> float:
     """Slices/s of forward + backward + Adam step on batches already in memory."""
     torch.manual_seed(0)
-    model = build_net("enet", in_channels=1, num_classes=2).train()
+    net_args = net_args or {"in_channels": 1, "num_classes": 2}
+    model = build_net(net, **net_args).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.randn(BATCH, 1, size, size)
-    y = (torch.rand(BATCH, size, size) > 0.8).long()
+    x = torch.randn(batch, 1, size, size)
+    y = torch.randint(0, net_args.get("num_classes", 2), (batch, size, size))
     for i in range(steps + 2):
         if i == 2:
             t0 = time.perf_counter()
@@ -46,7 +47,7 @@ def bare_step(size: int, steps: int) -> float:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return steps * BATCH / (time.perf_counter() - t0)
+    return steps * batch / (time.perf_counter() - t0)
 
 
 def real_path(method: str, size: int, steps: int) -> dict:

@@ -21,7 +21,7 @@ import numpy as np
 
 from sfda.data.normalize import apply_norm, intensity_stats
 from sfda.data.resample import grid_shape, grid_spacing, in_plane, resize
-from sfda.data.slices import assemble_subject, from_slices, padded_size, relative_positions, to_slices
+from sfda.data.slices import assemble_subject, common_target, from_slices, relative_positions, to_slices
 from sfda.errors import SfdaError
 from sfda.io.atomic import atomic_path, write_json
 from sfda.io.cases import Case, check_case_files
@@ -179,8 +179,7 @@ def build_sliceset(cases: list[Case], modality: str, *, axis: int = 0, pad_multi
                      slice_index=np.empty(0, np.int64), cases=list(cases), modality=modality, axis=axis, hw=(0, 0),
                      num_classes=len(label_names), size=tuple(size), spacing=tuple(spacing))
     grids = [shell.grid(c) for c in cases]
-    shell.hw = tuple(hw or (padded_size(max(g[0] for g in grids), pad_multiple),
-                            padded_size(max(g[1] for g in grids), pad_multiple)))
+    shell.hw = tuple(hw or common_target([shell.grid_volume(c)[0] for c in cases], axis, pad_multiple))
     key = _cache_key(cases, modality, axis, shell.hw, clip, with_labels, (shell.size, shell.spacing))
     cached = _load_cache(cache_dir, key) if cache_dir else None
     if cached is None:
