@@ -9,7 +9,7 @@ EXPERIMENT_DIR is a finished ``sfda experiment`` (e.g. of configs/ivdm3seg-crops
 each of its seeds, the source model of the direction predicts every crop of ``--subjects`` in
 the target modality (each crop is a scan that arrives alone): plainly, and adapted to that scan
 first (episodic and continual, for each steps x lr setting). Masks are scored per subject in
-3D (its crops assembled) against the labels. Source checkpoints written before train-source
+3D (its crops assembled) against the labels: Dice, the mean over the structures. Source checkpoints written before train-source
 stored its position table get it here, from the same source labels (a copy; the run's own
 checkpoint is not touched). Prints mean 3D Dice per setting over seeds and, for the test
 subjects, the experiment's cohort AdaEnt and NoAdaptation; writes everything as JSON.
@@ -52,22 +52,27 @@ def _source(run: Path, work: Path) -> Path:
     return copy
 
 
-def _score(masks: dict[str, Path], cases) -> dict[str, float]:
-    """Per-subject 3D Dice of the foreground: crops assembled as `sfda evaluate` does."""
+def _score(masks: dict[str, Path], cases, classes: int) -> dict[str, float]:
+    """Per-subject 3D Dice, the mean over the structures: crops assembled as `sfda evaluate` does."""
     preds, truths = {}, {}
     for case in cases:
-        preds.setdefault(case.subject, []).append(read_volume(masks[case.case_id]).array > 0)
-        truths.setdefault(case.subject, []).append(read_volume(case.label).array > 0)
-    return {s: float(dice(assemble_subject(preds[s]), assemble_subject(truths[s]))) for s in sorted(preds)}
+        preds.setdefault(case.subject, []).append(read_volume(masks[case.case_id]).array)
+        truths.setdefault(case.subject, []).append(read_volume(case.label).array)
+    out = {}
+    for s in sorted(preds):
+        p, t = assemble_subject(preds[s]), assemble_subject(truths[s])
+        out[s] = float(np.mean([dice(p == k, t == k) for k in range(1, classes)]))
+    return out
 
 
 def _run(ckpt: Path, cases, modality: str, out: Path, **adapt) -> tuple[dict, list]:
     files = [case.images[modality] for case in cases]
     written = sfda.predict(checkpoint=str(ckpt), inputs=files, out=str(out), progress=False, **adapt)
     by_case = {case.case_id: path for case, path in zip(cases, written)}
+    classes = len(load_checkpoint(ckpt)["meta"]["label_names"])
     records = ([json.loads(x) for x in (out / "adapt.jsonl").read_text().splitlines()]
                if (out / "adapt.jsonl").exists() else [])
-    return _score(by_case, cases), records
+    return _score(by_case, cases, classes), records
 
 
 def main(argv=None) -> int:
@@ -80,15 +85,16 @@ def main(argv=None) -> int:
     ap.add_argument("--method", default="adaent")
     ap.add_argument("--out", type=Path, default=Path("bench/per_scan.json"))
     a = ap.parse_args(argv)
-    target = a.direction.split("-")[1]
     subjects = a.subjects.split(",")
     cases = [c for c in load_cases(a.experiment / "cases.json").cases if c.subject in subjects]
-    results = json.loads((a.experiment / "results.json").read_text())
+    done = a.experiment / "results.json"
+    results = json.loads(done.read_text()) if done.exists() else {"directions": []}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for run in sorted((a.experiment / a.direction).glob("seed*")):
             ckpt = _source(run, work)
+            target = json.loads((run / "noadapt" / "eval" / "metrics.json").read_text())["modality"]
             plain, _ = _run(ckpt, cases, target, work / f"{run.name}_plain")
             rows.append({"seed": run.name, "setting": "plain", "dice": plain})
             for steps in map(int, a.steps.split(",")):
@@ -123,13 +129,19 @@ def _summary(rows: list[dict], results: dict, direction: str, subjects: list[str
             out[name]["fallbacks"] = int(sum(falls))
     src, tgt = direction.split("-")
     cohort = next((d for d in results["directions"] if (d["source"], d["target"]) == (src, tgt)), None)
-    if cohort and sorted(results["test_subjects"]) == sorted(subjects):
+    if cohort and sorted(cohort.get("test_subjects", results["test_subjects"])) == sorted(subjects):
         for m in ("noadapt", "adaent"):
-            per_seed = [cohort["seeds"][s][m]["foreground"]["dice"]["mean"] for s in cohort["seeds"] if m in cohort["seeds"][s]]
+            per_seed = [_mean_dice(cohort["seeds"][s][m]) for s in cohort["seeds"] if m in cohort["seeds"][s]]
             out[f"cohort {m} (sfda experiment)"] = {"mean": float(np.mean(per_seed)),
                                                     "std": float(np.std(per_seed, ddof=1)), "seeds":
                                                     [round(100 * v, 1) for v in per_seed]}
     return out
+
+
+def _mean_dice(summary: dict) -> float:
+    """The mean over structures where there are several, else the one structure's Dice."""
+    key = "mean" if "mean" in summary else next(iter(summary))
+    return summary[key]["dice"]["mean"]
 
 
 if __name__ == "__main__":
