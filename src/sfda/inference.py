@@ -59,6 +59,8 @@ class _Grid:
         norm, sl = meta["normalization"], meta["slicing"]
         self.axis = sl["axis"]
         self.native = slice_shape(array.shape, self.axis)
+        if sl.get("spacing") and spacing is None:
+            raise ValueError("this checkpoint resamples slices to a pixel spacing: pass the volume's spacing")
         self.stats = intensity_stats(array, norm["clip_low"], norm["clip_high"], source)
         self.grid = grid_shape(self.native, in_plane(spacing or (1.0, 1.0, 1.0), self.axis), sl.get("size", ()),
                                sl.get("spacing", ()))
