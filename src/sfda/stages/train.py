@@ -40,25 +40,24 @@ def _supervised(cfg, stage: str, method, progress: bool, **spec_kw) -> dict:
         meta["source_atlas"] = label_atlas(train.labels, train.valid_mask(), len(cl.label_names))
         meta["source_position"] = position_table(train.foreground_fractions(), train.positions())
     transform = IntensityAugment(cfg.invert, cfg.remap) if cfg.augment else None
-    return fit(model, method, fit_spec(cfg, train, meta, val=val, transform=transform, progress=progress, **spec_kw))
+    out = fit(model, method, fit_spec(cfg, train, meta, val=val, transform=transform, progress=progress, **spec_kw))
+    if stage == "source" and is_main():
+        _calibrate_flip(cfg, train)
+    return out
 
 
 def train_source(cfg: TrainConfig, progress: bool = True) -> Path:
     """Supervised training with cross-entropy on labelled slices (source model, or Oracle on target)."""
     _supervised(cfg, "source", Supervised(), progress)
-    if is_main():
-        _calibrate_flip(cfg)
     return Path(cfg.out)
 
 
-def _calibrate_flip(cfg: TrainConfig, most: int = 256) -> None:
-    """The trained model's own flip agreement on (up to ``most``) training slices, stored in
+def _calibrate_flip(cfg: TrainConfig, train, most: int = 256) -> None:
+    """The trained model's own flip agreement on (up to ``most``) of its ``train`` slices, stored in
     last.pt: where it fails the mirror test on the data it was trained on, the trust check
     gives no flip signal (:func:`sfda.metrics.trust.calibrated_flip`)."""
     from sfda.inference import trust_signals
 
-    train = slices_for(load_cases(cfg.data.cases), cfg.data.subjects or None, cfg.data.modality, cfg.data,
-                       with_labels=False, progress=False)
     rows = np.unique(np.linspace(0, len(train) - 1, min(most, len(train))).astype(int))
     path = Path(cfg.out) / "last.pt"
     model, meta = load_model(path)
