@@ -23,6 +23,11 @@ def score_subjects(ss: SliceSet, pred: np.ndarray, label_names: list[str]) -> di
     preds = subject_volumes(ss, pred)
     truths = subject_volumes(ss, ss.labels)
     spacing = {c.subject: ss.grid_volume(c)[1] for c in ss.cases}  # the case's own spacing unless resampled
+    return score_volumes(preds, truths, spacing, label_names)
+
+
+def score_volumes(preds: dict, truths: dict, spacing: dict, label_names: list[str]) -> dict:
+    """3D metrics of one predicted and one true label volume per subject, with its voxel spacing."""
     acc = MetricAccumulator(label_names)
     for subject in preds:
         acc.add(subject, preds[subject].astype(np.int64), truths[subject].astype(np.int64), spacing[subject])

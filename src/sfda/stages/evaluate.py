@@ -18,8 +18,7 @@ from sfda.inference import entropy_map, predict_slices, stream_volume
 from sfda.io.atomic import atomic_path, write_json, write_text
 from sfda.io.cases import load_cases
 from sfda.io.volume import read_volume
-from sfda.metrics.accumulator import MetricAccumulator
-from sfda.metrics.subjects import score_subjects
+from sfda.metrics.subjects import score_subjects, score_volumes
 from sfda.progress import bar
 from sfda.stages.common import check_output, require, slices_for, slicing_of, write_config
 
@@ -62,13 +61,11 @@ def native_scores(model, meta: dict, ss: SliceSet, label_names: list[str], devic
     for case in bar(ss.cases, "scoring on the scans' own grids", progress):
         vol = read_volume(case.images[ss.modality], dtype=None, check_finite=False)
         pred = stream_volume(model, meta, vol.array, case.images[ss.modality], device, spacing=vol.spacing)
-        preds.setdefault(case.subject, []).append(pred["labels"].astype(np.int64))
-        truths.setdefault(case.subject, []).append(read_volume(case.label, dtype=None).array.astype(np.int64))
+        preds.setdefault(case.subject, []).append(pred["labels"])
+        truths.setdefault(case.subject, []).append(read_volume(case.label, dtype=None).array)
         spacing[case.subject] = vol.spacing
-    acc = MetricAccumulator(label_names)
-    for subject in preds:
-        acc.add(subject, assemble_subject(preds[subject]), assemble_subject(truths[subject]), spacing[subject])
-    return {"per_subject": acc.rows(), "summary": acc.summary()}
+    return score_volumes({s: assemble_subject(v) for s, v in preds.items()},
+                         {s: assemble_subject(v) for s, v in truths.items()}, spacing, label_names)
 
 
 def rows_csv(rows: list[dict]) -> str:
