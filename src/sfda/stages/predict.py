@@ -55,11 +55,11 @@ def _predict_one(model, meta: dict, path: Path, cfg: PredictConfig, out_dir: Pat
     """One input, streamed (its stored type in memory, one batch of slices at a time); returns its mask.
     With ``adapter`` (``--adapt``): the model adapted to this scan first (or the source model, if the
     safety net distrusts it), and the scan's record appended to ``adapt.jsonl``."""
+    vol = read_volume(path, dtype=None, check_finite=False)  # scanned already; intensity_stats checks again
     if adapter is not None:
         from sfda.stages.predict_adapt import append_record
 
-        model, record = adapter(path, _stem(path))
-    vol = read_volume(path, dtype=None, check_finite=False)  # scanned already; intensity_stats checks again
+        model, record = adapter(path, _stem(path), vol)
     out = stream_volume(model, meta, vol.array, str(path), cfg.device, entropy=cfg.entropy,
                         probabilities=cfg.probabilities, spacing=vol.spacing)
     ext, stem = volume_suffix(path), _stem(path)

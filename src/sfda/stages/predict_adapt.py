@@ -23,7 +23,7 @@ from sfda.data.slices import relative_positions
 from sfda.engine.tta import adapt_scan
 from sfda.errors import SfdaError
 from sfda.inference import predict_slices, scan_slices
-from sfda.io.volume import read_header, read_volume
+from sfda.io.volume import read_header
 from sfda.methods import build_method
 from sfda.metrics.scan_check import scan_signals, scan_warnings
 from sfda.priors.estimate import prior_from_table
@@ -60,10 +60,10 @@ class ScanAdapter:
             return load_prior(self.cfg.prior, [f"{stem}:{i}" for i in range(n)], k)
         return prior_from_table(self.meta["source_position"], relative_positions(np.arange(n), np.full(n, n)))
 
-    def __call__(self, path: Path, stem: str) -> tuple[torch.nn.Module, dict]:
-        """Adapt to one scan; returns the model whose mask to write and the scan's JSON record."""
+    def __call__(self, path: Path, stem: str, vol) -> tuple[torch.nn.Module, dict]:
+        """Adapt to one scan (``vol``, read from ``path``); returns the model whose mask to write and
+        the scan's JSON record."""
         t0, cfg = time.perf_counter(), self.cfg
-        vol = read_volume(path, dtype=None, check_finite=False)
         images, valid = scan_slices(self.meta, vol.array, str(path), vol.spacing)
         tau = self.prior(stem, len(images))
         start = self.carried if cfg.mode == "continual" and self.carried is not None else self.source
