@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from sfda.errors import SfdaError
-from sfda.priors.estimate import (apply_tags, constant_prior, model_prior, relative_positions, source_mean_ratios,
-                                  source_position_prior)
+from sfda.priors.estimate import (apply_tags, constant_prior, model_prior, relative_positions, sizes_given_present,
+                                  source_mean_ratios, source_position_prior)
 from sfda.priors.table import load_prior, save_prior
 
 
@@ -101,3 +101,25 @@ def test_tags_per_structure_zero_each_absent_one_and_renormalise():
     assert np.allclose(out, [[0.7, 0.1, 0.2], [0.875, 0.125, 0.0], [1.0, 0.0, 0.0]])
     # A tag per slice is the same as every structure tagged alike.
     assert np.allclose(apply_tags(tau, np.array([True, True, False])), apply_tags(tau, present[[0, 0, 2]]))
+
+
+def test_sizes_given_present_average_only_the_slices_holding_each_structure():
+    # Structure 1 covers 0.2 where present (half the slices), structure 2 covers 0.1 in one slice.
+    ratios = np.array([[0.8, 0.2, 0.0], [1.0, 0.0, 0.0], [0.7, 0.2, 0.1], [1.0, 0.0, 0.0]])
+    assert np.allclose(sizes_given_present(ratios), [0.2, 0.1])
+    # Per position: structure 1 is 0.2 at the first half, 0.4 at the second; structure 2 only at
+    # the first, so the second half gets its value from there (interpolation holds the end value).
+    ratios = np.array([[0.8, 0.2, 0.0], [0.7, 0.2, 0.1], [0.6, 0.4, 0.0], [1.0, 0.0, 0.0]])
+    pos = np.array([0.1, 0.2, 0.8, 0.9])
+    sizes = sizes_given_present(ratios, pos, np.array([0.15, 0.85]), bins=2)
+    assert np.allclose(sizes, [[0.2, 0.1], [0.4, 0.1]])
+
+
+def test_tags_with_sizes_give_each_present_structure_its_size_where_present():
+    tau = np.array([[0.97, 0.01, 0.02], [0.97, 0.01, 0.02], [0.97, 0.01, 0.02]], dtype=np.float32)
+    present = np.array([[True, True], [True, False], [False, False]])
+    out = apply_tags(tau, present, np.array([0.3, 0.1]))
+    assert out.dtype == np.float32
+    assert np.allclose(out, [[0.6, 0.3, 0.1], [0.7, 0.3, 0.0], [1.0, 0.0, 0.0]])
+    # Sizes that together exceed the slice are scaled down to fill it, never a negative background.
+    assert np.allclose(apply_tags(tau[:1], present[:1], np.array([0.9, 0.6])), [[0.0, 0.6, 0.4]])

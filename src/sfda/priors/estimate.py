@@ -60,14 +60,20 @@ def model_prior(model: torch.nn.Module, images: np.ndarray, valid: np.ndarray, b
                       lambda logits, rows: predicted_ratios(logits, torch.from_numpy(valid[rows]).to(device)))
 
 
-def apply_tags(ratios: np.ndarray, present: np.ndarray) -> np.ndarray:
+def apply_tags(ratios: np.ndarray, present: np.ndarray, sizes: np.ndarray | None = None) -> np.ndarray:
     """Weak supervision. ``present`` (N,): slices tagged as without any structure get
     τe = (1, 0, ...). ``present`` (N, K-1), a tag per structure: an absent structure gets ratio 0
-    and the slice's other ratios are renormalised (a slice with none gets (1, 0, ...))."""
-    out = ratios.copy()
+    and the slice's other ratios are renormalised (a slice with none gets (1, 0, ...)).
+
+    ``sizes`` (N, K-1): each structure's expected ratio *where it is present* (see
+    :func:`sizes_given_present`). A tagged structure then gets that size instead of its mean over
+    all slices, which also counts the slices without it and so asks for too little of it."""
     present = np.asarray(present, dtype=bool)
     if present.ndim == 1:
-        present = np.repeat(present[:, None], out.shape[1] - 1, axis=1)
+        present = np.repeat(present[:, None], ratios.shape[1] - 1, axis=1)
+    if sizes is not None:
+        return _tagged_sizes(present, sizes).astype(ratios.dtype)
+    out = ratios.copy()
     changed = (~present & (out[:, 1:] > 0)).any(axis=1) | ~present.any(axis=1)
     fg = out[:, 1:]
     fg[~present] = 0.0
@@ -76,6 +82,38 @@ def apply_tags(ratios: np.ndarray, present: np.ndarray) -> np.ndarray:
     out[empty, 0] = 1.0
     rest = changed & ~empty
     out[rest] /= np.maximum(out[rest].sum(axis=1, keepdims=True), 1e-12)
+    return out
+
+
+def _tagged_sizes(present: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    fg = np.where(present, sizes, 0.0)
+    total = fg.sum(axis=1, keepdims=True)
+    fg = fg / np.maximum(total, 1.0)  # structures that together ask for more than the slice
+    return np.concatenate([1.0 - fg.sum(axis=1, keepdims=True), fg], axis=1)
+
+
+def sizes_given_present(source_ratios: np.ndarray, source_pos: np.ndarray | None = None,
+                        target_pos: np.ndarray | None = None, bins: int = 32) -> np.ndarray:
+    """Each structure's mean source ratio over the source slices that hold it, (K-1,); with
+    positions, per target slice (N, K-1): over the source slices that hold it at the same
+    relative position, interpolated between positions, and its overall value where no source
+    slice at any nearby position holds it. A label statistic: no image leaves the source site."""
+    fg = source_ratios[:, 1:]
+    held = fg > 0
+    if not held.any():
+        raise SfdaError("no source slice contains a structure; check the source labels and subjects")
+    overall = np.array([fg[held[:, k], k].mean() if held[:, k].any() else 0.0 for k in range(fg.shape[1])])
+    if source_pos is None or target_pos is None:
+        return overall
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(source_pos, edges) - 1, 0, bins - 1)
+    out = np.tile(overall, (len(target_pos), 1))
+    for k in range(fg.shape[1]):
+        filled = [b for b in range(bins) if held[which == b, k].any()]
+        if filled:
+            centres = [(edges[b] + edges[b + 1]) / 2 for b in filled]
+            means = [fg[(which == b) & held[:, k], k].mean() for b in filled]
+            out[:, k] = np.interp(target_pos, centres, means)
     return out
 
 

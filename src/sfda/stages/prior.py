@@ -18,8 +18,8 @@ from sfda.data.sliceset import SliceSet
 from sfda.engine.checkpoint import load_model, require_kind
 from sfda.errors import SfdaError
 from sfda.io.cases import CaseList, load_cases
-from sfda.priors.estimate import (apply_tags, constant_prior, model_prior, regressor_prior, source_mean_ratios,
-                                  source_position_prior)
+from sfda.priors.estimate import (apply_tags, constant_prior, model_prior, regressor_prior, sizes_given_present,
+                                  source_mean_ratios, source_position_prior)
 from sfda.priors.table import save_prior
 from sfda.stages.common import check_output, require, slices_for, slicing_of, write_config
 
@@ -29,6 +29,7 @@ class _Inputs:
 
     def __init__(self, cfg: PriorConfig, cl: CaseList, target: SliceSet, slicing: dict, progress: bool):
         self.cfg, self.cl, self.target, self.slicing, self.progress = cfg, cl, target, slicing, progress
+        self.source: SliceSet | None = None
 
     def slices(self, subjects, modality: str, with_labels: bool) -> SliceSet:
         return slices_for(self.cl, subjects, modality, self.cfg.data, with_labels=with_labels,
@@ -57,8 +58,9 @@ def _self(inp: _Inputs, model) -> np.ndarray:
 
 def _source_ratios(inp: _Inputs) -> tuple[np.ndarray, SliceSet]:
     require(inp.cfg.source_modality, "--source-modality")
-    src = inp.slices(inp.cfg.source_subjects or None, inp.cfg.source_modality, True)
-    return src.foreground_fractions(), src
+    if inp.source is None:  # read once: the tags' sizes come from the same slices
+        inp.source = inp.slices(inp.cfg.source_subjects or None, inp.cfg.source_modality, True)
+    return inp.source.foreground_fractions(), inp.source
 
 
 def _source_mean(inp: _Inputs, model=None) -> np.ndarray:
@@ -74,6 +76,16 @@ def _source_position(inp: _Inputs, model=None) -> np.ndarray:
 
 def _constant(inp: _Inputs, model=None) -> np.ndarray:
     return constant_prior(len(inp.target), inp.cfg.ratios)
+
+
+def _sizes(inp: _Inputs) -> np.ndarray | None:
+    """With tags, the source-statistics priors give each tagged structure its size where present."""
+    if inp.cfg.method not in ("source-mean", "source-position"):
+        return None
+    ratios, src = _source_ratios(inp)
+    if inp.cfg.method == "source-mean":
+        return sizes_given_present(ratios)
+    return sizes_given_present(ratios, src.positions(), inp.target.positions())
 
 
 #: name -> (the checkpoint kind it reads, or None; the builder)
@@ -101,13 +113,14 @@ def make_prior(cfg: PriorConfig, progress: bool = True) -> Path:
     cl = load_cases(cfg.data.cases)
     target = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, cfg.data,
                         with_labels=cfg.tags_from_labels, progress=progress, **slicing)
-    tau = build(_Inputs(cfg, cl, target, slicing, progress), model)
+    inputs = _Inputs(cfg, cl, target, slicing, progress)
+    tau = build(inputs, model)
     if tau.shape[1] != len(cl.label_names):
         raise SfdaError(f"the prior has {tau.shape[1]} classes but the case list declares {len(cl.label_names)}")
     if cfg.tags_from_labels:
-        tau = apply_tags(tau, target.foreground_fractions()[:, 1:] > 0)  # a tag per structure
+        tau = apply_tags(tau, target.foreground_fractions()[:, 1:] > 0, _sizes(inputs))  # a tag per structure
     elif cfg.tags:
-        tau = apply_tags(tau, read_tags(cfg.tags, target.slice_ids))
+        tau = apply_tags(tau, read_tags(cfg.tags, target.slice_ids), _sizes(inputs))
     save_prior(cfg.out, target.slice_ids, tau, cl.label_names)
     write_config(cfg, Path(cfg.out).parent / f"{Path(cfg.out).stem}.config.yaml")
     return Path(cfg.out)
