@@ -14,39 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-# Flag -> config key, per command. Flags of true/false options are listed in SWITCHES.
-COMMON = {"cases": "data.cases", "modality": "data.modality", "subjects": "data.subjects",
-          "val_subjects": "data.val_subjects", "axis": "data.axis", "out": "out", "seed": "seed",
-          "device": "device", "epochs": "optim.epochs", "lr": "optim.lr", "batch_size": "optim.batch_size"}
-TRAIN = {**COMMON, "net": "net"}
-ADAPT = {**COMMON, "checkpoint": "checkpoint", "prior": "prior", "method": "method.name",
-         "lam": "method.lam", "kl": "method.kl", "source_modality": "method.source_modality",
-         "source_subjects": "method.source_subjects"}
-PRIOR = {"method": "method", "cases": "data.cases", "modality": "data.modality", "subjects": "data.subjects",
-         "axis": "data.axis", "out": "out", "regressor": "regressor", "checkpoint": "checkpoint",
-         "bn_subjects": "bn_subjects", "source_modality": "source_modality", "source_subjects": "source_subjects",
-         "ratios": "ratios", "tags": "tags", "min_presence": "min_presence", "device": "device"}
-EVALUATE = {"checkpoint": "checkpoint", "cases": "data.cases", "modality": "data.modality",
-            "subjects": "data.subjects", "out": "out", "device": "device"}
-PREDICT = {"checkpoint": "checkpoint", "out": "out", "device": "device", "adapt": "adapt", "steps": "steps",
-           "mode": "mode", "prior": "prior", "lr": "optim.lr", "lam": "method.lam",
-           "batch_size": "optim.batch_size", "seed": "seed", "on_distrust": "on_distrust"}
-REPORT = {"out": "out", "title": "title"}
-SWITCHES = {"resume": "resume", "tags_from_labels": "tags_from_labels", "entropy": "entropy",
-            "probabilities": "probabilities"}
-
-HELP = {"method": {"prior": "how τe is built: constant, regressor, self, source-mean or source-position",
-                   "adapt": "adaent, tent, entropy, adabn (source-free) or adasource, adversarial"},
-        "ratios": "constant prior, e.g. 0.9,0.1", "tags": "CSV slice_id,present: slices without the structure "
-        "get (1, 0, ...)", "tags_from_labels": "tags from the target labels (experiments)",
-        "min_presence": "source-position: tag slices empty where fewer source slices hold the structure",
-        "checkpoint": {"prior": "self: the source segmentation model"},
-        "adapt": "adapt to each scan first: adaent, tent, entropy or adabn (see --steps, --mode)",
-        "steps": "gradient steps per scan (--adapt)", "mode": "episodic (each scan from the source model) "
-        "or continual (carry the adapted model on)",
-        "on_distrust": "source (default: fall back to the source model when a check warns) or keep",
-        "bn_subjects": "self: subjects whose target slices set its batch-norm statistics "
-        "(default: the prior's own slices)", "resume": "continue from OUT/last.pt"}
+from sfda.cli_flags import (ADAPT, EVALUATE, HELP, IMPORT_NNUNET, PREDICT, PRIOR, REPORT,
+                            SWITCHES, TRAIN)
 
 
 def _help(name: str, command: str, key: str) -> str:
@@ -192,6 +161,14 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_import_nnunet(args) -> int:
+    from sfda.config import NnunetImportConfig
+    from sfda.stages.nnunet import import_nnunet
+
+    print(f"wrote {import_nnunet(_cfg(NnunetImportConfig, args, IMPORT_NNUNET))}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from sfda.config import ReportConfig
     from sfda.stages.report import report
@@ -243,6 +220,8 @@ STAGES = {
     "evaluate": ("3D metrics per subject", EVALUATE, (), cmd_evaluate),
     "predict": ("write masks in the inputs' own geometry", PREDICT, ("entropy", "probabilities"), cmd_predict),
     "report": ("table, curves and mask grid over evaluated runs", REPORT, (), cmd_report),
+    "import-nnunet": ("an nnU-Net v2 result folder as an sfda source checkpoint", IMPORT_NNUNET, (),
+                      cmd_import_nnunet),
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sfda.data.normalize import apply_norm, intensity_stats
+from sfda.data.normalize import apply_norm, norm_clip, volume_stats
 from sfda.data.resample import grid_shape, in_plane, resize
 from sfda.data.slices import pad_widths, padded_size, slice_shape, to_slices
 from sfda.io.slabs import slabs, take
@@ -61,7 +61,7 @@ class _Grid:
         self.native = slice_shape(array.shape, self.axis)
         if sl.get("spacing") and spacing is None:
             raise ValueError("this checkpoint resamples slices to a pixel spacing: pass the volume's spacing")
-        self.stats = intensity_stats(array, norm["clip_low"], norm["clip_high"], source)
+        self.stats = volume_stats(array, norm_clip(norm), source)
         self.grid = grid_shape(self.native, in_plane(spacing or (1.0, 1.0, 1.0), self.axis), sl.get("size", ()),
                                sl.get("spacing", ()))
         self.hw = tuple(padded_size(s, sl["pad_multiple"]) for s in self.grid)

@@ -180,7 +180,27 @@ class AdaptSettings(DistrustSettings):
 
 
 @dataclass
-class AdaptConfig(RunConfig, AdaptSettings):
+class NnunetSource:
+    """A source model from an nnU-Net v2 result folder instead of ``checkpoint`` (sfda.stages.nnunet):
+    it is imported to ``<out>/source.pt`` first."""
+
+    nnunet: str = ""
+    fold: str = "0"
+    checkpoint_name: str = "checkpoint_final.pth"
+
+
+@dataclass
+class NnunetImportConfig:
+    """``sfda import-nnunet``: one fold of an nnU-Net v2 result folder as an sfda source checkpoint."""
+
+    folder: str = ""
+    fold: str = "0"
+    checkpoint_name: str = "checkpoint_final.pth"
+    out: str = ""
+
+
+@dataclass
+class AdaptConfig(RunConfig, AdaptSettings, NnunetSource):
     """``sfda adapt``: start from a source checkpoint, adapt on target slices."""
 
     data: DataConfig = opt(DataConfig())
@@ -189,7 +209,7 @@ class AdaptConfig(RunConfig, AdaptSettings):
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(NnunetSource):
     """``sfda evaluate``: 3D metrics per subject of a checkpoint on labelled cases."""
 
     checkpoint: str = ""
@@ -199,7 +219,7 @@ class EvaluateConfig:
 
 
 @dataclass
-class PredictConfig(DistrustSettings):
+class PredictConfig(DistrustSettings, NnunetSource):
     """``sfda predict``: masks in each input's own geometry, optionally adapting to each scan first."""
 
     checkpoint: str = ""

@@ -56,6 +56,16 @@ def intensity_stats(array: np.ndarray, clip_low: float = 0.5, clip_high: float =
     return NormStats(lo, hi, np.float32(mean), np.float32(std))
 
 
+def volume_stats(array: np.ndarray, clip: tuple, source: str = "volume") -> NormStats:
+    """``clip`` (low, high): percentiles, the statistics taken on this volume (:func:`intensity_stats`);
+    (lo, hi, mean, std): fixed intensities and statistics, the same for every volume (nnU-Net's CT
+    scheme: clip to the training set's foreground percentiles, then its foreground mean and std)."""
+    if len(clip) == 4:
+        refuse_non_finite(array, source)
+        return NormStats(*(np.float32(v) for v in clip))
+    return intensity_stats(array, clip[0], clip[1], source)
+
+
 def _clipped(part: np.ndarray, lo: np.float32, hi: np.float32) -> np.ndarray:
     return np.clip(part.astype(np.float32), lo, hi).astype(np.float64)
 
@@ -75,5 +85,12 @@ def normalize_volume(array: np.ndarray, clip_low: float = 0.5, clip_high: float 
     return apply_norm(array, stats)
 
 
-def norm_params(clip_low: float, clip_high: float) -> dict:
+def norm_params(clip_low: float, clip_high: float, fixed: list[float] | None = None) -> dict:
+    if fixed:
+        return {"method": "fixed-zscore", "clip_low": 0.0, "clip_high": 100.0, "fixed": [float(v) for v in fixed]}
     return {"method": "percentile-zscore", "clip_low": clip_low, "clip_high": clip_high}
+
+
+def norm_clip(norm: dict) -> tuple:
+    """A checkpoint's ``normalization`` as the ``clip`` :func:`volume_stats` takes."""
+    return tuple(norm["fixed"]) if norm.get("fixed") else (norm["clip_low"], norm["clip_high"])

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sfda.data.normalize import apply_norm, intensity_stats
+from sfda.data.normalize import apply_norm, volume_stats
 from sfda.data.resample import grid_shape, grid_spacing, in_plane, resize
 from sfda.data.slices import assemble_subject, common_target, from_slices, relative_positions, to_slices
 from sfda.errors import SfdaError
@@ -134,8 +134,8 @@ def _planes(volume: np.ndarray, axis: int, grid, hw, fill, labels: bool = False)
 
 def _read_case(case: Case, modality: str, axis: int, hw, grid, clip: tuple[float, float],
                with_labels: bool, label_names: list[str]):
-    vol = read_volume(case.images[modality], dtype=None, check_finite=False)  # intensity_stats checks
-    stats = intensity_stats(vol.array, *clip, source=case.images[modality])
+    vol = read_volume(case.images[modality], dtype=None, check_finite=False)  # volume_stats checks
+    stats = volume_stats(vol.array, clip, source=case.images[modality])
     slices = _planes(apply_norm(vol.array, stats), axis, grid, hw, stats.floor)
     labels = None
     if with_labels:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sfda.methods.base import Batch, Method, bn_layers
+from sfda.methods.base import Batch, Method, bn_layers, require_bn
 
 
 class AdaBN(Method):
@@ -29,6 +29,7 @@ def reestimate_bn(model, images, batch_size: int = 32, device: str = "cpu") -> N
     a layer sees are those of batches of ``batch_size``; with one batch holding every slice the
     statistics are exact. Used alone (AdaBN) or as the starting point of a gradient method.
     """
+    require_bn(model)
     model.to(device)
     layers = bn_layers(model)
     sums = {m: [0.0, 0.0, 0] for m in layers}

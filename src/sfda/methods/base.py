@@ -63,6 +63,25 @@ def bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.GroupNorm, nn.LayerNorm)
+
+
+def norm_layers(model: nn.Module) -> list[nn.Module]:
+    """Every normalisation layer: batch norm, and the instance/group/layer norms other toolkits use
+    (nnU-Net: instance norm), whose affine parameters TENT adapts."""
+    return [m for m in model.modules() if isinstance(m, _NORMS)]
+
+
+def require_bn(model: nn.Module) -> None:
+    """Refuse re-estimating batch statistics on a network without batch norm (nnU-Net's instance norm
+    normalises each image by itself: there are no running statistics to re-estimate)."""
+    if not bn_layers(model):
+        from sfda.errors import SfdaError
+
+        raise SfdaError("adabn (and the self prior, adabn_init) re-estimate batch-norm statistics, but this network "
+                        "has no batch-norm layer (e.g. nnU-Net's instance norm); use tent or adaent instead")
+
+
 def freeze_bn_stats(model: nn.Module) -> None:
     """Keep BN running statistics as they are (eval-mode BN) while the rest trains."""
     for m in bn_layers(model):

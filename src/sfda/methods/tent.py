@@ -1,10 +1,11 @@
 """TENT (Wang et al. 2021): entropy only, training just the normalisation affine
-parameters, with batch statistics (BN in train mode)."""
+parameters, with batch statistics (BN in train mode); instance, group and layer norms (nnU-Net,
+MONAI) have their affine parameters trained alike."""
 
 from __future__ import annotations
 
 from sfda.losses import entropy_loss
-from sfda.methods.base import Batch, Method, bn_layers
+from sfda.methods.base import Batch, Method, norm_layers
 
 
 class Tent(Method):
@@ -13,8 +14,13 @@ class Tent(Method):
 
     def parameters(self, model):
         params = []
-        for m in bn_layers(model):
-            params += [p for p in (m.weight, m.bias) if p is not None]
+        for m in norm_layers(model):
+            params += [p for p in (getattr(m, "weight", None), getattr(m, "bias", None)) if p is not None]
+        if not params:
+            from sfda.errors import SfdaError
+
+            raise SfdaError("tent trains the normalisation layers' affine parameters, but this network has none; "
+                            "use --method adaent or entropy")
         return params
 
     def step(self, model, batch: Batch, source=None):

@@ -23,15 +23,17 @@ __all__ = ["ENet", "NETS", "NET_KIND", "Regressor", "UNet", "build_net", "net_ki
 
 
 def net_names() -> list[str]:
-    """sfda's own network names, sorted (MONAI's are named ``monai.<Name>``: sfda.nets.monai_nets)."""
+    """sfda's own network names, sorted (MONAI's are named ``monai.<Name>``: sfda.nets.monai_nets;
+    nnU-Net's ``nnunet.<Name>``: sfda.nets.nnunet_nets)."""
     return sorted(NETS)
 
 
 def net_kind(name: str) -> str:
     """What the network ``name`` outputs: "segmentation" or "regression"."""
     from sfda.nets.monai_nets import PREFIX
+    from sfda.nets.nnunet_nets import PREFIX as NNUNET
 
-    return "segmentation" if name.startswith(PREFIX) else NET_KIND[name]
+    return "segmentation" if name.startswith((PREFIX, NNUNET)) else NET_KIND[name]
 
 
 def _accepted_args(cls: type[nn.Module]) -> list[str]:
@@ -42,9 +44,12 @@ def _accepted_args(cls: type[nn.Module]) -> list[str]:
 def build_net(name: str, **kwargs: object) -> nn.Module:
     """Instantiate the network ``name`` with ``kwargs``; user mistakes become SfdaError."""
     from sfda.nets.monai_nets import PREFIX, SUPPORTED, MonaiNet
+    from sfda.nets.nnunet_nets import PREFIX as NNUNET, NnunetNet
 
     if name.startswith(PREFIX):
         return MonaiNet(name[len(PREFIX):], **kwargs)
+    if name.startswith(NNUNET):
+        return NnunetNet(name[len(NNUNET):], **kwargs)
     if name not in NETS:
         raise SfdaError(f"unknown network {name!r}; choose one of: {', '.join(net_names())}, "
                         f"or a MONAI network: {', '.join(PREFIX + n for n in SUPPORTED)}")

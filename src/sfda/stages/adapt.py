@@ -19,8 +19,8 @@ import torch
 
 from sfda.config import AdaptConfig, MethodConfig, OptimConfig, config_to_dict, merge_into
 from sfda.data.sliceset import SliceSet
-from sfda.engine.checkpoint import load_checkpoint, model_from_checkpoint, require_kind
-from sfda.engine.distributed import check_device, device_for
+from sfda.engine.checkpoint import load_checkpoint, load_model, model_from_checkpoint, require_kind
+from sfda.engine.distributed import check_device, device_for, is_main
 from sfda.engine.loop import FitSpec, fit
 from sfda.engine.selection import CRITERIA
 from sfda.errors import SfdaError
@@ -28,16 +28,18 @@ from sfda.io.cases import load_cases
 from sfda.methods import build_method
 from sfda.priors.table import load_prior
 from sfda.stages.common import check_output, fit_spec, require, slices_for, slicing_of, write_config
+from sfda.stages.nnunet import export_nnunet, resolve_source
 from sfda.stages.trust import check_trust
 
 
 def adapt(cfg: AdaptConfig, progress: bool = True) -> Path:
     """Adapt a source checkpoint to target slices with ``cfg.method.name``."""
-    for value, option in ((cfg.out, "--out"), (cfg.checkpoint, "--checkpoint"), (cfg.data.cases, "--cases"),
-                          (cfg.data.modality, "--modality")):
+    for value, option in ((cfg.out, "--out"), (cfg.checkpoint or cfg.nnunet, "--checkpoint (or --nnunet)"),
+                          (cfg.data.cases, "--cases"), (cfg.data.modality, "--modality")):
         require(value, option)
     check_output(cfg.out)
     check_device(cfg.device)  # before any output is written
+    resolve_source(cfg)
     ckpt = load_checkpoint(cfg.checkpoint)
     require_kind(ckpt["meta"], "segmentation", cfg.checkpoint, "adapt")
     model = model_from_checkpoint(ckpt, cfg.checkpoint)
@@ -70,7 +72,16 @@ def adapt(cfg: AdaptConfig, progress: bool = True) -> Path:
     fit(model, method, fit_spec(cfg, target, meta, val=val, source=source, prior=prior, val_prior=val_prior,
                                 select=cfg.select, progress=progress))
     check_trust(Path(cfg.out), cfg.checkpoint, target, cl.label_names, cfg.on_distrust, cfg.device)
+    _export(Path(cfg.out))
     return Path(cfg.out)
+
+
+def _export(out: Path) -> None:
+    """A model imported from nnU-Net goes back as an nnU-Net result folder (``out/nnunet``)."""
+    chosen = out / "selected.pt" if (out / "selected.pt").exists() else out / "last.pt"
+    if chosen.exists() and is_main():
+        model, meta = load_model(chosen)
+        export_nnunet(meta, model, out)
 
 
 def _val_prior(cfg: AdaptConfig, val: SliceSet | None, k: int) -> np.ndarray | None:

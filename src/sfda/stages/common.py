@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from sfda.config import DataConfig, config_to_dict, save_config
-from sfda.data.normalize import norm_params
+from sfda.data.normalize import norm_clip, norm_params
 from sfda.data.resample import check_resample
 from sfda.data.sliceset import SliceSet, build_sliceset
 from sfda.engine.distributed import is_main
@@ -63,7 +63,7 @@ def slicing_of(meta: dict) -> dict:
     """The slicing and normalisation a checkpoint was trained with, as :func:`slices_for` keywords."""
     n = meta["normalization"]
     s = meta["slicing"]
-    return {"axis": s["axis"], "pad_multiple": s["pad_multiple"], "clip": (n["clip_low"], n["clip_high"]),
+    return {"axis": s["axis"], "pad_multiple": s["pad_multiple"], "clip": norm_clip(n),
             "size": list(s.get("size", [])), "spacing": list(s.get("spacing", []))}
 
 

@@ -21,17 +21,19 @@ from sfda.io.volume import read_volume
 from sfda.metrics.subjects import score_subjects, score_volumes
 from sfda.progress import bar
 from sfda.stages.common import check_output, require, slices_for, slicing_of, write_config
+from sfda.stages.nnunet import resolve_source
 
 METRICS = ("dice", "hd_mm", "hd95_mm", "assd_mm")
 
 
 def evaluate(cfg: EvaluateConfig, progress: bool = True) -> dict:
     """Write ``out/metrics.json``, ``out/metrics.csv``, ``out/examples.npz`` and the config; return metrics."""
-    for value, option in ((cfg.checkpoint, "--checkpoint"), (cfg.data.cases, "--cases"),
+    for value, option in ((cfg.checkpoint or cfg.nnunet, "--checkpoint (or --nnunet)"), (cfg.data.cases, "--cases"),
                           (cfg.data.modality, "--modality"), (cfg.out, "--out")):
         require(value, option)
     check_output(cfg.out)
     check_device(cfg.device)  # a missing GPU is a user error, not a torch traceback
+    resolve_source(cfg)
     model, meta = load_model(cfg.checkpoint)
     require_kind(meta, "segmentation", cfg.checkpoint, "evaluate")
     model.to(cfg.device)

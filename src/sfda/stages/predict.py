@@ -20,6 +20,7 @@ from sfda.progress import bar
 from sfda.io.volume import is_volume_path, read_volume, volume_suffix, write_volume
 from sfda.io.volume_scan import check_image_file
 from sfda.stages.common import check_output, require, write_config
+from sfda.stages.nnunet import resolve_source
 
 
 def collect_inputs(inputs: list[str], modality: str | None) -> list[Path]:
@@ -80,10 +81,11 @@ def predict(cfg: PredictConfig | None = None, progress: bool = True, **options) 
     ``options`` set config keys, checked as in a config file:
     ``sfda.predict(checkpoint=..., inputs=[...], out=..., adapt="adaent", steps=10)``."""
     cfg = merge_into(copy.deepcopy(cfg) if cfg is not None else PredictConfig(), options)
-    require(cfg.checkpoint, "--checkpoint")
+    require(cfg.checkpoint or cfg.nnunet, "--checkpoint (or --nnunet)")
     require(cfg.out, "--out")
     check_output(cfg.out)
     check_device(cfg.device)
+    resolve_source(cfg)
     model, meta = load_model(cfg.checkpoint)
     require_kind(meta, "segmentation", cfg.checkpoint, "predict")
     adapter = None

@@ -1,0 +1,96 @@
+"""nnU-Net's networks, rebuilt from a plans file's ``architecture`` entry: ``net: nnunet.PlainConvUNet``
+(or ``nnunet.ResidualEncoderUNet``) with the plans' ``arch_kwargs`` in ``net_args``.
+
+nnU-Net builds them with ``dynamic-network-architectures`` (0.4.4 checked; install it with
+``pip install --no-deps dynamic-network-architectures einops``: its declared timm dependency pulls a
+torchvision built for another torch). Operation names in the plans (``torch.nn.modules.conv.Conv2d``)
+are resolved from a fixed list, never imported by name, so a plans file cannot make sfda import
+anything. A checkpoint stores the class name and arguments, so it loads with ``weights_only=True``.
+
+nnU-Net reads images with SimpleITK, whose arrays run (z, y, x): its 2D networks see slices with the
+in-plane axes in the opposite order to sfda's (x, y) arrays. ``transpose: true`` swaps them at the
+network's input and output, so the weights see what nnU-Net showed them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sfda.errors import SfdaError
+
+PREFIX = "nnunet."
+SUPPORTED = ("PlainConvUNet", "ResidualEncoderUNet")
+
+_OPS = {f"{mod}.{name}": getattr(nn, name) for mod, names in (
+    ("torch.nn.modules.conv", ("Conv1d", "Conv2d", "Conv3d")),
+    ("torch.nn.modules.instancenorm", ("InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d")),
+    ("torch.nn.modules.batchnorm", ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d")),
+    ("torch.nn.modules.dropout", ("Dropout", "Dropout2d", "Dropout3d")),
+    ("torch.nn.modules.activation", ("LeakyReLU", "ReLU", "PReLU", "ELU", "GELU")),
+) for name in names}
+_OPS.update({f"torch.nn.{k.rsplit('.', 1)[1]}": v for k, v in list(_OPS.items())})
+_OP_KEYS = ("conv_op", "norm_op", "dropout_op", "nonlin")
+
+
+def resolve_ops(arch_kwargs: dict) -> dict:
+    """The plans' ``arch_kwargs`` with operation names turned into torch classes (fixed list)."""
+    out = dict(arch_kwargs)
+    for key in _OP_KEYS:
+        value = out.get(key)
+        if value is None or not isinstance(value, str):
+            continue
+        if value not in _OPS:
+            raise SfdaError(f"nnU-Net architecture: {key} '{value}' is not one sfda rebuilds; supported: "
+                            f"{', '.join(sorted(k for k in _OPS if k.startswith('torch.nn.modules')))}")
+        out[key] = _OPS[value]
+    return out
+
+
+def _dna_class(name: str):
+    try:
+        from dynamic_network_architectures.architectures import unet
+    except ImportError:
+        raise SfdaError(f"net {PREFIX}{name} needs dynamic-network-architectures: pip install --no-deps "
+                        "dynamic-network-architectures==0.4.4 einops") from None
+    if name not in SUPPORTED:
+        raise SfdaError(f"unsupported nnU-Net network {name!r}; choose one of: {', '.join(SUPPORTED)}")
+    return getattr(unet, name)
+
+
+class NnunetNet(nn.Module):
+    """An nnU-Net network behind sfda's interface: (N, C, H, W) -> logits (N, K, H, W), full resolution
+    only (deep supervision off, as nnU-Net predicts)."""
+
+    def __init__(self, name: str, arch_kwargs: dict, in_channels: int = 1, num_classes: int = 2,
+                 transpose: bool = False):
+        super().__init__()
+        cls = _dna_class(name)
+        kwargs = {**resolve_ops(arch_kwargs), "input_channels": in_channels, "num_classes": num_classes,
+                  "deep_supervision": False}
+        try:
+            self.net = cls(**kwargs)
+        except (TypeError, ValueError, AssertionError) as exc:
+            raise SfdaError(f"nnU-Net architecture {name}: the plans' arch_kwargs do not build it ({exc})") from None
+        self.transpose = transpose
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.transpose:
+            return self.net(x.transpose(-1, -2)).transpose(-1, -2)
+        return self.net(x)
+
+    def nnunet_weights(self) -> dict[str, torch.Tensor]:
+        """The state dict as nnU-Net names it (without this wrapper's prefix)."""
+        return dict(self.net.state_dict())
+
+
+def total_strides(arch_kwargs: dict) -> list[int]:
+    """Per spatial axis, the product of the encoder's strides: input sizes must be multiples of it."""
+    strides = arch_kwargs.get("strides", [])
+    dims = max((len(s) for s in strides if isinstance(s, (list, tuple))), default=2)
+    out = [1] * dims
+    for s in strides:
+        for i, v in enumerate(s if isinstance(s, (list, tuple)) else [s] * dims):
+            out[i] *= int(v)
+    return out

@@ -1,0 +1,142 @@
+"""``sfda import-nnunet``: an nnU-Net v2 result folder as an sfda source checkpoint; and the way back,
+an adapted model as an nnU-Net result folder.
+
+The checkpoint repeats nnU-Net's preprocessing for the folder's 2D configuration in sfda's terms:
+slices along the axis nnU-Net slices (its ``transpose_forward``), in-plane resampling to the
+configuration's spacing, and its normalisation (``CTNormalization``: clip to the training set's
+foreground percentiles, then its foreground mean and std; ``ZScoreNormalization``: each volume's
+own mean and std). What differs from nnU-Net's own predictor, and is said in the README: sfda
+resamples linearly (nnU-Net: cubic), predicts whole slices instead of Gaussian-weighted
+patches, and does not crop to the non-zero region first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sfda.config import NnunetImportConfig, config_to_dict
+from sfda.data.normalize import norm_params
+from sfda.engine.checkpoint import save_checkpoint
+from sfda.errors import SfdaError
+from sfda.io.nnunet_results import NnunetModel, read_result_folder, write_result_folder
+from sfda.nets import build_net
+from sfda.nets.nnunet_nets import PREFIX, SUPPORTED, total_strides
+from sfda.stages.common import check_output, require, write_config
+
+
+def _configuration(model: NnunetModel) -> dict:
+    cfg = dict(model.config)
+    parent = cfg.get("inherits_from")
+    if parent:  # nnU-Net's configurations may inherit another's entries
+        cfg = {**model.plans["configurations"][parent], **cfg}
+    if len(cfg.get("patch_size", [])) != 2:
+        raise SfdaError(f"{model.folder}: configuration '{model.configuration}' is 3D; sfda adapts nnU-Net's 2D "
+                        "configurations (train a 2d configuration, or use a 3D MONAI network)")
+    return cfg
+
+
+def _architecture(model: NnunetModel, cfg: dict) -> tuple[str, dict]:
+    arch = cfg.get("architecture")
+    if not isinstance(arch, dict) or "network_class_name" not in arch:
+        raise SfdaError(f"{model.folder / 'plans.json'} has no 'architecture' entry (plans from nnU-Net < 2.4); "
+                        "re-plan the dataset with nnU-Net >= 2.4")
+    name = str(arch["network_class_name"]).rsplit(".", 1)[-1]
+    if name not in SUPPORTED:
+        raise SfdaError(f"{model.folder}: network {arch['network_class_name']} is not one sfda rebuilds "
+                        f"({', '.join(SUPPORTED)})")
+    return name, dict(arch.get("arch_kwargs", {}))
+
+
+def _labels_and_channel(model: NnunetModel) -> tuple[list[str], str]:
+    channels = model.dataset.get("channel_names", model.dataset.get("modality", {}))
+    if len(channels) != 1:
+        raise SfdaError(f"{model.folder / 'dataset.json'}: the model takes {len(channels)} channels; sfda adapts "
+                        "single-channel models")
+    labels = model.dataset.get("labels", {})
+    if any(not isinstance(v, int) for v in labels.values()) or sorted(labels.values()) != list(range(len(labels))):
+        raise SfdaError(f"{model.folder / 'dataset.json'}: labels must be the values 0..K-1, one per name "
+                        "(region-based labels are not supported)")
+    return sorted(labels, key=labels.get), str(next(iter(channels.values())))
+
+
+def _normalization(model: NnunetModel, cfg: dict) -> dict:
+    scheme = cfg.get("normalization_schemes", ["ZScoreNormalization"])[0]
+    if cfg.get("use_mask_for_norm", [False])[0]:
+        raise SfdaError(f"{model.folder}: this configuration normalises inside the non-zero mask "
+                        "(use_mask_for_norm), which sfda does not repeat")
+    if scheme == "ZScoreNormalization":
+        return norm_params(0.0, 100.0)
+    if scheme == "CTNormalization":
+        props = model.plans["foreground_intensity_properties_per_channel"]["0"]
+        return norm_params(0, 100, [props["percentile_00_5"], props["percentile_99_5"], props["mean"], props["std"]])
+    raise SfdaError(f"{model.folder}: normalisation {scheme} is not supported (ZScoreNormalization, CTNormalization)")
+
+
+def _slicing(model: NnunetModel, cfg: dict, arch_kwargs: dict) -> tuple[dict, bool]:
+    """nnU-Net's axes are SimpleITK's (z, y, x) after ``transpose_forward``; sfda's arrays are (x, y, z)."""
+    tf = [int(a) for a in model.plans.get("transpose_forward", [0, 1, 2])]
+    axis, rows, cols = (2 - a for a in tf)
+    transpose = rows > cols  # nnU-Net's slice is (rows, cols); sfda's slice keeps the array's axis order
+    spacing = [float(v) for v in cfg["spacing"][-2:]]
+    slicing = {"axis": axis, "pad_multiple": max(total_strides(arch_kwargs)), "size": [],
+               "spacing": spacing[::-1] if transpose else spacing}
+    return slicing, transpose
+
+
+def nnunet_meta(model: NnunetModel) -> tuple[dict, dict]:
+    """The sfda checkpoint metadata for a result folder, and the network arguments."""
+    cfg = _configuration(model)
+    name, arch_kwargs = _architecture(model, cfg)
+    labels, channel = _labels_and_channel(model)
+    slicing, transpose = _slicing(model, cfg, arch_kwargs)
+    net_args = {"arch_kwargs": arch_kwargs, "in_channels": 1, "num_classes": len(labels),
+                "transpose": transpose}
+    meta = {"net": PREFIX + name, "net_args": net_args, "kind": "segmentation", "label_names": labels,
+            "modality": channel, "stage": "source", "normalization": _normalization(model, cfg), "slicing": slicing,
+            "nnunet": {"folder": str(model.folder.resolve()), "fold": model.fold, "configuration": model.configuration,
+                       "checkpoint": str(model.checkpoint_path.resolve()),
+                       "trainer": str(model.checkpoint.get("trainer_name", ""))}}
+    return meta, net_args
+
+
+def import_nnunet(cfg: NnunetImportConfig) -> Path:
+    """Write ``cfg.out``: the folder's fold as an sfda source checkpoint (weights unchanged)."""
+    require(cfg.folder, "--folder (an nnU-Net result folder)")
+    require(cfg.out, "--out")
+    check_output(cfg.out, file=True)
+    model = read_result_folder(cfg.folder, cfg.fold, cfg.checkpoint_name)
+    meta, net_args = nnunet_meta(model)
+    meta["config"] = config_to_dict(cfg)
+    net = build_net(meta["net"], **net_args)
+    try:
+        net.net.load_state_dict(model.checkpoint["network_weights"])
+    except RuntimeError as exc:
+        raise SfdaError(f"{model.checkpoint_path}: the weights do not fit the plans' architecture "
+                        f"({str(exc).splitlines()[0][:160]})") from None
+    save_checkpoint(cfg.out, net, meta)
+    write_config(cfg, Path(cfg.out).parent / f"{Path(cfg.out).stem}.config.yaml")
+    return Path(cfg.out)
+
+
+def resolve_source(cfg) -> None:
+    """A stage given ``--nnunet FOLDER`` instead of ``--checkpoint``: import the fold to
+    ``<out>/source.pt`` and use that (stages pass files)."""
+    if not cfg.nnunet:
+        return
+    if cfg.checkpoint:
+        raise SfdaError("give --checkpoint or --nnunet, not both")
+    require(cfg.out, "--out")
+    out = Path(cfg.out) / "source.pt"
+    import_nnunet(NnunetImportConfig(folder=cfg.nnunet, fold=cfg.fold, checkpoint_name=cfg.checkpoint_name,
+                                     out=str(out)))
+    cfg.checkpoint = str(out)
+
+
+def export_nnunet(meta: dict, net, out: str | Path) -> Path | None:
+    """If ``meta`` came from an nnU-Net folder, write ``net`` as an nnU-Net result folder under ``out``
+    (plans and dataset copied, the fold's checkpoint with the adapted weights); else nothing."""
+    info = meta.get("nnunet")
+    if not info:
+        return None
+    original = read_result_folder(info["folder"], info["fold"], Path(info["checkpoint"]).name)
+    return write_result_folder(original, net.nnunet_weights(), Path(out) / "nnunet")

@@ -1,0 +1,180 @@
+"""nnU-Net v2 result folders as source models: import, adapt, predict, export back.
+
+The plans and dataset files in tests/fixtures/nnunet are what ``nnUNetv2_plan_and_preprocess``
+(nnunetv2 2.8.1) wrote for a six-case generated dataset (2d configuration: PlainConvUNet, instance
+norm, ZScoreNormalization; the CT one: CTNormalization). The checkpoint is written here the way
+nnU-Net 2.8.1's ``save_checkpoint`` writes it (keys, numpy scalars in the log, a torch.device).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("dynamic_network_architectures")
+
+from sfda.cli import main  # noqa: E402
+from sfda.engine.checkpoint import load_model  # noqa: E402
+from sfda.errors import SfdaError  # noqa: E402
+from sfda.io.nnunet_results import load_nnunet_checkpoint, read_result_folder  # noqa: E402
+from sfda.nets.nnunet_nets import NnunetNet, resolve_ops  # noqa: E402
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "nnunet"
+
+
+def _dna_net(plans: dict, deep_supervision: bool = True):
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+
+    kwargs = resolve_ops(plans["configurations"]["2d"]["architecture"]["arch_kwargs"])
+    return PlainConvUNet(input_channels=1, num_classes=3, deep_supervision=deep_supervision, **kwargs)
+
+
+def make_result_folder(root: Path, dataset: str = "Dataset901_Tiny", seed: int = 0) -> Path:
+    """RESULTS/<dataset>/nnUNetTrainer__nnUNetPlans__2d with fold_0/checkpoint_final.pth."""
+    folder = root / dataset / "nnUNetTrainer__nnUNetPlans__2d"
+    (folder / "fold_0").mkdir(parents=True)
+    shutil.copyfile(FIXTURES / f"{dataset}.plans.json", folder / "plans.json")
+    shutil.copyfile(FIXTURES / f"{dataset}.dataset.json", folder / "dataset.json")
+    plans, dj = json.loads((folder / "plans.json").read_text()), json.loads((folder / "dataset.json").read_text())
+    torch.manual_seed(seed)
+    net = _dna_net(plans)
+    ckpt = {"network_weights": net.state_dict(), "optimizer_state": {"state": {}, "param_groups": []},
+            "grad_scaler_state": None,
+            "logging": {"mean_fg_dice": [np.float32(0.5)], "ema_fg_dice": [np.float64(0.5)],
+                        "dice_per_class_or_region": [[np.float32(0.4), np.float32(0.6)]],
+                        "train_losses": [np.float32(-0.3)], "val_losses": [np.float32(-0.2)], "lrs": [0.01],
+                        "epoch_start_timestamps": [1.0], "epoch_end_timestamps": [2.0]},
+            "_best_ema": np.float32(0.5), "current_epoch": 1,
+            "init_args": {"plans": plans, "configuration": "2d", "fold": 0, "dataset_json": dj,
+                          "device": torch.device("cpu")},
+            "trainer_name": "nnUNetTrainer", "inference_allowed_mirroring_axes": (0, 1)}
+    torch.save(ckpt, folder / "fold_0" / "checkpoint_final.pth")
+    return folder
+
+
+def write_raw(root: Path, n: int = 3, seed: int = 0) -> Path:
+    """An nnU-Net raw dataset like the fixture's: (48, 40, 12) voxels of 0.8 x 0.8 x 3 mm, labels a, b."""
+    rng = np.random.default_rng(seed)
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    xs, ys = np.meshgrid(np.arange(48), np.arange(40), indexing="ij")
+    for i in range(n):
+        lab = np.zeros((48, 40, 12), np.uint8)
+        lab[((xs - 16) / 8.0) ** 2 + ((ys - 20) / 10.0) ** 2 < 1, 2:10] = 1
+        lab[((xs - 34) / 6.0) ** 2 + ((ys - 18) / 6.0) ** 2 < 1, 4:8] = 2
+        image = np.array([100.0, 300.0, 200.0])[lab] + rng.normal(0, 20, lab.shape)
+        affine = np.diag([0.8, 0.8, 3.0, 1.0])
+        nib.save(nib.Nifti1Image(image.astype(np.float32), affine), root / "imagesTr" / f"case{i}_0000.nii.gz")
+        nib.save(nib.Nifti1Image(lab, affine), root / "labelsTr" / f"case{i}.nii.gz")
+    meta = {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "a": 1, "b": 2}, "numTraining": n,
+            "file_ending": ".nii.gz"}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+def test_the_wrapped_network_sees_slices_as_nnunet_does(tmp_path):
+    """sfda's (x, y) slice through the wrapper gives nnU-Net's output on its (y, x) slice, transposed."""
+    folder = make_result_folder(tmp_path)
+    model = read_result_folder(folder, 0)
+    raw = _dna_net(model.plans, deep_supervision=False).eval()
+    raw.load_state_dict(model.checkpoint["network_weights"])
+    ours = NnunetNet("PlainConvUNet", model.config["architecture"]["arch_kwargs"], 1, 3, transpose=True).eval()
+    ours.net.load_state_dict(model.checkpoint["network_weights"])
+    x = torch.randn(2, 1, 48, 40)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), raw(x.transpose(-1, -2)).transpose(-1, -2), atol=1e-5)
+
+
+def test_import_repeats_the_plans_preprocessing(tmp_path):
+    folder = make_result_folder(tmp_path)
+    assert main(["import-nnunet", "--folder", str(folder), "--fold", "0", "--out", str(tmp_path / "src.pt")]) == 0
+    model, meta = load_model(tmp_path / "src.pt")
+    assert meta["net"] == "nnunet.PlainConvUNet" and meta["label_names"] == ["background", "a", "b"]
+    assert meta["slicing"]["axis"] == 2 and meta["net_args"]["transpose"] is True
+    assert meta["slicing"]["spacing"] == pytest.approx([0.8, 0.8]) and meta["slicing"]["pad_multiple"] == 8
+    assert meta["normalization"]["method"] == "percentile-zscore" and meta["normalization"]["clip_high"] == 100.0
+    ct = make_result_folder(tmp_path / "ct", "Dataset902_TinyCT")
+    assert main(["import-nnunet", "--folder", str(ct), "--out", str(tmp_path / "ct.pt")]) == 0
+    _, meta = load_model(tmp_path / "ct.pt")
+    assert meta["modality"] == "CT"
+    assert meta["normalization"]["fixed"] == pytest.approx([33.0, 211.0, 92.07, 54.64], abs=0.01)
+
+
+def test_adapt_an_nnunet_folder_predict_and_export_back(tmp_path, capsys):
+    folder = make_result_folder(tmp_path / "results")
+    raw = write_raw(tmp_path / "raw")
+    cases, prior, out = tmp_path / "cases.json", tmp_path / "prior.csv", tmp_path / "adapted"
+    assert main(["data", "index", str(raw), "-o", str(cases)]) == 0
+    assert main(["prior", "--method", "constant", "--ratios", "0.8,0.15,0.05", "--cases", str(cases),
+                 "--modality", "MRI", "--out", str(prior)]) == 0
+    assert main(["adapt", "--nnunet", str(folder), "--fold", "0", "--method", "adaent", "--cases", str(cases),
+                 "--modality", "MRI", "--prior", str(prior), "--epochs", "1", "--batch-size", "6",
+                 "--out", str(out)]) == 0
+    assert (out / "source.pt").is_file()
+    assert main(["evaluate", "--nnunet", str(folder), "--cases", str(cases), "--modality", "MRI",
+                 "--out", str(tmp_path / "eval")]) == 0  # the source model straight from its folder
+    assert (tmp_path / "eval" / "metrics.json").is_file()
+    image = raw / "imagesTr" / "case0_0000.nii.gz"
+    assert main(["predict", "--checkpoint", str(out / "selected.pt"), str(image), "--out", str(tmp_path / "pred")]) == 0
+    mask = nib.load(tmp_path / "pred" / "case0_0000_seg.nii.gz")
+    assert mask.shape == nib.load(image).shape and np.allclose(mask.affine, nib.load(image).affine)
+    # The adapted model, written back in nnU-Net's format beside (never over) the original.
+    exported = out / "nnunet" / folder.name
+    assert json.loads((exported / "plans.json").read_text()) == json.loads((folder / "plans.json").read_text())
+    ckpt = load_nnunet_checkpoint(exported / "fold_0" / "checkpoint_final.pth")
+    assert ckpt["trainer_name"] == "nnUNetTrainer" and ckpt["init_args"]["configuration"] == "2d"
+    reloaded = _dna_net(ckpt["init_args"]["plans"], deep_supervision=False)
+    reloaded.load_state_dict(ckpt["network_weights"])  # strict: the same architecture
+    adapted, _ = load_model(out / "selected.pt")
+    for k, v in adapted.net.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[k], v), k
+    original = load_nnunet_checkpoint(folder / "fold_0" / "checkpoint_final.pth")["network_weights"]
+    assert any(not torch.equal(original[k], v) for k, v in ckpt["network_weights"].items())  # it did adapt
+
+
+class _Payload:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_malicious_checkpoint_is_refused_without_running_it(tmp_path, capsys):
+    folder = make_result_folder(tmp_path)
+    marker = tmp_path / "pwned"
+    torch.save({"network_weights": {}, "evil": _Payload(marker)}, folder / "fold_0" / "checkpoint_final.pth")
+    assert main(["import-nnunet", "--folder", str(folder), "--out", str(tmp_path / "src.pt")]) == 2
+    assert "refused by the safe loader" in capsys.readouterr().err
+    assert not marker.exists() and not (tmp_path / "src.pt").exists()
+
+
+def test_adabn_is_refused_on_instance_norm(tmp_path):
+    from sfda.methods.adabn import reestimate_bn
+
+    folder = make_result_folder(tmp_path)
+    model = read_result_folder(folder, 0)
+    net = NnunetNet("PlainConvUNet", model.config["architecture"]["arch_kwargs"], 1, 3, transpose=True)
+    with pytest.raises(SfdaError, match="no batch-norm layer"):
+        reestimate_bn(net, np.zeros((2, 1, 48, 40), np.float32))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda f: (f / "plans.json").unlink(), "plans.json not found"),
+    (lambda f: (f / "fold_0" / "checkpoint_final.pth").unlink(), "checkpoint_final.pth not found"),
+    (lambda f: (f / "fold_0" / "checkpoint_final.pth").write_bytes(b"not a checkpoint"), "refused by the safe loader"),
+    (lambda f: f.rename(f.parent / "nnUNetPlans_2d"), "TRAINER__PLANS__CONFIG"),
+])
+def test_bad_result_folders_are_refused_with_the_file(tmp_path, capsys, change, message):
+    folder = make_result_folder(tmp_path)
+    change(folder)
+    target = folder if folder.exists() else folder.parent / "nnUNetPlans_2d"
+    assert main(["import-nnunet", "--folder", str(target), "--out", str(tmp_path / "src.pt")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and not (tmp_path / "src.pt").exists()
