@@ -13,6 +13,8 @@ $(BIN)/sfda: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c constraints.txt "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
+	# nnU-Net's networks (sfda.nets.nnunet_nets); --no-deps: its declared timm pulls a torchvision built for CUDA torch
+	$(BIN)/python -m pip install -q -c constraints.txt --no-deps "dynamic-network-architectures==0.4.4" einops
 	touch $(BIN)/sfda
 
 install: $(BIN)/sfda
