@@ -178,3 +178,16 @@ def test_bad_result_folders_are_refused_with_the_file(tmp_path, capsys, change, 
     assert main(["import-nnunet", "--folder", str(target), "--out", str(tmp_path / "src.pt")]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and not (tmp_path / "src.pt").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["adapt", "--method", "adabn", "--cases", "c.json", "--modality", "MRI"], "adabn does not apply"),
+    (["predict", "--adapt", "adabn", "scan.nii.gz"], "adabn does not apply"),
+    (["predict", "--adapt", "adaent", "scan.nii.gz"], "needs --prior TABLE"),
+    (["predict", "--checkpoint", "src.pt", "scan.nii.gz"], "not both"),
+])
+def test_what_cannot_work_with_an_nnunet_network_is_refused_before_writing(tmp_path, capsys, argv, message):
+    folder = make_result_folder(tmp_path)
+    out = tmp_path / "out"
+    assert main([*argv, "--nnunet", str(folder), "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err and not out.exists()

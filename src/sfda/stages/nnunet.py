@@ -118,6 +118,20 @@ def import_nnunet(cfg: NnunetImportConfig) -> Path:
     return Path(cfg.out)
 
 
+def _refuse_before_writing(cfg) -> None:
+    """What cannot work with an nnU-Net network, refused before ``source.pt`` is written."""
+    from sfda.methods import build_method
+
+    method = getattr(cfg, "method", None)
+    name = cfg.adapt if hasattr(cfg, "adapt") else getattr(method, "name", "")
+    if name == "adabn" or getattr(method, "adabn_init", False):
+        raise SfdaError(f"nnU-Net's networks use instance norm, which keeps no batch statistics: adabn does not "
+                        f"apply to {cfg.nnunet}; use tent or adaent")
+    if hasattr(cfg, "adapt") and name and build_method(name, method).needs_prior and not cfg.prior:
+        raise SfdaError(f"--adapt {name} needs --prior TABLE with an nnU-Net model (it carries no source label "
+                        "statistics to make one from); or use --adapt tent")
+
+
 def resolve_source(cfg) -> None:
     """A stage given ``--nnunet FOLDER`` instead of ``--checkpoint``: import the fold to
     ``<out>/source.pt`` and use that (stages pass files)."""
@@ -126,6 +140,7 @@ def resolve_source(cfg) -> None:
     if cfg.checkpoint:
         raise SfdaError("give --checkpoint or --nnunet, not both")
     require(cfg.out, "--out")
+    _refuse_before_writing(cfg)
     out = Path(cfg.out) / "source.pt"
     import_nnunet(NnunetImportConfig(folder=cfg.nnunet, fold=cfg.fold, checkpoint_name=cfg.checkpoint_name,
                                      out=str(out)))

@@ -41,8 +41,8 @@ class ScanAdapter:
         self.carried: torch.nn.Module | None = None
         if self.method.needs_prior and not cfg.prior and not meta.get("source_position"):
             raise SfdaError(f"--adapt {cfg.adapt} needs a prior, and checkpoint {cfg.checkpoint} carries no "
-                            "position statistics (trained before sfda stored them): give --prior TABLE "
-                            "(rows <file stem>:<slice>) or train the source model again")
+                            "position statistics (imported from elsewhere, or trained before sfda stored them): give "
+                            "--prior TABLE (rows <file stem>:<slice>) or train the source model again")
 
     def check_prior(self, files: list[Path], stems: list[str]) -> None:
         """Before the first mask is written: the prior table has a row for every slice of every scan."""
