@@ -191,3 +191,50 @@ def test_what_cannot_work_with_an_nnunet_network_is_refused_before_writing(tmp_p
     out = tmp_path / "out"
     assert main([*argv, "--nnunet", str(folder), "--out", str(out)]) == 2
     assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_sliding_window_positions_and_weights_follow_nnunet():
+    from sfda.nets.nnunet_nets import _starts, gaussian_weights
+
+    assert _starts(100, 48) == [0, 17, 35, 52]  # ceil(52 / 24) + 1 = 4 evenly spaced patches
+    assert _starts(48, 48) == [0] and _starts(30, 48) == [0]
+    g = gaussian_weights([8, 6])
+    assert g.shape == (8, 6) and float(g.max()) == pytest.approx(10.0) and float(g[4, 3]) == pytest.approx(10.0)
+    assert float(g.min()) > 0
+
+
+def test_sliding_window_averages_patch_logits_by_their_gaussian_weight():
+    from sfda.nets.nnunet_nets import gaussian_weights, sliding_window
+
+    pointwise = torch.nn.Conv2d(1, 3, 1)
+    x = torch.randn(2, 1, 20, 14)
+    with torch.no_grad():  # a per-pixel network: every patch agrees, so the average is the whole-slice output
+        assert torch.allclose(sliding_window(pointwise, x, [8, 8]), pointwise(x), atol=1e-5)
+
+    class PerPatch(torch.nn.Module):  # each call returns one constant logit map: 0 for the first patch, 4 next
+        def __init__(self):
+            super().__init__()
+            self.values = [0.0, 4.0]
+
+        def forward(self, t):
+            return torch.full((t.shape[0], 1, *t.shape[2:]), self.values.pop(0))
+
+    out = sliding_window(PerPatch(), torch.zeros(1, 1, 12, 14), [8, 14])  # patches at rows 0 and 4
+    g = gaussian_weights([8, 14])
+    row6 = (0.0 * g[6] + 4.0 * g[2]) / (g[6] + g[2])  # row 6 lies in both patches
+    assert torch.allclose(out[0, 0, 6], row6) and torch.allclose(out[0, 0, 0], torch.zeros(14))
+
+
+def test_an_nnunet_network_predicts_large_slices_patch_by_patch(tmp_path):
+    folder = make_result_folder(tmp_path)
+    model = read_result_folder(folder, 0)
+    arch = model.config["architecture"]["arch_kwargs"]
+    net = NnunetNet("PlainConvUNet", arch, 1, 3, transpose=True, patch_size=[40, 48]).eval()
+    net.net.load_state_dict(model.checkpoint["network_weights"])
+    x = torch.randn(1, 1, 48, 40)  # exactly one patch (transposed): the network once, as before
+    with torch.no_grad():
+        assert torch.equal(net(x), net.net(x.transpose(-1, -2)).transpose(-1, -2))
+        big = torch.randn(1, 1, 96, 64)  # (64, 96) for nnU-Net: 2 x 3 patches
+        assert net(big).shape == (1, 3, 96, 64)
+        net.train()
+        assert net(big).shape == (1, 3, 96, 64)  # adaptation sees the whole slice

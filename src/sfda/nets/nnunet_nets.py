@@ -10,10 +10,18 @@ anything. A checkpoint stores the class name and arguments, so it loads with ``w
 nnU-Net reads images with SimpleITK, whose arrays run (z, y, x): its 2D networks see slices with the
 in-plane axes in the opposite order to sfda's (x, y) arrays. ``transpose: true`` swaps them at the
 network's input and output, so the weights see what nnU-Net showed them.
+
+In eval mode (prediction, validation, the trust check) a slice larger than the plans' ``patch_size``
+is predicted as nnU-Net predicts it: overlapping patches (half a patch apart), each patch's logits
+weighted by a Gaussian (sigma 1/8 of the patch) and the weighted logits averaged. Adaptation (train
+mode) sees whole slices.
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -63,7 +71,7 @@ class NnunetNet(nn.Module):
     only (deep supervision off, as nnU-Net predicts)."""
 
     def __init__(self, name: str, arch_kwargs: dict, in_channels: int = 1, num_classes: int = 2,
-                 transpose: bool = False):
+                 transpose: bool = False, patch_size: list[int] | None = None):
         super().__init__()
         cls = _dna_class(name)
         kwargs = {**resolve_ops(arch_kwargs), "input_channels": in_channels, "num_classes": num_classes,
@@ -74,11 +82,17 @@ class NnunetNet(nn.Module):
             raise SfdaError(f"nnU-Net architecture {name}: the plans' arch_kwargs do not build it ({exc})") from None
         self.transpose = transpose
         self.num_classes = num_classes
+        self.patch = [int(v) for v in patch_size] if patch_size else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.transpose:
-            return self.net(x.transpose(-1, -2)).transpose(-1, -2)
-        return self.net(x)
+            return self._logits(x.transpose(-1, -2)).transpose(-1, -2)
+        return self._logits(x)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training or not self.patch or all(s <= p for s, p in zip(x.shape[2:], self.patch)):
+            return self.net(x)
+        return sliding_window(self.net, x, self.patch)
 
     def nnunet_weights(self) -> dict[str, torch.Tensor]:
         """The state dict as nnU-Net names it (without this wrapper's prefix)."""
@@ -94,3 +108,42 @@ def total_strides(arch_kwargs: dict) -> list[int]:
         for i, v in enumerate(s if isinstance(s, (list, tuple)) else [s] * dims):
             out[i] *= int(v)
     return out
+
+
+def _starts(size: int, patch: int, step: float = 0.5) -> list[int]:
+    """nnU-Net's patch positions along one axis: evenly spaced from 0 to size - patch, at most
+    ``step`` patches apart."""
+    if size <= patch:
+        return [0]
+    n = int(math.ceil((size - patch) / (patch * step))) + 1
+    return sorted({int(round(v)) for v in np.linspace(0, size - patch, n)})
+
+
+def gaussian_weights(patch: list[int], sigma_scale: float = 1.0 / 8) -> torch.Tensor:
+    """nnU-Net's importance map: a Gaussian centred on the patch, sigma ``sigma_scale`` x its size,
+    peak 10, no zero entry."""
+    axes = []
+    for p in patch:
+        d = np.arange(p) - p // 2
+        axes.append(np.exp(-0.5 * (d / max(p * sigma_scale, 1e-6)) ** 2))
+    g = axes[0][:, None] * axes[1][None, :]
+    g = g / g.max() * 10
+    g[g == 0] = g[g > 0].min()
+    return torch.from_numpy(g.astype(np.float32))
+
+
+def sliding_window(net: nn.Module, x: torch.Tensor, patch: list[int]) -> torch.Tensor:
+    """Logits of ``x`` (N, C, H, W) from overlapping patches, Gaussian-weighted and averaged; a slice
+    smaller than the patch along an axis is taken whole along it."""
+    size = x.shape[2:]
+    tile = [min(p, s) for p, s in zip(patch, size)]
+    g = gaussian_weights(tile).to(x.device, x.dtype)
+    out, norm = None, torch.zeros(size, dtype=x.dtype, device=x.device)
+    for i in _starts(size[0], tile[0]):
+        for j in _starts(size[1], tile[1]):
+            logits = net(x[:, :, i:i + tile[0], j:j + tile[1]])
+            if out is None:
+                out = x.new_zeros((x.shape[0], logits.shape[1], *size))
+            out[:, :, i:i + tile[0], j:j + tile[1]] += logits * g
+            norm[i:i + tile[0], j:j + tile[1]] += g
+    return out / norm

@@ -6,8 +6,9 @@ slices along the axis nnU-Net slices (its ``transpose_forward``), in-plane resam
 configuration's spacing, and its normalisation (``CTNormalization``: clip to the training set's
 foreground percentiles, then its foreground mean and std; ``ZScoreNormalization``: each volume's
 own mean and std). What differs from nnU-Net's own predictor, and is said in the README: sfda
-resamples linearly (nnU-Net: cubic), predicts whole slices instead of Gaussian-weighted
-patches, and does not crop to the non-zero region first.
+resamples linearly (nnU-Net: cubic), does not mirror the input at prediction (nnU-Net averages
+four mirrored passes) and does not crop to the non-zero region first; slices larger than the
+patch are predicted from Gaussian-weighted patches as nnU-Net does (sfda.nets.nnunet_nets).
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def nnunet_meta(model: NnunetModel) -> tuple[dict, dict]:
     labels, channel = _labels_and_channel(model)
     slicing, transpose = _slicing(model, cfg, arch_kwargs)
     net_args = {"arch_kwargs": arch_kwargs, "in_channels": 1, "num_classes": len(labels),
-                "transpose": transpose}
+                "transpose": transpose, "patch_size": [int(v) for v in cfg["patch_size"]]}
     meta = {"net": PREFIX + name, "net_args": net_args, "kind": "segmentation", "label_names": labels,
             "modality": channel, "stage": "source", "normalization": _normalization(model, cfg), "slicing": slicing,
             "nnunet": {"folder": str(model.folder.resolve()), "fold": model.fold, "configuration": model.configuration,
