@@ -78,17 +78,28 @@ def write_raw(root: Path, n: int = 3, seed: int = 0) -> Path:
     return root
 
 
-def test_the_wrapped_network_sees_slices_as_nnunet_does(tmp_path):
-    """sfda's (x, y) slice through the wrapper gives nnU-Net's output on its (y, x) slice, transposed."""
+def test_sfda_slices_reach_the_network_as_nnunet_slices_do(tmp_path):
+    """Through the whole pipeline (import, sfda's slicing, the wrapper), the network gets exactly the
+    planes nnU-Net gives it: SimpleITK's array (z, y, x), slice by slice along z."""
+    import SimpleITK as sitk
+
+    from sfda.inference import scan_slices
+
     folder = make_result_folder(tmp_path)
-    model = read_result_folder(folder, 0)
-    raw = _dna_net(model.plans, deep_supervision=False).eval()
-    raw.load_state_dict(model.checkpoint["network_weights"])
-    ours = NnunetNet("PlainConvUNet", model.config["architecture"]["arch_kwargs"], 1, 3, transpose=True).eval()
-    ours.net.load_state_dict(model.checkpoint["network_weights"])
-    x = torch.randn(2, 1, 48, 40)
+    raw = write_raw(tmp_path / "raw", n=1)
+    assert main(["import-nnunet", "--folder", str(folder), "--out", str(tmp_path / "src.pt")]) == 0
+    model, meta = load_model(tmp_path / "src.pt")
+    path = raw / "imagesTr" / "case0_0000.nii.gz"
+    seen = []
+    model.net.register_forward_pre_hook(lambda m, inp: seen.append(inp[0].detach().clone()))
+    array = np.asarray(nib.load(path).dataobj)
+    images, _ = scan_slices(meta, array, str(path), spacing=(0.8, 0.8, 3.0))
     with torch.no_grad():
-        assert torch.allclose(ours(x), raw(x.transpose(-1, -2)).transpose(-1, -2), atol=1e-5)
+        model.eval()(torch.from_numpy(images))
+    itk = sitk.GetArrayFromImage(sitk.ReadImage(str(path))).astype(np.float32)  # (z, y, x), as nnU-Net reads
+    expected = (itk - itk.mean()) / itk.std()  # ZScoreNormalization
+    assert seen[0].shape == (12, 1, 40, 48)
+    assert torch.allclose(seen[0][:, 0], torch.from_numpy(expected), atol=1e-4)
 
 
 def test_import_repeats_the_plans_preprocessing(tmp_path):
@@ -104,6 +115,32 @@ def test_import_repeats_the_plans_preprocessing(tmp_path):
     _, meta = load_model(tmp_path / "ct.pt")
     assert meta["modality"] == "CT"
     assert meta["normalization"]["fixed"] == pytest.approx([33.0, 211.0, 92.07, 54.64], abs=0.01)
+
+
+@pytest.mark.parametrize("transpose_forward, axis, transpose, spacing", [
+    ([0, 1, 2], 2, True, [0.9, 0.7]),   # nnU-Net slices z; its (y, x) plane is sfda's (x, y) transposed
+    ([1, 0, 2], 1, True, [0.9, 0.7]),   # slices y: nnU-Net's plane (z, x) is sfda's (x, z) transposed
+    ([2, 0, 1], 0, True, [0.9, 0.7]),   # slices x: nnU-Net's plane (z, y) is sfda's (y, z) transposed
+    ([0, 2, 1], 2, False, [0.7, 0.9]),  # slices z with its plane (x, y): sfda's own order
+])
+def test_import_maps_nnunet_axes_onto_sfda_arrays(tmp_path, transpose_forward, axis, transpose, spacing):
+    folder = make_result_folder(tmp_path)
+    plans = json.loads((folder / "plans.json").read_text())
+    plans["transpose_forward"] = transpose_forward
+    plans["configurations"]["2d"]["spacing"] = [0.7, 0.9]  # nnU-Net's (rows, cols) after its transpose
+    (folder / "plans.json").write_text(json.dumps(plans))
+    assert main(["import-nnunet", "--folder", str(folder), "--out", str(tmp_path / "src.pt")]) == 0
+    _, meta = load_model(tmp_path / "src.pt")
+    assert meta["slicing"]["axis"] == axis and meta["net_args"]["transpose"] is transpose
+    assert meta["slicing"]["spacing"] == pytest.approx(spacing)
+
+
+def test_ct_normalisation_clips_and_standardises_with_the_plans_numbers():
+    from sfda.data.normalize import apply_norm, norm_clip, norm_params, volume_stats
+
+    x = np.array([-1000.0, 0.0, 33.0, 100.0, 211.0, 900.0], np.float32)
+    stats = volume_stats(x, norm_clip(norm_params(0, 100, [33.0, 211.0, 92.07, 54.64])))
+    assert np.allclose(apply_norm(x, stats), (np.clip(x, 33.0, 211.0) - 92.07) / 54.64, atol=1e-5)
 
 
 def test_adapt_an_nnunet_folder_predict_and_export_back(tmp_path, capsys):
@@ -165,11 +202,23 @@ def test_adabn_is_refused_on_instance_norm(tmp_path):
         reestimate_bn(net, np.zeros((2, 1, 48, 40), np.float32))
 
 
+def _edit(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda f: (f / "plans.json").unlink(), "plans.json not found"),
     (lambda f: (f / "fold_0" / "checkpoint_final.pth").unlink(), "checkpoint_final.pth not found"),
     (lambda f: (f / "fold_0" / "checkpoint_final.pth").write_bytes(b"not a checkpoint"), "refused by the safe loader"),
     (lambda f: f.rename(f.parent / "nnUNetPlans_2d"), "TRAINER__PLANS__CONFIG"),
+    (lambda f: _edit(f / "plans.json", lambda p: p["configurations"]["2d"].pop("spacing")), "lacks or mangles"),
+    (lambda f: _edit(f / "plans.json", lambda p: p.update(image_reader_writer="NibabelIOWithReorient")),
+     "does not repeat its reorientation"),
+    (lambda f: _edit(f / "dataset.json", lambda d: d["labels"].update(ignore=3)), "ignore label"),
+    (lambda f: _edit(f / "plans.json", lambda p: p["configurations"]["2d"].update(inherits_from="3d_lowres")),
+     "which is missing"),
 ])
 def test_bad_result_folders_are_refused_with_the_file(tmp_path, capsys, change, message):
     folder = make_result_folder(tmp_path)
@@ -184,6 +233,7 @@ def test_bad_result_folders_are_refused_with_the_file(tmp_path, capsys, change, 
     (["adapt", "--method", "adabn", "--cases", "c.json", "--modality", "MRI"], "adabn does not apply"),
     (["predict", "--adapt", "adabn", "scan.nii.gz"], "adabn does not apply"),
     (["predict", "--adapt", "adaent", "scan.nii.gz"], "needs --prior TABLE"),
+    (["adapt", "--method", "adaent", "--cases", "c.json", "--modality", "MRI"], "needs --prior TABLE"),
     (["predict", "--checkpoint", "src.pt", "scan.nii.gz"], "not both"),
 ])
 def test_what_cannot_work_with_an_nnunet_network_is_refused_before_writing(tmp_path, capsys, argv, message):
@@ -234,7 +284,11 @@ def test_an_nnunet_network_predicts_large_slices_patch_by_patch(tmp_path):
     x = torch.randn(1, 1, 48, 40)  # exactly one patch (transposed): the network once, as before
     with torch.no_grad():
         assert torch.equal(net(x), net.net(x.transpose(-1, -2)).transpose(-1, -2))
-        big = torch.randn(1, 1, 96, 64)  # (64, 96) for nnU-Net: 2 x 3 patches
+        big = torch.randn(1, 1, 96, 64)  # (64, 96) for nnU-Net: 3 x 3 patches of (40, 48)
+        tiles = []
+        hook = net.net.register_forward_pre_hook(lambda m, inp: tiles.append(tuple(inp[0].shape[2:])))
         assert net(big).shape == (1, 3, 96, 64)
+        assert tiles == [(40, 48)] * 9  # every patch is the plans' (rows, cols)
+        hook.remove()
         net.train()
         assert net(big).shape == (1, 3, 96, 64)  # adaptation sees the whole slice

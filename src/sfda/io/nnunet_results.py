@@ -24,10 +24,14 @@ import torch
 from sfda.errors import SfdaError
 from sfda.io.atomic import atomic_path
 
-#: The few non-plain types nnU-Net's own checkpoints hold: numpy scalars in the training log and
-#: ``_best_ema`` (float32 under numpy 2, float64 under numpy 1, pickled under numpy 1's module path).
-_SAFE = [np._core.multiarray.scalar, np.dtype, np.dtypes.Float32DType, np.dtypes.Float64DType,
-         (np._core.multiarray.scalar, "numpy.core.multiarray.scalar")]
+def _safe_types() -> list:
+    """The few non-plain types nnU-Net's own checkpoints hold: numpy scalars in the training log and
+    ``_best_ema`` (float32 under numpy 2, float64 under numpy 1, pickled under numpy 1's module path)."""
+    core = getattr(np, "_core", None) or np.core
+    out: list = [core.multiarray.scalar, np.dtype, (core.multiarray.scalar, "numpy.core.multiarray.scalar")]
+    dtypes = getattr(np, "dtypes", None)  # numpy >= 1.25
+    out += [getattr(dtypes, n) for n in ("Float32DType", "Float64DType") if dtypes is not None and hasattr(dtypes, n)]
+    return out
 
 
 @dataclass
@@ -66,7 +70,7 @@ def load_nnunet_checkpoint(path: Path) -> dict:
     if not path.is_file():
         raise SfdaError(f"{path} not found; check --fold and that training finished (checkpoint_final.pth)")
     try:
-        with torch.serialization.safe_globals(_SAFE):
+        with torch.serialization.safe_globals(_safe_types()):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = (str(exc).strip().splitlines() or ["unsafe content"])[0]

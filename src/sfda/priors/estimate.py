@@ -96,8 +96,8 @@ def sizes_given_present(source_ratios: np.ndarray, source_pos: np.ndarray | None
                         target_pos: np.ndarray | None = None, bins: int = 32) -> np.ndarray:
     """Each structure's mean source ratio over the source slices that hold it, (K-1,); with
     positions, per target slice (N, K-1): over the source slices that hold it at the same
-    relative position, interpolated between positions, and its overall value where no source
-    slice at any nearby position holds it. A label statistic: no image leaves the source site."""
+    relative position, interpolated between the positions that hold it (beyond the first or last
+    of them, that one's value). A label statistic: no image leaves the source site."""
     fg = source_ratios[:, 1:]
     held = fg > 0
     if not held.any():

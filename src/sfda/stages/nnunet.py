@@ -25,14 +25,26 @@ from sfda.nets.nnunet_nets import PREFIX, SUPPORTED, total_strides
 from sfda.stages.common import check_output, require, write_config
 
 
+_READERS = ("SimpleITKIO", "NibabelIO")  # read the file's own voxel order, as sfda does
+
+
 def _configuration(model: NnunetModel) -> dict:
-    cfg = dict(model.config)
-    parent = cfg.get("inherits_from")
-    if parent:  # nnU-Net's configurations may inherit another's entries
-        cfg = {**model.plans["configurations"][parent], **cfg}
+    configs, name, chain = model.plans["configurations"], model.configuration, []
+    cfg: dict = {}
+    while name:  # nnU-Net's configurations may inherit another's entries, recursively
+        if name in chain or name not in configs:
+            raise SfdaError(f"{model.folder / 'plans.json'}: configuration '{chain[-1] if chain else name}' inherits "
+                            f"from '{name}', which is {'a cycle' if name in chain else 'missing'}")
+        chain.append(name)
+        cfg = {**configs[name], **cfg}
+        name = configs[name].get("inherits_from")
     if len(cfg.get("patch_size", [])) != 2:
         raise SfdaError(f"{model.folder}: configuration '{model.configuration}' is 3D; sfda adapts nnU-Net's 2D "
                         "configurations (train a 2d configuration, or use a 3D MONAI network)")
+    reader = str(model.plans.get("image_reader_writer", "SimpleITKIO"))
+    if reader not in _READERS:
+        raise SfdaError(f"{model.folder / 'plans.json'}: images were read with {reader}; sfda reads files in their "
+                        f"own voxel order like {' / '.join(_READERS)} and does not repeat its reorientation")
     return cfg
 
 
@@ -49,13 +61,16 @@ def _architecture(model: NnunetModel, cfg: dict) -> tuple[str, dict]:
 
 
 def _labels_and_channel(model: NnunetModel) -> tuple[list[str], str]:
+    path = model.folder / "dataset.json"
     channels = model.dataset.get("channel_names", model.dataset.get("modality", {}))
-    if len(channels) != 1:
-        raise SfdaError(f"{model.folder / 'dataset.json'}: the model takes {len(channels)} channels; sfda adapts "
-                        "single-channel models")
+    if not isinstance(channels, dict) or len(channels) != 1:
+        raise SfdaError(f"{path}: the model takes {len(channels)} channels; sfda adapts single-channel models")
     labels = model.dataset.get("labels", {})
+    if not isinstance(labels, dict) or "ignore" in labels:
+        raise SfdaError(f"{path}: labels must map names to values (a model trained with an ignore label "
+                        "is not supported)")
     if any(not isinstance(v, int) for v in labels.values()) or sorted(labels.values()) != list(range(len(labels))):
-        raise SfdaError(f"{model.folder / 'dataset.json'}: labels must be the values 0..K-1, one per name "
+        raise SfdaError(f"{path}: labels must be the values 0..K-1, one per name "
                         "(region-based labels are not supported)")
     return sorted(labels, key=labels.get), str(next(iter(channels.values())))
 
@@ -86,6 +101,14 @@ def _slicing(model: NnunetModel, cfg: dict, arch_kwargs: dict) -> tuple[dict, bo
 
 def nnunet_meta(model: NnunetModel) -> tuple[dict, dict]:
     """The sfda checkpoint metadata for a result folder, and the network arguments."""
+    try:
+        return _meta(model)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise SfdaError(f"{model.folder / 'plans.json'} lacks or mangles an entry nnU-Net writes "
+                        f"({type(exc).__name__}: {exc}); re-plan the dataset or give another folder") from None
+
+
+def _meta(model: NnunetModel) -> tuple[dict, dict]:
     cfg = _configuration(model)
     name, arch_kwargs = _architecture(model, cfg)
     labels, channel = _labels_and_channel(model)
@@ -111,7 +134,7 @@ def import_nnunet(cfg: NnunetImportConfig) -> Path:
     net = build_net(meta["net"], **net_args)
     try:
         net.net.load_state_dict(model.checkpoint["network_weights"])
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, AttributeError) as exc:
         raise SfdaError(f"{model.checkpoint_path}: the weights do not fit the plans' architecture "
                         f"({str(exc).splitlines()[0][:160]})") from None
     save_checkpoint(cfg.out, net, meta)
@@ -128,9 +151,10 @@ def _refuse_before_writing(cfg) -> None:
     if name == "adabn" or getattr(method, "adabn_init", False):
         raise SfdaError(f"nnU-Net's networks use instance norm, which keeps no batch statistics: adabn does not "
                         f"apply to {cfg.nnunet}; use tent or adaent")
-    if hasattr(cfg, "adapt") and name and build_method(name, method).needs_prior and not cfg.prior:
-        raise SfdaError(f"--adapt {name} needs --prior TABLE with an nnU-Net model (it carries no source label "
-                        "statistics to make one from); or use --adapt tent")
+    if name and build_method(name, method).needs_prior and not cfg.prior:
+        flag = "--adapt" if hasattr(cfg, "adapt") else "--method"
+        raise SfdaError(f"{flag} {name} needs --prior TABLE (from `sfda prior`; an nnU-Net model carries no source "
+                        "label statistics to make one from); or use tent")
 
 
 def resolve_source(cfg) -> None:

@@ -120,7 +120,8 @@ def make_prior(cfg: PriorConfig, progress: bool = True) -> Path:
     if cfg.tags_from_labels:
         tau = apply_tags(tau, target.foreground_fractions()[:, 1:] > 0, _sizes(inputs))  # a tag per structure
     elif cfg.tags:
-        tau = apply_tags(tau, read_tags(cfg.tags, target.slice_ids), _sizes(inputs))
+        # a CSV tag says only "some structure here": sizes per structure only when there is one
+        tau = apply_tags(tau, read_tags(cfg.tags, target.slice_ids), _sizes(inputs) if tau.shape[1] == 2 else None)
     save_prior(cfg.out, target.slice_ids, tau, cl.label_names)
     write_config(cfg, Path(cfg.out).parent / f"{Path(cfg.out).stem}.config.yaml")
     return Path(cfg.out)
