@@ -146,13 +146,14 @@ def trust_signals(model: torch.nn.Module, images: np.ndarray, valid: np.ndarray,
     """The label-free signals of :mod:`sfda.metrics.trust` for ``model`` on (N, C, H, W) slices:
     flip agreement (for the classes where the source model passes the mirror test on its own
     training slices, when the checkpoint says), atlas share where the checkpoint carries its
-    source atlas."""
-    from sfda.metrics.trust import atlas_share, calibrated_flip, flip_agreement
+    source atlas, and each structure's share of the pixels (for the vanish check)."""
+    from sfda.metrics.trust import atlas_share, calibrated_flip, class_fractions, flip_agreement
 
     pred = predict_slices(model, images, device=device)[0]
     flipped = predict_slices(model, np.ascontiguousarray(images[..., ::-1]), device=device)[0]
     signals = {"flip_agreement": calibrated_flip(flip_agreement(pred, flipped, valid, num_classes),
-                                                 meta.get("source_flip"))}
+                                                 meta.get("source_flip")),
+               "fractions": class_fractions(pred, valid, num_classes), "pixels": int(valid.sum())}
     if meta.get("source_atlas"):
         signals["atlas_share"] = atlas_share(pred, valid, meta["source_atlas"])
     return signals

@@ -124,3 +124,34 @@ def test_train_source_stores_its_own_flip_agreement(tiny_train_config, tmp_path)
     out = train_source(tiny_train_config(tmp_path / "src"), progress=False)
     flip = load_checkpoint(out / "last.pt")["meta"]["source_flip"]
     assert len(flip) == 1 and (flip[0] is None or 0.0 <= flip[0] <= 1.0)
+
+
+def test_vanish_warns_when_a_structure_the_source_model_finds_is_lost():
+    from sfda.metrics.trust import vanish_warnings
+
+    names = ["bg", "liver", "kidney", "spleen"]
+    source = {"fractions": [0.10, 0.010, 0.0001], "pixels": 10000}  # the spleen: 1 pixel, below MIN_PIXELS
+    adapted = {"fractions": [0.12, 0.002, 0.0], "pixels": 10000}
+    lines = vanish_warnings(adapted, source, names)
+    assert len(lines) == 1 and lines[0].startswith("kidney vanishes")
+    assert not vanish_warnings({"fractions": [0.09, 0.0026, 0.0], "pixels": 10000}, source, names)  # > a quarter
+
+
+def test_check_trust_falls_back_when_the_adapted_model_loses_a_structure(tmp_path, monkeypatch):
+    from sfda.data.sliceset import SliceSet
+    from sfda.stages import trust as stage
+
+    labels, valid = _labels()
+    meta = {"label_names": ["bg", "disc", "vert"]}
+    empty, found = _Painter(slice(0, 0), slice(0, 0)), _Painter(slice(2, 4), slice(2, 5))
+    models = {"selected.pt": empty, "source.pt": found}
+    monkeypatch.setattr(stage, "load_model", lambda p: (models[p.name if hasattr(p, "name") else p.split("/")[-1]],
+                                                        meta))
+    saved = {}
+    monkeypatch.setattr(stage, "save_checkpoint", lambda path, model, m: saved.update({path.name: (model, m)}))
+    (tmp_path / "selected.pt").write_bytes(b"")
+    result = stage.check_trust(tmp_path, str(tmp_path / "source.pt"),
+                               SliceSet.from_arrays(np.zeros((4, 1, 6, 8), np.float32), labels, 3),
+                               ["bg", "disc", "vert"], "source")
+    assert [w for w in result["warnings"] if "vanishes" in w][0].startswith("disc vanishes")
+    assert result["fallback"] == "source" and saved["selected.pt"][0] is found

@@ -18,19 +18,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from sfda.metrics.trust import MIN_PIXELS, THRESHOLDS, atlas_share
+from sfda.metrics.trust import MIN_PIXELS, THRESHOLDS, VANISH, atlas_share, class_fractions
 
-VANISH = 0.25
 FLOOD = 4.0
 #: Dice between the source model's and the adapted mask below this: the structure moved. Set on
 #: the crops' development split (opp -> inn, A1-D1): good per-scan runs stayed at or above 0.22 on
 #: every scan, a drifting continual run (Dice 0.11-0.34 per subject) went down to 0.03.
 AGREE_MIN = 0.2
-
-
-def _fractions(pred: np.ndarray, valid: np.ndarray, k: int) -> list[float]:
-    n = max(int(valid.sum()), 1)
-    return [float(((pred == c) & valid).sum() / n) for c in range(1, k)]
 
 
 def _agreement(a: np.ndarray, b: np.ndarray, valid: np.ndarray, k: int) -> list[float | None]:
@@ -52,7 +46,8 @@ def scan_signals(source: tuple[np.ndarray, np.ndarray], adapted: tuple[np.ndarra
     """``source`` / ``adapted``: (labels (N, H, W), probabilities (N, K, H, W)) on the scan's slices."""
     k = source[1].shape[1]
     out = {"pixels": int(valid.sum()),
-           "fractions": {"source": _fractions(source[0], valid, k), "adapted": _fractions(adapted[0], valid, k),
+           "fractions": {"source": class_fractions(source[0], valid, k),
+                         "adapted": class_fractions(adapted[0], valid, k),
                          "prior": None if prior is None else [float(v) for v in np.asarray(prior)[:, 1:].mean(0)]},
            "agreement": _agreement(source[0], adapted[0], valid, k),
            "entropy": {"source": _mean_entropy(source[1], valid), "adapted": _mean_entropy(adapted[1], valid)}}

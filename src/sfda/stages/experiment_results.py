@@ -54,9 +54,11 @@ def _direction_markdown(cfg, src: str, tgt: str, methods: dict, per_seed: dict, 
               if warnings else "No collapse flagged: every adapted model's predicted foreground stayed within "
               "4x of the prior's, on adaptation and held-out images.\n")
     md.append("Trust warnings (label-free, on the adaptation images: where the masks lie against the source "
-              "atlas, and whether they survive a mirrored input; see each run's trust.json):\n\n" + "\n".join(trust)
+              "atlas, whether they survive a mirrored input, whether a structure the source model finds vanished; "
+              "see each run's trust.json):\n\n" + "\n".join(trust)
               + "\n" if trust else "No trust warning: every adapted model's masks lay where the source labels put "
-              "the structure and survived a mirrored input (trust.json in each run).\n")
+              "the structure, survived a mirrored input and kept what the source model found "
+              "(trust.json in each run).\n")
     return md
 
 

@@ -2,8 +2,8 @@
 
 The adapted model's masks on its own adaptation images are read by the signals of
 :mod:`sfda.metrics.trust` (where they lie against the source atlas, whether they survive a
-mirrored input). If one warns, the run says so (terminal, log, ``trust.json``, the reports)
-and, with ``on_distrust: source``, ``selected.pt`` becomes the source model: a mask that is
+mirrored input, whether a structure the source model finds vanished from them). If one warns,
+the run says so (terminal, log, ``trust.json``, the reports) and, with ``on_distrust: source``, ``selected.pt`` becomes the source model: a mask that is
 visibly not adapted is safer than one that is wrong where every other signal is green.
 """
 
@@ -16,7 +16,7 @@ from sfda.engine.checkpoint import load_model, save_checkpoint
 from sfda.engine.distributed import device_for, is_main
 from sfda.inference import trust_signals
 from sfda.io.atomic import write_json
-from sfda.metrics.trust import THRESHOLDS, trust_warnings
+from sfda.metrics.trust import THRESHOLDS, VANISH, trust_warnings, vanish_warnings
 from sfda.progress import say
 
 
@@ -30,9 +30,10 @@ def check_trust(out: Path, source_ckpt: str, target: SliceSet, label_names: list
     model, meta = load_model(chosen)
     source, source_meta = load_model(source_ckpt)
     signals = trust_signals(model.to(dev), target.images, valid, meta, k, dev)
-    result = {"checkpoint": chosen.name, "signals": signals, "thresholds": THRESHOLDS,
-              "source_signals": trust_signals(source.to(dev), target.images, valid, source_meta, k, dev),
-              "warnings": trust_warnings(signals, label_names), "fallback": None}
+    source_signals = trust_signals(source.to(dev), target.images, valid, source_meta, k, dev)
+    result = {"checkpoint": chosen.name, "signals": signals, "thresholds": {**THRESHOLDS, "vanish": VANISH},
+              "source_signals": source_signals, "fallback": None,
+              "warnings": trust_warnings(signals, label_names) + vanish_warnings(signals, source_signals, label_names)}
     if not meta.get("source_atlas"):
         result["note"] = ("the source checkpoint carries no source atlas (trained before train-source stored "
                           "one): atlas share not computed")
