@@ -79,6 +79,16 @@ class _Painter(torch.nn.Module):
         return logits
 
 
+def _patch_models(monkeypatch, tmp_path, stage, models: dict, meta: dict) -> dict:
+    """The trust stage loads ``models`` by file name and records what it saves (returned)."""
+    monkeypatch.setattr(stage, "load_model", lambda p: (models[p.name if hasattr(p, "name") else p.split("/")[-1]],
+                                                        meta))
+    saved = {}
+    monkeypatch.setattr(stage, "save_checkpoint", lambda path, model, m: saved.update({path.name: (model, m)}))
+    (tmp_path / "selected.pt").write_bytes(b"")
+    return saved
+
+
 @pytest.mark.parametrize("on_distrust", ["source", "keep"])
 def test_check_trust_flags_a_mask_in_the_wrong_place_and_falls_back(tmp_path, monkeypatch, on_distrust):
     from sfda.data.sliceset import SliceSet
@@ -89,12 +99,7 @@ def test_check_trust_flags_a_mask_in_the_wrong_place_and_falls_back(tmp_path, mo
     atlas = label_atlas(labels, valid, 2 + 1)
     meta = {"source_atlas": atlas, "label_names": ["bg", "disc", "vert"]}
     wrong, right = _Painter(slice(4, 6), slice(5, 8)), _Painter(slice(2, 4), slice(2, 5))
-    models = {"selected.pt": wrong, "source.pt": right}
-    monkeypatch.setattr(stage, "load_model", lambda p: (models[p.name if hasattr(p, "name") else p.split("/")[-1]],
-                                                        meta))
-    saved = {}
-    monkeypatch.setattr(stage, "save_checkpoint", lambda path, model, m: saved.update({path.name: (model, m)}))
-    (tmp_path / "selected.pt").write_bytes(b"")
+    saved = _patch_models(monkeypatch, tmp_path, stage, {"selected.pt": wrong, "source.pt": right}, meta)
     images = np.zeros((4, 1, 6, 8), np.float32)
     result = stage.check_trust(tmp_path, str(tmp_path / "source.pt"), SliceSet.from_arrays(images, labels, 3),
                                ["bg", "disc", "vert"], on_distrust)
@@ -144,12 +149,7 @@ def test_check_trust_falls_back_when_the_adapted_model_loses_a_structure(tmp_pat
     labels, valid = _labels()
     meta = {"label_names": ["bg", "disc", "vert"]}
     empty, found = _Painter(slice(0, 0), slice(0, 0)), _Painter(slice(2, 4), slice(2, 5))
-    models = {"selected.pt": empty, "source.pt": found}
-    monkeypatch.setattr(stage, "load_model", lambda p: (models[p.name if hasattr(p, "name") else p.split("/")[-1]],
-                                                        meta))
-    saved = {}
-    monkeypatch.setattr(stage, "save_checkpoint", lambda path, model, m: saved.update({path.name: (model, m)}))
-    (tmp_path / "selected.pt").write_bytes(b"")
+    saved = _patch_models(monkeypatch, tmp_path, stage, {"selected.pt": empty, "source.pt": found}, meta)
     result = stage.check_trust(tmp_path, str(tmp_path / "source.pt"),
                                SliceSet.from_arrays(np.zeros((4, 1, 6, 8), np.float32), labels, 3),
                                ["bg", "disc", "vert"], "source")
