@@ -155,3 +155,20 @@ def test_check_trust_falls_back_when_the_adapted_model_loses_a_structure(tmp_pat
                                ["bg", "disc", "vert"], "source")
     assert [w for w in result["warnings"] if "vanishes" in w][0].startswith("disc vanishes")
     assert result["fallback"] == "source" and saved["selected.pt"][0] is found
+
+
+def test_without_its_own_calibration_the_source_models_mirror_test_on_the_target_decides(tmp_path, monkeypatch):
+    """A model trained elsewhere (no ``source_flip``): where the source model itself fails the mirror
+    test on the adaptation images, the adapted model's flip agreement is not judged."""
+    from sfda.data.sliceset import SliceSet
+    from sfda.stages import trust as stage
+
+    labels, _ = _labels()
+    box = _Painter(slice(2, 4), slice(1, 3))  # off-centre: its mask never survives a mirror
+    saved = _patch_models(monkeypatch, tmp_path, stage, {"selected.pt": box, "source.pt": box},
+                          {"label_names": ["bg", "disc", "vert"]})
+    result = stage.check_trust(tmp_path, str(tmp_path / "source.pt"),
+                               SliceSet.from_arrays(np.zeros((4, 1, 6, 8), np.float32), labels, 3),
+                               ["bg", "disc", "vert"], "source")
+    assert result["source_signals"]["flip_agreement"][0] == pytest.approx(0.0)
+    assert result["signals"]["flip_agreement"][0] is None and not result["warnings"] and not saved

@@ -16,7 +16,7 @@ from sfda.engine.checkpoint import load_model, save_checkpoint
 from sfda.engine.distributed import device_for, is_main
 from sfda.inference import trust_signals
 from sfda.io.atomic import write_json
-from sfda.metrics.trust import THRESHOLDS, VANISH, trust_warnings, vanish_warnings
+from sfda.metrics.trust import THRESHOLDS, VANISH, calibrated_flip, trust_warnings, vanish_warnings
 from sfda.progress import say
 
 
@@ -31,6 +31,9 @@ def check_trust(out: Path, source_ckpt: str, target: SliceSet, label_names: list
     source, source_meta = load_model(source_ckpt)
     signals = trust_signals(model.to(dev), target.images, valid, meta, k, dev)
     source_signals = trust_signals(source.to(dev), target.images, valid, source_meta, k, dev)
+    if not meta.get("source_flip"):  # a model trained elsewhere (nnU-Net): no calibration on its training slices,
+        # so the source model's own mirror test on these images decides where the flip signal means anything
+        signals["flip_agreement"] = calibrated_flip(signals["flip_agreement"], source_signals["flip_agreement"])
     result = {"checkpoint": chosen.name, "signals": signals, "thresholds": {**THRESHOLDS, "vanish": VANISH},
               "source_signals": source_signals, "fallback": None,
               "warnings": trust_warnings(signals, label_names) + vanish_warnings(signals, source_signals, label_names)}
