@@ -27,6 +27,7 @@ from sfda.errors import SfdaError
 from sfda.io.cases import load_cases
 from sfda.methods import build_method
 from sfda.priors.table import load_prior
+from sfda.progress import say
 from sfda.stages.common import check_output, fit_spec, require, slices_for, slicing_of, write_config
 from sfda.stages.nnunet import export_nnunet, resolve_source
 from sfda.stages.trust import check_trust
@@ -72,16 +73,18 @@ def adapt(cfg: AdaptConfig, progress: bool = True) -> Path:
     fit(model, method, fit_spec(cfg, target, meta, val=val, source=source, prior=prior, val_prior=val_prior,
                                 select=cfg.select, progress=progress))
     check_trust(Path(cfg.out), cfg.checkpoint, target, cl.label_names, cfg.on_distrust, cfg.device)
-    _export(Path(cfg.out))
+    if src_meta.get("nnunet"):
+        _export(Path(cfg.out))
     return Path(cfg.out)
 
 
 def _export(out: Path) -> None:
-    """A model imported from nnU-Net goes back as an nnU-Net result folder (``out/nnunet``)."""
+    """A model imported from nnU-Net goes back as an nnU-Net result folder (``out/nnunet``): the
+    reported model (``selected.pt``; the source model after a trust fall-back)."""
     chosen = out / "selected.pt" if (out / "selected.pt").exists() else out / "last.pt"
     if chosen.exists() and is_main():
         model, meta = load_model(chosen)
-        export_nnunet(meta, model, out)
+        say(f"nnU-Net result folder of {chosen.name}: {export_nnunet(meta, model, out).parents[1]}")
 
 
 def _val_prior(cfg: AdaptConfig, val: SliceSet | None, k: int) -> np.ndarray | None:
