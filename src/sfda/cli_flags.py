@@ -21,11 +21,12 @@ PREDICT = {"checkpoint": "checkpoint", "out": "out", "device": "device", "adapt"
            "mode": "mode", "prior": "prior", "lr": "optim.lr", "lam": "method.lam",
            "batch_size": "optim.batch_size", "seed": "seed", "on_distrust": "on_distrust"}
 REPORT = {"out": "out", "title": "title"}
-NNUNET = {"nnunet": "nnunet", "fold": "fold", "checkpoint_name": "checkpoint_name"}
+NNUNET_FOLD = {"fold": "fold", "checkpoint_name": "checkpoint_name"}
+NNUNET = {"nnunet": "nnunet", **NNUNET_FOLD}
 ADAPT.update(NNUNET)
 EVALUATE.update(NNUNET)
 PREDICT.update(NNUNET)
-IMPORT_NNUNET = {"folder": "folder", "fold": "fold", "checkpoint_name": "checkpoint_name", "out": "out"}
+IMPORT_NNUNET = {"folder": "folder", **NNUNET_FOLD, "out": "out"}
 SWITCHES = {"resume": "resume", "tags_from_labels": "tags_from_labels", "entropy": "entropy",
             "probabilities": "probabilities"}
 

@@ -180,22 +180,26 @@ class AdaptSettings(DistrustSettings):
 
 
 @dataclass
-class NnunetSource:
-    """A source model from an nnU-Net v2 result folder instead of ``checkpoint`` (sfda.stages.nnunet):
-    it is imported to ``<out>/source.pt`` first."""
+class NnunetFold:
+    """Which checkpoint of an nnU-Net v2 result folder (sfda.stages.nnunet)."""
 
-    nnunet: str = ""
     fold: str = "0"
     checkpoint_name: str = "checkpoint_final.pth"
 
 
 @dataclass
-class NnunetImportConfig:
+class NnunetSource(NnunetFold):
+    """A source model from an nnU-Net v2 result folder instead of ``checkpoint``: it is imported
+    to ``<out>/source.pt`` first."""
+
+    nnunet: str = ""
+
+
+@dataclass
+class NnunetImportConfig(NnunetFold):
     """``sfda import-nnunet``: one fold of an nnU-Net v2 result folder as an sfda source checkpoint."""
 
     folder: str = ""
-    fold: str = "0"
-    checkpoint_name: str = "checkpoint_final.pth"
     out: str = ""
 
 
