@@ -64,7 +64,8 @@ def main(argv=None) -> int:
     res = {"network": meta["net"], "slice_size": list(size), "source_slices": n_slices,
            "source_epoch_s_median": epoch, "source_slices_per_s": n_slices / epoch,
            "bare_step_slices_per_s": bare, "source_vs_bare": n_slices / epoch / bare,
-           "epoch_full_s_median": sorted(r["train_s"] + r.get("val_s", 0) + r.get("ckpt_s", 0) for r in log)[len(log) // 2],
+           "epoch_full_s_median": sorted(r["train_s"] + r.get("val_s", 0) + r.get("ckpt_s", 0)
+                                         for r in log)[len(log) // 2],
            "direction_seed_wall_s": wall_time([run, a.experiment / f"oracle-{target}" / f"seed{a.seed}"]),
            "predict_largest": {"scan": largest.case_id, "shape": list(largest.shape),
                                **_predict(src / "last.pt", largest.images[cfg["data"]["modality"]])}}

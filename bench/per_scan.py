@@ -9,9 +9,9 @@ EXPERIMENT_DIR is a finished ``sfda experiment`` (e.g. of configs/ivdm3seg-crops
 each of its seeds, the source model of the direction predicts every crop of ``--subjects`` in
 the target modality (each crop is a scan that arrives alone): plainly, and adapted to that scan
 first (episodic and continual, for each steps x lr setting). Masks are scored per subject in
-3D (its crops assembled) against the labels: Dice, the mean over the structures. Source checkpoints written before train-source
-stored its position table get it here, from the same source labels (a copy; the run's own
-checkpoint is not touched). Prints mean 3D Dice per setting over seeds and, for the test
+3D (its crops assembled) against the labels: Dice, the mean over the structures. Source
+checkpoints written before train-source stored its position table get it here, from the same
+source labels (a copy; the run's own checkpoint is not touched). Prints mean 3D Dice per setting over seeds and, for the test
 subjects, the experiment's cohort AdaEnt and NoAdaptation; writes everything as JSON.
 """
 

@@ -27,7 +27,8 @@ def _add_config_args(p: argparse.ArgumentParser, flags: dict[str, str], switches
                      overrides: bool = True) -> None:
     p.add_argument("--config", help="YAML config file; flags and key=value overrides win over it")
     for name, key in flags.items():
-        p.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=_help(name, p.prog.split()[-1], key))
+        p.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
+                       help=_help(name, p.prog.split()[-1], key))
     for name in switches:
         p.add_argument("--" + name.replace("_", "-"), dest=name, action="store_true",
                        help=_help(name, p.prog.split()[-1], SWITCHES[name]))

@@ -8,10 +8,10 @@ sections reuse the stages' *settings* classes, so an option has one default.
 
 from sfda.config.core import (config_to_dict, load_config, merge_into, nest, opt, parse_override, read_yaml,
                               save_config)
-from sfda.config.stages import (AdaptConfig, AdaptSettings, DataConfig, EvaluateConfig, MethodConfig, NnunetImportConfig,
-                                OptimConfig, PredictConfig, PriorConfig, PriorSettings, PriorTrainConfig,
-                                PriorTrainSettings, ReportConfig, RunConfig, SlicingConfig, TrainConfig,
-                                TrainSettings)
+from sfda.config.stages import (AdaptConfig, AdaptSettings, DataConfig, EvaluateConfig, MethodConfig,
+                                NnunetImportConfig, OptimConfig, PredictConfig, PriorConfig, PriorSettings,
+                                PriorTrainConfig, PriorTrainSettings, ReportConfig, RunConfig, SlicingConfig,
+                                TrainConfig, TrainSettings)
 
 __all__ = [
     "AdaptConfig", "AdaptSettings", "DataConfig", "EvaluateConfig", "MethodConfig", "NnunetImportConfig", "OptimConfig",

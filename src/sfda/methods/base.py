@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from sfda.errors import SfdaError
+
 
 @dataclass
 class Batch:
@@ -76,8 +78,6 @@ def require_bn(model: nn.Module) -> None:
     """Refuse re-estimating batch statistics on a network without batch norm (nnU-Net's instance norm
     normalises each image by itself: there are no running statistics to re-estimate)."""
     if not bn_layers(model):
-        from sfda.errors import SfdaError
-
         raise SfdaError("adabn (and the self prior, adabn_init) re-estimate batch-norm statistics, but this network "
                         "has no batch-norm layer (e.g. nnU-Net's instance norm); use tent or adaent instead")
 

@@ -4,6 +4,7 @@ MONAI) have their affine parameters trained alike."""
 
 from __future__ import annotations
 
+from sfda.errors import SfdaError
 from sfda.losses import entropy_loss
 from sfda.methods.base import Batch, Method, norm_layers
 
@@ -17,8 +18,6 @@ class Tent(Method):
         for m in norm_layers(model):
             params += [p for p in (getattr(m, "weight", None), getattr(m, "bias", None)) if p is not None]
         if not params:
-            from sfda.errors import SfdaError
-
             raise SfdaError("tent trains the normalisation layers' affine parameters, but this network has none; "
                             "use --method adaent or entropy")
         return params

@@ -77,7 +77,8 @@ def write_results(cfg, out_dir: Path, per_direction: dict, test: dict[str, list[
         notes = [_seed_report(cfg, out_dir, out_dir / f"{src}-{tgt}" / f"seed{seed}", src, tgt, seed) for seed in seeds]
         warnings, trust = [w for c, _ in notes for w in c], [w for _, t in notes for w in t]
         methods = _combine(per_seed, cfg.methods)
-        directions.append({"source": src, "target": tgt, "test_subjects": list(test[tgt]), "methods": {m: v["summary"] for m, v in methods.items()},
+        directions.append({"source": src, "target": tgt, "test_subjects": list(test[tgt]),
+                           "methods": {m: v["summary"] for m, v in methods.items()},
                            "seeds": {str(k): v for k, v in per_seed.items()},
                            "selection": {str(k): v for k, v in selection.items()}, "collapse_warnings": warnings,
                            "trust_warnings": trust})

@@ -3,8 +3,9 @@
 The adapted model's masks on its own adaptation images are read by the signals of
 :mod:`sfda.metrics.trust` (where they lie against the source atlas, whether they survive a
 mirrored input, whether a structure the source model finds vanished from them). If one warns,
-the run says so (terminal, log, ``trust.json``, the reports) and, with ``on_distrust: source``, ``selected.pt`` becomes the source model: a mask that is
-visibly not adapted is safer than one that is wrong where every other signal is green.
+the run says so (terminal, log, ``trust.json``, the reports) and, with ``on_distrust: source``,
+``selected.pt`` becomes the source model: a mask that is visibly not adapted is safer than one
+that is wrong where every other signal is green.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def check_trust(out: Path, source_ckpt: str, target: SliceSet, label_names: list
               "warnings": trust_warnings(signals, label_names) + vanish_warnings(signals, source_signals, label_names)}
     if not meta.get("source_atlas"):
         result["note"] = ("the source checkpoint carries no source atlas (trained before train-source stored "
-                          "one): atlas share not computed")
+                          "one, or imported from elsewhere): atlas share not computed")
     for line in result["warnings"]:
         say(f"warning: trust: {line}")
     if result["warnings"] and on_distrust == "source":
