@@ -78,3 +78,54 @@ def test_resampled_slices_go_back_to_the_scans_own_grid():
     _, p = predict_slices(model, np.ascontiguousarray(resize(img, (16, 16))[:, None]), probabilities=True)
     np.testing.assert_allclose(out["probabilities"], resize(p, (30, 22)).transpose(1, 0, 2, 3), atol=1e-5)
     assert np.array_equal(out["labels"], out["probabilities"].argmax(axis=0))
+
+
+def _pointwise3d(k: int = 3) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Conv3d(1, k, kernel_size=1)
+
+
+META3 = {"normalization": {"clip_low": 0.5, "clip_high": 99.5}, "label_names": ["bg", "a", "b"],
+         "slicing": {"axis": 0, "pad_multiple": 8, "dims": 3}}
+
+
+def test_a_volume_larger_than_the_training_window_is_predicted_window_by_window():
+    """A pointwise 3D model gives the same probabilities whole or through MONAI's sliding window."""
+    pytest.importorskip("monai")
+    array = np.random.default_rng(1).gamma(2.0, 40.0, size=(10, 30, 22)).astype(np.float32)
+    model = _pointwise3d()
+    whole = stream_volume(model, META3, array, "scan", probabilities=True, entropy=True)
+    windowed = stream_volume(model, {**META3, "slicing": {**META3["slicing"], "window": [8, 16, 16]}}, array,
+                             "scan", probabilities=True)
+    assert whole["labels"].shape == array.shape and whole["probabilities"].shape == (3, *array.shape)
+    np.testing.assert_allclose(windowed["probabilities"], whole["probabilities"], atol=1e-5)
+    np.testing.assert_allclose(whole["probabilities"].sum(axis=0), 1, atol=1e-5)
+    assert whole["entropy"].shape == array.shape
+
+
+def test_a_3d_model_on_a_resampled_grid_comes_back_to_the_scans_own_voxels():
+    array = np.random.default_rng(2).gamma(2.0, 40.0, size=(7, 30, 22)).astype(np.float32)
+    meta = {**META3, "slicing": {**META3["slicing"], "size": [4, 16, 16]}}
+    out = stream_volume(_pointwise3d(), meta, array, "scan", probabilities=True)
+    assert out["labels"].shape == array.shape
+    np.testing.assert_allclose(out["probabilities"].sum(axis=0), 1, atol=1e-5)
+
+
+@pytest.mark.parametrize("axis, shifted", [(0, 1), (2, 2)])
+def test_the_mirror_test_of_volumes_mirrors_the_slices_columns(axis, shifted):
+    """Slices along ``axis`` have their columns along volume axis 2 (axis 1 when slicing along 2): the
+    3D mirror test flips that one. A model that shifts the image along another axis is unchanged by
+    that flip (agreement 1); flipping the shifted axis would break it."""
+    from sfda.inference import trust_signals
+
+    kernel = [1, 1, 1]
+    kernel[shifted] = 3
+    conv = torch.nn.Conv3d(1, 2, kernel_size=kernel, padding=[k // 2 for k in kernel], bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[(1, 0, *[0 if i == shifted else k // 2 for i, k in enumerate(kernel)])] = 1.0  # foreground: x shifted
+    images = np.random.default_rng(0).normal(size=(2, 1, 6, 8, 10)).astype(np.float32)
+    valid = np.ones((2, 6, 8, 10), bool)
+    signals = trust_signals(conv, images, valid, {"slicing": {"axis": axis, "dims": 3}}, 2)
+    assert signals["flip_agreement"][0] == pytest.approx(1.0)
+    assert len(signals["fractions"]) == 1 and signals["pixels"] == valid.sum()

@@ -204,3 +204,17 @@ def test_kl_batch_scope_pools_the_ratios():
 def test_kl_unknown_scope():
     with pytest.raises(SfdaError, match="scope"):
         kl_prior(torch.zeros(1, 2, 2, 2), torch.tensor([[0.5, 0.5]]), scope="subject")
+
+
+def test_the_losses_are_dimension_free_3d_volumes_as_slices():
+    """A (N, K, D, H, W) volume gives the ratios, entropy and KL of the same voxels laid out as one slice."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 4, 5, 6)
+    mask = torch.rand(2, 4, 5, 6) > 0.3
+    prior = torch.tensor([[0.7, 0.2, 0.1], [0.5, 0.3, 0.2]])
+    flat, flat_mask = logits.reshape(2, 3, 1, -1), mask.reshape(2, 1, -1)
+    assert torch.allclose(predicted_ratios(logits, mask), predicted_ratios(flat, flat_mask))
+    assert torch.allclose(entropy_loss(logits, mask, torch.tensor([1.0, 2.0, 3.0])),
+                          entropy_loss(flat, flat_mask, torch.tensor([1.0, 2.0, 3.0])))
+    for scope in ("image", "batch"):
+        assert torch.allclose(kl_prior(logits, prior, mask, scope=scope), kl_prior(flat, prior, flat_mask, scope=scope))

@@ -11,9 +11,13 @@ import numpy as np
 import torch
 
 from sfda.data.normalize import apply_norm, norm_clip, volume_stats
-from sfda.data.resample import grid_shape, in_plane, resize
+from sfda.data.resample import grid_shape, in_plane, resize, resize_volume
 from sfda.data.slices import pad_widths, padded_size, slice_shape, to_slices
+from sfda.data.volumeset import crop_centre, pad_centre
 from sfda.io.slabs import slabs, take
+
+#: 3D samples (N, C, D, H, W) go through the network at most this many at a time (memory)
+VOLUMES_PER_PASS = 2
 
 
 @torch.inference_mode()
@@ -23,6 +27,8 @@ def iter_outputs(model: torch.nn.Module, images: np.ndarray, batch_size: int = 6
     (its mode is restored after)."""
     was_training = model.training
     model.eval()
+    if np.ndim(images) == 5:
+        batch_size = min(batch_size, VOLUMES_PER_PASS)
     try:
         for start in range(0, len(images), batch_size):
             rows = slice(start, min(start + batch_size, len(images)))
@@ -72,9 +78,66 @@ class _Grid:
         return np.ascontiguousarray(to_slices(planes, 0, self.hw, fill=self.stats.floor)[:, None])
 
 
+class _Grid3:
+    """How one volume meets a 3D network (``slicing.dims`` 3): its normalisation, its shape on the
+    network's grid, the padded shape, and the window the network was trained on (a larger volume is
+    predicted window by window: MONAI's sliding window, Gaussian-weighted)."""
+
+    def __init__(self, meta: dict, array: np.ndarray, source: str, spacing: tuple | None):
+        norm, sl = meta["normalization"], meta["slicing"]
+        if sl.get("spacing") and spacing is None:
+            raise ValueError("this checkpoint resamples volumes to a voxel spacing: pass the volume's spacing")
+        self.stats = volume_stats(array, norm_clip(norm), source)
+        self.grid = grid_shape(array.shape, spacing or (1.0, 1.0, 1.0), sl.get("size", ()), sl.get("spacing", ()))
+        self.shape = tuple(padded_size(s, sl["pad_multiple"]) for s in self.grid)
+        self.window = tuple(sl.get("window") or self.shape)
+
+    def volume(self, array: np.ndarray) -> np.ndarray:
+        """The volume as the network's (1, 1, D, H, W) input."""
+        v = pad_centre(resize_volume(apply_norm(array, self.stats), self.grid), self.shape, self.stats.floor)
+        return np.ascontiguousarray(v[None, None], dtype=np.float32)
+
+
+@torch.inference_mode()
+def _volume_probabilities(model: torch.nn.Module, g: _Grid3, x: np.ndarray, device: str) -> np.ndarray:
+    """Softmax (K, *grid) of one (1, 1, D, H, W) volume: whole when it fits the training window."""
+    was_training = model.training
+    model.eval()
+    try:
+        t = torch.from_numpy(x).to(device)
+        if all(s <= w for s, w in zip(g.shape, g.window)):
+            logits = model(t)
+        else:
+            from monai.inferers import sliding_window_inference
+
+            logits = sliding_window_inference(t, roi_size=g.window, sw_batch_size=1, predictor=model,
+                                              overlap=0.25, mode="gaussian")
+        probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+    finally:
+        model.train(was_training)
+    return crop_centre(probs, g.grid)
+
+
+def _stream_volume3(model, meta: dict, array: np.ndarray, source: str, device: str, entropy: bool,
+                    probabilities: bool, spacing) -> dict:
+    """:func:`stream_volume` for a 3D network: the whole volume at once, probabilities resampled back
+    to the volume's own grid before the argmax."""
+    g = _Grid3(meta, array, source, spacing)
+    probs = resize_volume(_volume_probabilities(model, g, g.volume(array), device), array.shape)
+    out = {"labels": probs.argmax(axis=0).astype(np.uint8)}
+    if entropy:
+        out["entropy"] = entropy_map(probs, axis=0).astype(np.float32)
+    if probabilities:
+        out["probabilities"] = probs.astype(np.float32)
+    return out
+
+
 def scan_slices(meta: dict, array: np.ndarray, source: str, spacing: tuple | None = None):
     """All of one volume's slices as the network sees them: (N, 1, H, W) float32 and the (N, H, W)
-    mask of real (unpadded) pixels."""
+    mask of real (unpadded) pixels; for a 3D network, the volume (1, 1, D, H, W) and its mask."""
+    if meta["slicing"].get("dims", 2) == 3:
+        g3 = _Grid3(meta, array, source, spacing)
+        return g3.volume(array), pad_centre(np.ones(g3.grid, dtype=bool), g3.shape, False)[None]
     g = _Grid(meta, array, source, spacing)
     valid = to_slices(np.ones((1, *g.grid), dtype=bool), 0, g.hw, fill=False)[0]
     images = g.slices(array)
@@ -91,6 +154,8 @@ def stream_volume(model: torch.nn.Module, meta: dict, array: np.ndarray, source:
     (``slicing.size`` / ``slicing.spacing``; ``spacing`` is then the volume's voxel spacing) sees
     its slices resampled the same way, and its probabilities go back to the volume's own grid
     before the argmax."""
+    if meta["slicing"].get("dims", 2) == 3:
+        return _stream_volume3(model, meta, array, source, device, entropy, probabilities, spacing)
     g = _Grid(meta, array, source, spacing)
     out = {"labels": np.empty(array.shape, np.uint8)}
     if entropy:
@@ -147,10 +212,15 @@ def trust_signals(model: torch.nn.Module, images: np.ndarray, valid: np.ndarray,
     flip agreement (for the classes where the source model passes the mirror test on its own
     training slices, when the checkpoint says), atlas share where the checkpoint carries its
     source atlas, and each structure's share of the pixels (for the vanish check)."""
-    from sfda.metrics.trust import atlas_share, calibrated_flip, class_fractions, flip_agreement
+    from sfda.metrics.trust import as_planes, atlas_share, calibrated_flip, class_fractions, flip_agreement
 
+    axis = meta.get("slicing", {}).get("axis", 0)
+    # volumes (N, C, D, H, W) are mirrored along the axis a slice's columns run along, then read as slices
+    mirror = -1 if images.ndim == 4 or axis != 2 else -2
     pred = predict_slices(model, images, device=device)[0]
-    flipped = predict_slices(model, np.ascontiguousarray(images[..., ::-1]), device=device)[0]
+    flipped = predict_slices(model, np.ascontiguousarray(np.flip(images, mirror)), device=device)[0]
+    if images.ndim == 5:
+        pred, flipped, valid = (as_planes(a, axis) for a in (pred, flipped, valid))
     signals = {"flip_agreement": calibrated_flip(flip_agreement(pred, flipped, valid, num_classes),
                                                  meta.get("source_flip")),
                "fractions": class_fractions(pred, valid, num_classes), "pixels": int(valid.sum())}

@@ -4,7 +4,9 @@ All work from log-softmax, so probabilities of exactly 0 or 1 give finite
 values and finite gradients (no ``log(0)``).
 
 Shapes: ``logits`` (N, K, H, W); ``mask`` (N, H, W) bool marks real pixels
-(False on slice padding) so padding never counts; ``prior`` (N, K) ratios.
+(False on slice padding) so padding never counts; ``prior`` (N, K) ratios. The
+formulation is dimension-free: 3D samples (N, K, D, H, W) with masks (N, D, H, W)
+work the same (the prior is then per volume).
 """
 
 from __future__ import annotations
@@ -38,17 +40,18 @@ def entropy_loss(logits: torch.Tensor, mask: torch.Tensor | None = None,
     logp = F.log_softmax(logits, dim=1)
     terms = -(logp.exp() * logp)
     if class_weights is not None:
-        terms = terms * class_weights.view(1, -1, 1, 1)
+        terms = terms * class_weights.view(1, -1, *[1] * (logits.ndim - 2))
     return _masked_mean(terms.sum(dim=1), mask)
 
 
 def predicted_ratios(logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """τ̂: mean softmax over each image's real pixels, (N, K)."""
     probs = F.softmax(logits, dim=1)
+    spatial = tuple(range(2, logits.ndim))
     if mask is None:
-        return probs.mean(dim=(2, 3))
+        return probs.mean(dim=spatial)
     m = mask.unsqueeze(1).to(probs.dtype)
-    return (probs * m).sum(dim=(2, 3)) / m.sum(dim=(2, 3)).clamp_min(1.0)
+    return (probs * m).sum(dim=spatial) / m.sum(dim=spatial).clamp_min(1.0)
 
 
 def kl_prior(logits: torch.Tensor, prior: torch.Tensor, mask: torch.Tensor | None = None,
@@ -71,7 +74,7 @@ def kl_prior(logits: torch.Tensor, prior: torch.Tensor, mask: torch.Tensor | Non
     tau_e = prior.to(tau_hat.dtype).clamp_min(0)
     if scope == "batch":  # pool both over the batch, each image weighted by its number of real pixels
         pixels = (torch.full_like(tau_hat[:, 0], logits[0, 0].numel()) if mask is None
-                  else mask.sum(dim=(1, 2)).to(tau_hat.dtype))
+                  else mask.flatten(1).sum(dim=1).to(tau_hat.dtype))
         w = (pixels / pixels.sum().clamp_min(1.0))[:, None]
         tau_hat, tau_e = (tau_hat * w).sum(dim=0, keepdim=True), (tau_e * w).sum(dim=0, keepdim=True)
     elif scope != "image":

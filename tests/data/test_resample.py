@@ -16,7 +16,7 @@ def test_grid_by_size_or_by_spacing():
     assert grid_spacing((256, 256), (1.25, 1.25), (128, 128)) == (2.5, 2.5)
 
 
-@pytest.mark.parametrize("size, spacing, words", [([128], [], "two values"), ([1, 2], [1.0, 1.0], "choose one")])
+@pytest.mark.parametrize("size, spacing, words", [([128], [], "takes two values"), ([1, 2], [1.0, 1.0], "choose one")])
 def test_malformed_choices_are_refused(size, spacing, words):
     with pytest.raises(SfdaError, match=words):
         check_resample(size, spacing)

@@ -26,8 +26,15 @@ def test_unknown_network_or_argument_is_refused():
         build_net("monai.NotANet", in_channels=1, num_classes=2)
     with pytest.raises(SfdaError, match="bad arguments for network monai.UNet"):
         build_net("monai.UNet", in_channels=1, num_classes=2, bogus=3)
-    with pytest.raises(SfdaError, match="2D slices"):
-        build_net("monai.UNet", in_channels=1, num_classes=2, spatial_dims=3)
+    with pytest.raises(SfdaError, match="spatial_dims 1 is not supported"):
+        build_net("monai.UNet", in_channels=1, num_classes=2, spatial_dims=1)
+
+
+def test_a_3d_network_maps_volumes_to_logits():
+    import torch
+
+    model = build_net("monai.UNet", in_channels=1, num_classes=3, spatial_dims=3, channels=(4, 8), strides=(2,))
+    assert model(torch.randn(1, 1, 8, 16, 24)).shape == (1, 3, 8, 16, 24)
 
 
 def test_monai_unet_trains_adapts_and_predicts_through_the_cli(tiny_cases, tiny_source, tmp_path):
@@ -51,3 +58,41 @@ def test_monai_unet_trains_adapts_and_predicts_through_the_cli(tiny_cases, tiny_
     mask = next((tmp_path / "pred").glob("*_seg.nii.gz"))
     assert nib.load(mask).shape == nib.load(scan).shape
     assert set(np.unique(np.asarray(nib.load(mask).dataobj))) <= {0, 1}
+
+
+def test_monai_3d_unet_trains_adapts_and_predicts_whole_volumes_through_the_cli(tiny_cases, tmp_path):
+    """slicing.dims 3: each case one sample; the adapted model predicts a NIfTI with the scan's geometry."""
+    from sfda.engine.checkpoint import load_model
+    from sfda.io.cases import load_cases
+
+    common = ["--cases", tiny_cases, "data.dims=3", "data.pad_multiple=8", "optim.epochs=2", "optim.batch_size=2"]
+    assert main(["train-source", "--modality", "wat", "--subjects", "P01,P02", "--net", "monai.UNet",
+                 "net_args={channels: [4, 8, 16], strides: [2, 2]}", *common, "--out", str(tmp_path / "src")]) == 0
+    _, meta = load_model(tmp_path / "src" / "last.pt")
+    assert meta["net_args"]["spatial_dims"] == 3 and meta["slicing"]["dims"] == 3
+    assert meta["slicing"]["window"] == [8, 32, 32] and "source_position" not in meta
+    assert main(["prior", "--method", "source-mean", "--source-modality", "wat", "--source-subjects", "P01,P02",
+                 "--modality", "inn", "--subjects", "P01,P02", *common[:3], "--out", str(tmp_path / "tau.csv")]) == 0
+    assert (tmp_path / "tau.csv").read_text().count(":volume") == 2  # one prior row per volume
+    assert main(["adapt", "--method", "adaent", "--checkpoint", str(tmp_path / "src" / "last.pt"), "--prior",
+                 str(tmp_path / "tau.csv"), "--modality", "inn", "--subjects", "P01,P02", *common,
+                 "--out", str(tmp_path / "ada")]) == 0
+    scan = load_cases(tiny_cases).cases[2].images["inn"]
+    assert main(["predict", "--checkpoint", str(tmp_path / "ada" / "selected.pt"), scan, "--out",
+                 str(tmp_path / "pred")]) == 0
+    mask, image = nib.load(next((tmp_path / "pred").glob("*_seg.nii.gz"))), nib.load(scan)
+    assert mask.shape == image.shape and np.allclose(mask.affine, image.affine)
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "ada" / "selected.pt"), "--modality", "inn",
+                 "--subjects", "P03", "--cases", tiny_cases, "--out", str(tmp_path / "eval")]) == 0
+    assert {"P03/image", "P03/pred"} <= set(np.load(tmp_path / "eval" / "examples.npz"))
+
+
+def test_3d_refuses_a_2d_network_and_the_position_prior(tiny_cases, tmp_path, capsys):
+    common = ["--cases", tiny_cases, "--modality", "wat", "data.dims=3", "optim.epochs=1"]
+    assert main(["train-source", *common, "--net", "unet", "--out", str(tmp_path / "a")]) == 2
+    assert "2D only" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    assert main(["train-source", *common, "--net", "monai.UNet", "data.size=[16,16]", "--out", str(tmp_path / "b")]) == 2
+    assert "takes three values" in capsys.readouterr().err and not (tmp_path / "b").exists()
+    assert main(["prior", "--method", "source-position", "--source-modality", "wat", "--cases", tiny_cases,
+                 "--modality", "inn", "data.dims=3", "--out", str(tmp_path / "t.csv")]) == 2
+    assert "source-mean" in capsys.readouterr().err and not (tmp_path / "t.csv").exists()

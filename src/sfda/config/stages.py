@@ -17,8 +17,12 @@ from sfda.config.core import opt
 
 @dataclass
 class SlicingConfig:
-    """How volumes become 2D slices, and their intensity normalisation."""
+    """How volumes become the network's samples (2D slices, or whole 3D volumes), and their
+    intensity normalisation."""
 
+    # 2: the network sees slices along ``axis``; 3: each case is one sample, a whole volume
+    # (sfda.data.volumeset; a 3D network, e.g. monai.UNet, which then gets spatial_dims 3).
+    dims: int = opt(2, choices=(2, 3))
     axis: int = opt(0, choices=(0, 1, 2))
     pad_multiple: int = opt(16, low=1)
     # Percentile clip before the z-score (sfda.data.normalize).
@@ -27,6 +31,7 @@ class SlicingConfig:
     # In-plane resampling before the network (sfda.data.resample): a fixed slice size [H, W], or a
     # fixed pixel spacing [mm, mm]; empty: each scan's own grid. Images linear, labels nearest;
     # predictions go back to each scan's own grid (probabilities resampled, then the argmax).
+    # With dims 3, three values: the volume's size or voxel spacing along each of its axes.
     size: list[int] = opt([], low=1)
     spacing: list[float] = opt([], above=0)
 

@@ -18,12 +18,14 @@ import torch.nn.functional as F
 from sfda.errors import SfdaError
 
 
-def check_resample(size, spacing, where: str = "slicing") -> None:
-    """Refuse a malformed choice where it is parsed: two values each, and not both at once."""
+def check_resample(size, spacing, where: str = "slicing", dims: int = 2) -> None:
+    """Refuse a malformed choice where it is parsed: two values each (three with ``dims`` 3: one per
+    volume axis), and not both at once."""
+    what = "rows, columns of a slice" if dims == 2 else "one per axis of the volume, with slicing.dims 3"
     for name, value in (("size", size), ("spacing", spacing)):
-        if value and len(value) != 2:
-            raise SfdaError(f"{where}.{name} takes two values (rows, columns of a slice), got {list(value)}; "
-                            f"e.g. {where}.{name}=[128,128]")
+        if value and len(value) != dims:
+            raise SfdaError(f"{where}.{name} takes {('two', 'three')[dims - 2]} values ({what}), got {list(value)}; "
+                            f"e.g. {where}.{name}=[{','.join(['96'] * dims)}]")
     if size and spacing:
         raise SfdaError(f"{where}.size and {where}.spacing are both set; choose one (a fixed slice size, "
                         "or a fixed pixel spacing)")
@@ -34,14 +36,15 @@ def in_plane(values, axis: int) -> tuple:
     return tuple(v for i, v in enumerate(values) if i != axis)
 
 
-def grid_shape(hw: tuple[int, int], spacing_hw: tuple[float, float], size=(), spacing=()) -> tuple[int, int]:
-    """A slice's (H, W) on the network's grid: ``size``, or the field of view over ``spacing``."""
-    check_resample(size, spacing)
+def grid_shape(hw: tuple[int, ...], spacing_hw: tuple[float, ...], size=(), spacing=()) -> tuple[int, ...]:
+    """A slice's (H, W) (or a volume's shape) on the network's grid: ``size``, or the field of view
+    over ``spacing``."""
+    check_resample(size, spacing, dims=len(hw))
     if size:
-        return int(size[0]), int(size[1])
+        return tuple(int(v) for v in size)
     if spacing:
         return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(hw, spacing_hw, spacing))
-    return int(hw[0]), int(hw[1])
+    return tuple(int(v) for v in hw)
 
 
 def grid_spacing(hw, spacing_hw, grid) -> tuple[float, float]:
@@ -65,3 +68,19 @@ def resize(planes: np.ndarray, out_hw: tuple[int, int], labels: bool = False) ->
             out = F.interpolate(t, size=out_hw, mode="bilinear", align_corners=False, antialias=shrink)
     out = out.reshape(*lead, *out_hw).numpy()
     return out.astype(planes.dtype) if labels else out
+
+
+def resize_volume(volume: np.ndarray, out_shape: tuple[int, int, int], labels: bool = False) -> np.ndarray:
+    """(..., d, h, w) volumes to (..., D, H, W): trilinear for intensities and probabilities, nearest
+    for labels (their dtype is kept). No anti-aliasing in 3D (torch has none for trilinear), so a
+    strong shrink of an image may alias. A no-op when the shape is already right."""
+    out_shape = tuple(int(v) for v in out_shape)
+    if tuple(volume.shape[-3:]) == out_shape:
+        return volume
+    lead = volume.shape[:-3]
+    t = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32)).reshape(-1, 1, *volume.shape[-3:])
+    with torch.inference_mode():
+        mode = {"mode": "nearest-exact"} if labels else {"mode": "trilinear", "align_corners": False}
+        out = F.interpolate(t, size=out_shape, **mode)
+    out = out.reshape(*lead, *out_shape).numpy()
+    return out.astype(volume.dtype) if labels else out

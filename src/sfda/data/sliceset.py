@@ -16,6 +16,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -44,6 +45,8 @@ class SliceSet:
     # in-plane resampling (sfda.data.resample): a fixed slice size, or a pixel spacing in mm
     size: tuple = ()
     spacing: tuple = ()
+    #: the samples' spatial dimensions: 2 here (slices); 3 for :class:`sfda.data.volumeset.VolumeSet`
+    dims: ClassVar[int] = 2
 
     def __len__(self) -> int:
         return len(self.images)
@@ -103,7 +106,12 @@ class SliceSet:
 
 
 def case_volumes(ss: SliceSet, slices: np.ndarray) -> list[np.ndarray]:
-    """Per-slice maps (N, H, W) back to one volume per case, in ``ss.cases`` order."""
+    """Per-slice maps (N, H, W) (per-volume maps (N, D, H, W) in 3D) back to one volume per case on
+    the network's grid, in ``ss.cases`` order."""
+    if ss.dims == 3:
+        from sfda.data.volumeset import crop_centre
+
+        return [crop_centre(slices[c], ss.grid(case)) for c, case in enumerate(ss.cases)]
     out = []
     for c, case in enumerate(ss.cases):
         rows = ss.case_index == c
@@ -122,8 +130,10 @@ def subject_volumes(ss: SliceSet, slices: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def label_ratios(labels: np.ndarray, valid: np.ndarray, num_classes: int) -> np.ndarray:
-    counts = np.stack([((labels == k) & valid).sum(axis=(1, 2)) for k in range(num_classes)], axis=1)
-    return (counts / np.maximum(valid.sum(axis=(1, 2)), 1)[:, None]).astype(np.float32)
+    """Each sample's class ratios (N, K) over its real pixels (voxels), from (N, *spatial) labels."""
+    axes = tuple(range(1, labels.ndim))
+    counts = np.stack([((labels == k) & valid).sum(axis=axes) for k in range(num_classes)], axis=1)
+    return (counts / np.maximum(valid.sum(axis=axes), 1)[:, None]).astype(np.float32)
 
 
 def _planes(volume: np.ndarray, axis: int, grid, hw, fill, labels: bool = False) -> np.ndarray:
@@ -132,25 +142,37 @@ def _planes(volume: np.ndarray, axis: int, grid, hw, fill, labels: bool = False)
     return to_slices(moved, 0, hw, fill=fill)
 
 
-def _read_case(case: Case, modality: str, axis: int, hw, grid, clip: tuple[float, float],
-               with_labels: bool, label_names: list[str]):
+def read_normalised(case: Case, modality: str, clip: tuple[float, float]):
+    """A case's image in ``modality``, normalised, and its statistics (the padding value)."""
     vol = read_volume(case.images[modality], dtype=None, check_finite=False)  # volume_stats checks
     stats = volume_stats(vol.array, clip, source=case.images[modality])
-    slices = _planes(apply_norm(vol.array, stats), axis, grid, hw, stats.floor)
+    return apply_norm(vol.array, stats), stats
+
+
+def read_label(case: Case, modality: str, shape: tuple[int, ...], label_names: list[str]) -> np.ndarray:
+    """A case's label volume (int64), checked against the classes and the image's ``shape``."""
+    if not case.label:
+        raise SfdaError(f"case {case.case_id} has no label file; this stage needs labelled cases")
+    lab = read_volume(case.label, dtype=None).array
+    check_label_array(lab, label_names, case.label)
+    if lab.shape != tuple(shape):
+        raise SfdaError(f"label {case.label} has shape {lab.shape} but image "
+                        f"{case.images[modality]} has {tuple(shape)}; re-export the label")
+    return lab.astype(np.int64)
+
+
+def _read_case(case: Case, modality: str, axis: int, hw, grid, clip: tuple[float, float],
+               with_labels: bool, label_names: list[str]):
+    image, stats = read_normalised(case, modality, clip)
+    slices = _planes(image, axis, grid, hw, stats.floor)
     labels = None
     if with_labels:
-        if not case.label:
-            raise SfdaError(f"case {case.case_id} has no label file; this stage needs labelled cases")
-        lab = read_volume(case.label, dtype=None).array
-        check_label_array(lab, label_names, case.label)
-        if lab.shape != vol.array.shape:
-            raise SfdaError(f"label {case.label} has shape {lab.shape} but image "
-                            f"{case.images[modality]} has {vol.array.shape}; re-export the label")
-        labels = _planes(lab.astype(np.int64), axis, grid, hw, 0, labels=True)
+        labels = _planes(read_label(case, modality, image.shape, label_names), axis, grid, hw, 0, labels=True)
     return slices, labels
 
 
-def _cache_key(cases: list[Case], modality: str, axis: int, hw, clip, with_labels: bool, resample) -> str:
+def _cache_key(cases: list[Case], modality: str, axis: int, hw, clip, with_labels: bool, resample,
+               dims: int = 2) -> str:
     items = []
     for c in cases:
         for p in (c.images[modality], c.label if with_labels else None):
@@ -158,7 +180,7 @@ def _cache_key(cases: list[Case], modality: str, axis: int, hw, clip, with_label
                 st = os.stat(p)
                 items.append([p, st.st_mtime_ns, st.st_size])
     blob = json.dumps([items, modality, axis, list(hw), list(clip), with_labels, 2,
-                       *([list(map(list, resample))] if any(resample) else [])]).encode()
+                       *([list(map(list, resample))] if any(resample) else []), *(["3d"] if dims == 3 else [])]).encode()
     return hashlib.sha1(blob).hexdigest()[:16]
 
 

@@ -1,6 +1,6 @@
 """Intensity transforms of training batches (source side only), in normalised space.
 
-Tensors are (N, C, H, W) float. Every random draw comes from the generator the
+Tensors are (N, C, H, W) float (or (N, C, D, H, W): every draw is per image). Every random draw comes from the generator the
 caller passes, so a run's batches repeat exactly under the same seed.
 """
 
@@ -33,15 +33,15 @@ def augment_intensity(x: torch.Tensor, gen: torch.Generator, invert: float = 0.0
     curve (5 knots, not necessarily monotone), and ``invert``, the probability of mirroring
     its intensities (dark <-> bright).
     """
-    n = x.shape[0]
-    scale = 0.7 + 0.6 * torch.rand(n, 1, 1, 1, generator=gen)
-    shift = 0.4 * (torch.rand(n, 1, 1, 1, generator=gen) - 0.5)
-    gamma = torch.exp(0.6 * (torch.rand(n, 1, 1, 1, generator=gen) - 0.5))
-    flip = torch.rand(n, 1, 1, 1, generator=gen) < invert
-    curve = torch.rand(n, 1, 1, 1, generator=gen) < remap
+    n, ones = x.shape[0], [1] * (x.ndim - 1)
+    scale = 0.7 + 0.6 * torch.rand(n, *ones, generator=gen)
+    shift = 0.4 * (torch.rand(n, *ones, generator=gen) - 0.5)
+    gamma = torch.exp(0.6 * (torch.rand(n, *ones, generator=gen) - 0.5))
+    flip = torch.rand(n, *ones, generator=gen) < invert
+    curve = torch.rand(n, *ones, generator=gen) < remap
     knots = torch.rand(n, 5, generator=gen)
-    lo = x.amin(dim=(1, 2, 3), keepdim=True)
-    hi = x.amax(dim=(1, 2, 3), keepdim=True)
+    lo = x.amin(dim=tuple(range(1, x.ndim)), keepdim=True)
+    hi = x.amax(dim=tuple(range(1, x.ndim)), keepdim=True)
     unit = ((x - lo) / (hi - lo).clamp_min(1e-6)) ** gamma.to(x.device)
     if remap > 0:
         unit = torch.where(curve.to(x.device), _piecewise(unit, knots.to(x.device)), unit)

@@ -43,6 +43,13 @@ VANISH = 0.25
 FLIP_MIN_SOURCE = 0.6
 
 
+def as_planes(volumes: np.ndarray, axis: int) -> np.ndarray:
+    """3D samples (N, D0, D1, D2) as the slices (N * D_axis, h, w) a 2D model would see along
+    ``axis``, so the atlas and the mirror test read 3D masks as they read 2D ones."""
+    moved = np.moveaxis(volumes, axis + 1, 1)
+    return moved.reshape(-1, *moved.shape[2:])
+
+
 def label_atlas(labels: np.ndarray, valid: np.ndarray, num_classes: int) -> dict:
     """How often each foreground class covers each pixel of the (N, H, W) training slices, as a
     JSON-able dict: ``freq`` (K-1, h, w) in percent (h, w <= ATLAS_GRID) and the slices' ``shape``."""

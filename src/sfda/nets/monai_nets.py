@@ -2,7 +2,7 @@
 ``monai.SegResNet``, ``monai.AttentionUnet``) with their own arguments in ``net_args``.
 
 sfda's convention (``in_channels``, ``num_classes``) maps onto MONAI's (``in_channels``,
-``out_channels``, ``spatial_dims``: 2 unless given). Arguments MONAI requires get defaults that
+``out_channels``, ``spatial_dims``: 2, or 3 with ``slicing.dims: 3``, set by train-source). Arguments MONAI requires get defaults that
 suit sfda's slices (four levels, stride 2), and batch normalisation unless ``norm`` says
 otherwise, so AdaBN and TENT have batch-norm layers to adapt (MONAI's own default, instance
 norm without affine parameters, leaves them nothing). A checkpoint stores the name and the
@@ -32,7 +32,7 @@ _DEFAULTS = {
 
 
 class MonaiNet(nn.Module):
-    """A MONAI network behind sfda's interface: (N, C, *spatial) -> logits (N, K, *spatial)."""
+    """A MONAI network behind sfda's interface: (N, C, *spatial) -> logits (N, K, *spatial), 2D or 3D."""
 
     def __init__(self, name: str, in_channels: int = 1, num_classes: int = 2, spatial_dims: int = 2, **kwargs):
         super().__init__()
@@ -43,9 +43,9 @@ class MonaiNet(nn.Module):
         if name not in SUPPORTED:
             raise SfdaError(f"unsupported MONAI network {PREFIX}{name}; choose one of: "
                             + ", ".join(PREFIX + n for n in SUPPORTED))
-        if spatial_dims != 2:
-            raise SfdaError(f"net {PREFIX}{name}: spatial_dims {spatial_dims} is not supported; sfda trains and "
-                            "adapts on 2D slices (spatial_dims: 2)")
+        if spatial_dims not in (2, 3):
+            raise SfdaError(f"net {PREFIX}{name}: spatial_dims {spatial_dims} is not supported; 2 (slices) or 3 "
+                            "(volumes, with slicing.dims 3)")
         cls = getattr(mn, name)
         args = {**_DEFAULTS.get(name, {}), **kwargs, "spatial_dims": spatial_dims, "in_channels": in_channels,
                 "out_channels": num_classes}

@@ -13,6 +13,7 @@ from sfda.config import DataConfig, config_to_dict, save_config
 from sfda.data.normalize import norm_clip, norm_params
 from sfda.data.resample import check_resample
 from sfda.data.sliceset import SliceSet, build_sliceset
+from sfda.data.volumeset import build_volumeset
 from sfda.engine.distributed import is_main
 from sfda.engine.loop import FitSpec
 from sfda.errors import SfdaError
@@ -45,14 +46,16 @@ def check_output(path: str | Path, option: str = "--out", file: bool = False) ->
 
 def slices_for(cl: CaseList, subjects: list[str] | None, modality: str, data: DataConfig, *,
                with_labels: bool, axis: int | None = None, pad_multiple: int | None = None,
-               clip: tuple[float, float] | None = None, hw=None, size=None, spacing=None,
+               clip: tuple[float, float] | None = None, hw=None, size=None, spacing=None, dims: int | None = None,
                progress: bool = True) -> SliceSet:
-    """The slices of ``subjects`` in ``modality``; slicing/normalisation may be forced
-    (e.g. from a checkpoint, so a model sees what it was trained on)."""
+    """The slices (volumes, with ``dims`` 3) of ``subjects`` in ``modality``; slicing/normalisation
+    may be forced (e.g. from a checkpoint, so a model sees what it was trained on)."""
     size, spacing = (data.size if size is None else size), (data.spacing if spacing is None else spacing)
-    check_resample(size, spacing)
+    dims = data.dims if dims is None else dims
+    check_resample(size, spacing, dims=dims)
     cases = select_cases(cl, subjects, modality)
-    return build_sliceset(cases, modality, axis=data.axis if axis is None else axis,
+    build = build_volumeset if dims == 3 else build_sliceset
+    return build(cases, modality, axis=data.axis if axis is None else axis,
                           pad_multiple=pad_multiple or data.pad_multiple,
                           clip=clip or (data.clip_low, data.clip_high), with_labels=with_labels,
                           label_names=cl.label_names, hw=hw, size=size, spacing=spacing,
@@ -64,7 +67,7 @@ def slicing_of(meta: dict) -> dict:
     n = meta["normalization"]
     s = meta["slicing"]
     return {"axis": s["axis"], "pad_multiple": s["pad_multiple"], "clip": norm_clip(n),
-            "size": list(s.get("size", [])), "spacing": list(s.get("spacing", []))}
+            "size": list(s.get("size", [])), "spacing": list(s.get("spacing", [])), "dims": s.get("dims", 2)}
 
 
 def checkpoint_meta(cfg, net_args: dict, cl: CaseList, stage: str) -> dict:
@@ -73,7 +76,7 @@ def checkpoint_meta(cfg, net_args: dict, cl: CaseList, stage: str) -> dict:
             "modality": cfg.data.modality, "stage": stage,
             "normalization": norm_params(cfg.data.clip_low, cfg.data.clip_high),
             "slicing": {"axis": cfg.data.axis, "pad_multiple": cfg.data.pad_multiple, "size": list(cfg.data.size),
-                        "spacing": list(cfg.data.spacing)},
+                        "spacing": list(cfg.data.spacing), "dims": cfg.data.dims},
             "config": config_to_dict(cfg)}
 
 

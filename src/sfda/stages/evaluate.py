@@ -85,7 +85,10 @@ def save_examples(path: Path, ss: SliceSet, model, device: str = "cpu", pred: np
     ids = np.arange(len(ss))
     for subject in ss.subjects():
         rows = ids[[ss.cases[c].subject == subject for c in ss.case_index]]
-        best = rows[np.argmax((ss.labels[rows] > 0).sum(axis=(1, 2)))]
+        best = rows[np.argmax((ss.labels[rows] > 0).reshape(len(rows), -1).sum(axis=1))]
+        if ss.dims == 3:
+            arrays.update(_volume_example(ss, model, device, pred, best, subject))
+            continue
         arrays[f"{subject}/image"] = ss.images[best, 0]
         arrays[f"{subject}/truth"] = ss.labels[best].astype(np.uint8)
         probs = predict_slices(model, ss.images[best:best + 1], device=device, probabilities=True)[1]
@@ -95,6 +98,21 @@ def save_examples(path: Path, ss: SliceSet, model, device: str = "cpu", pred: np
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
+
+
+def _volume_example(ss: SliceSet, model, device: str, pred: np.ndarray | None, best: int, subject: str) -> dict:
+    """A 3D sample's example for the grid: its slice along ``ss.axis`` with most foreground."""
+    def planes(a: np.ndarray) -> np.ndarray:  # (D0, D1, D2) -> slices along the axis
+        return np.moveaxis(a, ss.axis, 0)
+
+    probs = predict_slices(model, ss.images[best:best + 1], device=device, probabilities=True)[1][0]
+    truth = planes(ss.labels[best])
+    j = int(np.argmax((truth > 0).sum(axis=(1, 2))))
+    p = np.moveaxis(probs, ss.axis + 1, 1)[:, j]
+    mask = planes(pred[best])[j] if pred is not None else p.argmax(axis=0)
+    return {f"{subject}/image": planes(ss.images[best, 0])[j], f"{subject}/truth": truth[j].astype(np.uint8),
+            f"{subject}/pred": mask.astype(np.uint8), f"{subject}/entropy": entropy_map(p[None])[0].astype(np.float32),
+            f"{subject}/slice_id": np.array(f"{ss.cases[best].case_id}:{j}")}
 
 
 def summary_table(summary: dict) -> str:

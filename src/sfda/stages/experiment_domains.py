@@ -64,7 +64,7 @@ def check_split(split, where: str = "split") -> None:
 def check_config(cfg) -> None:
     """Every check that needs no file: directions, the choice of paired/unpaired, the splits."""
     names = direction_names(cfg)
-    check_resample(cfg.slicing.size, cfg.slicing.spacing)
+    check_resample(cfg.slicing.size, cfg.slicing.spacing, dims=cfg.slicing.dims)
     if not cfg.domains:
         check_split(cfg.split)
         return

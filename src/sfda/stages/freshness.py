@@ -19,7 +19,7 @@ from sfda.io.atomic import write_json
 _IGNORED = ("out", "resume")
 #: options added after runs were made, left out of the fingerprint while at these defaults,
 #: so a run made before they existed (which computed the same thing) is still reused
-_ADDED = {"data.size": [], "data.spacing": []}
+_ADDED = {"data.size": [], "data.spacing": [], "data.dims": 2}
 
 
 def digest(path: str | Path) -> str:

@@ -39,6 +39,9 @@ class ScanAdapter:
         self.source, self.meta, self.cfg = source.eval(), meta, cfg
         self.method = build_method(cfg.adapt, cfg.method)
         self.carried: torch.nn.Module | None = None
+        if meta["slicing"].get("dims", 2) == 3:
+            raise SfdaError(f"--adapt (per-scan adaptation) works on 2D models; {cfg.checkpoint} is a 3D model "
+                            "(slicing.dims 3): adapt it on a cohort with `sfda adapt`, then predict without --adapt")
         if self.method.needs_prior and not cfg.prior and not meta.get("source_position"):
             raise SfdaError(f"--adapt {cfg.adapt} needs a prior, and checkpoint {cfg.checkpoint} carries no "
                             "position statistics (imported from elsewhere, or trained before sfda stored them): give "

@@ -14,10 +14,12 @@ from sfda.engine.distributed import check_device, is_main
 from sfda.engine.loop import fit
 from sfda.io.cases import load_cases
 from sfda.methods import Supervised
-from sfda.metrics.trust import label_atlas
+from sfda.errors import SfdaError
+from sfda.metrics.trust import as_planes, label_atlas
 from sfda.priors.estimate import position_table
 from sfda.methods.regression import RatioRegression
 from sfda.nets import build_net
+from sfda.nets.monai_nets import PREFIX as MONAI
 from sfda.stages.common import check_output, checkpoint_meta, fit_spec, require, slices_for, write_config
 
 
@@ -31,19 +33,42 @@ def _supervised(cfg, stage: str, method, progress: bool, **spec_kw) -> dict:
     train = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, cfg.data, with_labels=True, progress=progress)
     val = (slices_for(cl, cfg.data.val_subjects, cfg.data.modality, cfg.data, with_labels=True, progress=progress)
            if cfg.data.val_subjects else None)
-    net_args = {"in_channels": 1, "num_classes": len(cl.label_names), **cfg.net_args}
+    net_args = {"in_channels": 1, "num_classes": len(cl.label_names), **spatial_args(cfg), **cfg.net_args}
     torch.manual_seed(cfg.seed)  # the initial weights follow the seed too
     model = build_net(cfg.net, **net_args)
     write_config(cfg, Path(cfg.out) / "config.yaml")
     meta = checkpoint_meta(cfg, net_args, cl, stage)
+    if train.dims == 3:  # the volumes' padded shape: larger volumes are predicted window by window
+        meta["slicing"]["window"] = list(train.hw)
     if stage == "source":  # label statistics: where each class lies (trust), how much per position (a prior)
-        meta["source_atlas"] = label_atlas(train.labels, train.valid_mask(), len(cl.label_names))
-        meta["source_position"] = position_table(train.foreground_fractions(), train.positions())
+        meta["source_atlas"] = _atlas(train, len(cl.label_names))
+        if train.dims == 2:
+            meta["source_position"] = position_table(train.foreground_fractions(), train.positions())
     transform = IntensityAugment(cfg.invert, cfg.remap) if cfg.augment else None
     out = fit(model, method, fit_spec(cfg, train, meta, val=val, transform=transform, progress=progress, **spec_kw))
     if stage == "source" and is_main():
         _calibrate_flip(cfg, train)
     return out
+
+
+def spatial_args(cfg) -> dict:
+    """``slicing.dims`` 3 needs a 3D network: MONAI's get ``spatial_dims: 3``; sfda's and nnU-Net's
+    imported ones are 2D only (refused, with the fix)."""
+    if cfg.data.dims == 2:
+        return {}
+    if not cfg.net.startswith(MONAI):
+        raise SfdaError(f"net {cfg.net} is 2D only; slicing.dims 3 needs a 3D network, e.g. net: monai.UNet "
+                        "(or keep slicing.dims 2)")
+    if cfg.net_args.get("spatial_dims", 3) != 3:
+        raise SfdaError(f"net_args.spatial_dims {cfg.net_args['spatial_dims']} disagrees with slicing.dims 3")
+    return {"spatial_dims": 3}
+
+
+def _atlas(train, k: int) -> dict:
+    """Where each class lies in the training slices (3D volumes: read as slices along the axis)."""
+    if train.dims == 3:
+        return label_atlas(as_planes(train.labels, train.axis), as_planes(train.valid_mask(), train.axis), k)
+    return label_atlas(train.labels, train.valid_mask(), k)
 
 
 def train_source(cfg: TrainConfig, progress: bool = True) -> Path:
@@ -61,7 +86,7 @@ def _calibrate_flip(cfg: TrainConfig, train, most: int = 256) -> None:
     rows = np.unique(np.linspace(0, len(train) - 1, min(most, len(train))).astype(int))
     path = Path(cfg.out) / "last.pt"
     model, meta = load_model(path)
-    flip = trust_signals(model.to(cfg.device), train.images[rows], train.valid_mask()[rows], {},
+    flip = trust_signals(model.to(cfg.device), train.images[rows], train.valid_mask()[rows], {"slicing": meta["slicing"]},
                          len(meta["label_names"]), cfg.device)["flip_agreement"]
     update_meta(path, source_flip=flip)
 

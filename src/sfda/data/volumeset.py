@@ -1,0 +1,121 @@
+"""3D samples: each case is one sample, a whole volume, normalised, resampled and padded.
+
+With ``slicing.dims: 3`` a 3D network trains and adapts on whole volumes (an IVDM3Seg crop,
+or a scan resampled to a coarse grid) instead of slices; everything downstream (the loop, the
+losses, the priors, the 3D metrics) reads the same arrays with one more spatial axis.
+
+Array contract (as :class:`sfda.data.sliceset.SliceSet`, one axis more): ``images`` float32
+(N, 1, D, H, W); ``labels`` int64 (N, D, H, W) or None; ``case_index`` = arange(N) (sample i is
+case i); ``slice_index`` all zero. Axes stay in the volume's own order (``axis`` is not used to
+slice). Volumes are resampled to ``size`` or ``spacing`` (three values, one per axis) when
+given, then padded (centred) to a common shape, each side a multiple of ``pad_multiple``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from sfda.data.resample import grid_shape, grid_spacing, resize_volume
+from sfda.data.sliceset import SliceSet, _cache_key, _load_cache, _save_cache, read_label, read_normalised
+from sfda.data.slices import pad_widths, padded_size
+from sfda.errors import SfdaError
+from sfda.io.cases import Case, check_case_files
+from sfda.progress import bar
+
+
+@dataclass
+class VolumeSet(SliceSet):
+    dims: ClassVar[int] = 3
+
+    @property
+    def slice_ids(self) -> list[str]:
+        return [f"{case.case_id}:volume" for case in self.cases]
+
+    def positions(self) -> np.ndarray:
+        raise SfdaError("with slicing.dims 3 every sample is a whole volume: there are no slice positions, so the "
+                        "source-position prior (and --min-presence) does not apply; use prior.method source-mean")
+
+    def grid(self, case: Case) -> tuple[int, ...]:
+        """A case's volume shape on the network's grid (before padding)."""
+        return grid_shape(tuple(case.shape), tuple(case.spacing), self.size, self.spacing)
+
+    def grid_volume(self, case: Case) -> tuple[tuple[int, ...], tuple[float, ...]]:
+        grid = self.grid(case)
+        return grid, grid_spacing(case.shape, case.spacing, grid)
+
+    def valid_mask(self) -> np.ndarray:
+        """(N, D, H, W) bool: True on the volume's voxels, False on padding."""
+        out = np.zeros((len(self), *self.hw), dtype=bool)
+        for c, case in enumerate(self.cases):
+            out[c] = pad_centre(np.ones(self.grid(case), dtype=bool), self.hw, False)
+        return out
+
+
+def pad_centre(volume: np.ndarray, shape: tuple[int, ...], fill) -> np.ndarray:
+    """Pad the last ``len(shape)`` axes of ``volume`` (centred) up to ``shape``."""
+    lead = ((0, 0),) * (volume.ndim - len(shape))
+    return np.pad(volume, lead + pad_widths(volume.shape[-len(shape):], shape), constant_values=fill)
+
+
+def crop_centre(volume: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Undo :func:`pad_centre`: the centred ``shape`` of the last ``len(shape)`` axes."""
+    widths = pad_widths(shape, volume.shape[-len(shape):])
+    index = tuple(slice(b, b + n) for (b, _), n in zip(widths, shape))
+    return volume[(Ellipsis, *index)]
+
+
+def volume_target(grids: list[tuple[int, ...]], multiple: int) -> tuple[int, ...]:
+    """The smallest padded shape that holds every volume."""
+    return tuple(padded_size(max(g[i] for g in grids), multiple) for i in range(3))
+
+
+def _read_case(case: Case, modality: str, shape, grid, clip, with_labels: bool, label_names: list[str]):
+    image, stats = read_normalised(case, modality, clip)
+    label = read_label(case, modality, image.shape, label_names) if with_labels else None
+    return (pad_centre(resize_volume(image, grid), shape, stats.floor),
+            None if label is None else pad_centre(resize_volume(label, grid, labels=True), shape, 0))
+
+
+def _build_arrays(cases, grids, modality, shape, clip, with_labels, label_names, progress):
+    images, labels = [], []
+    for case, grid in zip(bar(cases, f"reading {modality} volumes", progress), grids):
+        image, label = _read_case(case, modality, shape, grid, clip, with_labels, label_names)
+        images.append(image.astype(np.float32))
+        labels.append(label)
+    n = len(cases)
+    return (np.ascontiguousarray(np.stack(images)[:, None]), np.stack(labels) if with_labels else None,
+            np.arange(n, dtype=np.int64), np.zeros(n, dtype=np.int64))
+
+
+def build_volumeset(cases: list[Case], modality: str, *, pad_multiple: int = 16, clip=(0.5, 99.5),
+                    with_labels: bool = True, label_names: list[str] | None = None, hw=None, size=(), spacing=(),
+                    axis: int = 0, cache_dir: str | None = None, progress: bool = True) -> VolumeSet:
+    """Read, normalise, resample and pad every case once (``hw``: a forced padded shape, e.g. the
+    target's, so source and target batches match); reuse the on-disk cache when it matches."""
+    if not cases:
+        raise SfdaError("no cases selected: check --subjects and the case list")
+    label_names = label_names or ["background", "foreground"]
+    for c in cases:
+        if modality not in c.images:
+            raise SfdaError(f"case {c.case_id} has no modality '{modality}'; available: {', '.join(sorted(c.images))}")
+        check_case_files(c)
+    vs = VolumeSet(images=np.empty((0, 1, 0, 0, 0), np.float32), labels=None, case_index=np.empty(0, np.int64),
+                   slice_index=np.empty(0, np.int64), cases=list(cases), modality=modality, axis=axis,
+                   hw=(0, 0, 0), num_classes=len(label_names), size=tuple(size), spacing=tuple(spacing))
+    grids = [vs.grid(c) for c in cases]
+    vs.hw = tuple(hw or volume_target(grids, pad_multiple))
+    too_big = [c.case_id for c, g in zip(cases, grids) if any(n > m for n, m in zip(g, vs.hw))]
+    if too_big:
+        raise SfdaError(f"volume {too_big[0]} is larger than the model's input {list(vs.hw)}; resample "
+                        "(slicing.size / slicing.spacing) so that every volume fits")
+    key = _cache_key(cases, modality, axis, vs.hw, clip, with_labels, (vs.size, vs.spacing), dims=3)
+    cached = _load_cache(cache_dir, key) if cache_dir else None
+    if cached is None:
+        cached = _build_arrays(cases, grids, modality, vs.hw, clip, with_labels, label_names, progress)
+        if cache_dir:
+            _save_cache(cache_dir, key, cached)
+    vs.images, vs.labels, vs.case_index, vs.slice_index = cached
+    return vs
