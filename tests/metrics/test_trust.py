@@ -172,3 +172,19 @@ def test_without_its_own_calibration_the_source_models_mirror_test_on_the_target
                                ["bg", "disc", "vert"], "source")
     assert result["source_signals"]["flip_agreement"][0] == pytest.approx(0.0)
     assert result["signals"]["flip_agreement"][0] is None and not result["warnings"] and not saved
+
+
+def test_a_structure_shrunk_against_both_the_source_model_and_the_prior_is_a_caution():
+    from sfda.metrics.trust import shrink_cautions
+    from sfda.stages.trust import prior_shares
+
+    names = ["bg", "disc", "cord"]
+    source = {"fractions": [0.13, 0.10], "pixels": 10_000}
+    adapted = {"fractions": [0.04, 0.06], "pixels": 10_000}  # disc under half of both; cord not
+    lines = shrink_cautions(adapted, source, [0.137, 0.05], names)
+    assert len(lines) == 1 and lines[0].startswith("disc shrank")
+    assert shrink_cautions(adapted, source, [0.07, 0.05], names) == []  # the prior expects as little: quiet
+    assert shrink_cautions(adapted, source, None, names) == []  # no prior, no caution
+    # the prior's share weights each image by its real pixels: 0.2 on 3 pixels, 0.0 on 1
+    valid = np.array([[1, 1, 1], [1, 0, 0]], bool)
+    assert np.allclose(prior_shares(np.array([[0.8, 0.2], [1.0, 0.0]]), valid), [0.15])

@@ -37,6 +37,9 @@ THRESHOLDS = {"atlas_share": 0.7, "flip_agreement": 0.4}
 MIN_PIXELS = 20
 #: the adapted model keeps under this share of the pixels the source model gives a structure: it vanished
 VANISH = 0.25
+#: the adapted model keeps under this share of what the source model *and* the prior give a structure:
+#: it shrank (a caution, no fall-back: found on the 3D crops, README "3D against 2D")
+SHRINK = 0.5
 #: the source model's own flip agreement on its training slices below this for a class: the
 #: mirror test cannot tell good masks from bad ones there (lateralised anatomy, e.g. a left and a
 #: right kidney, or a mirror that turns the body upside down), so no flip signal for that class
@@ -126,6 +129,20 @@ def vanish_warnings(adapted: dict, source: dict, label_names: list[str]) -> list
         if s * pixels >= MIN_PIXELS and a < VANISH * s:
             lines.append(f"{name} vanishes: the source model gives it {s:.4f} of the adaptation images' pixels, "
                          f"the adapted model {a:.4f}; a structure adaptation loses was not adapted")
+    return lines
+
+
+def shrink_cautions(adapted: dict, source: dict, prior: list[float] | None, label_names: list[str]) -> list[str]:
+    """One line per structure the adapted model keeps under :data:`SHRINK` of, against both the source
+    model's amount and the prior's (``prior``: each structure's expected share of the pixels). Both
+    references must agree, so a source model that over-segments (and is rightly shrunk) stays quiet."""
+    if prior is None:
+        return []
+    lines, pixels = [], adapted.get("pixels", 0)
+    for name, a, s, p in zip(label_names[1:], adapted.get("fractions") or [], source.get("fractions") or [], prior):
+        if s * pixels >= MIN_PIXELS and a < SHRINK * s and a < SHRINK * p:
+            lines.append(f"{name} shrank: the adapted model gives it {a:.4f} of the adaptation images' pixels, the "
+                         f"source model {s:.4f} and the prior {p:.4f}; the masks may have lost much of it")
     return lines
 
 

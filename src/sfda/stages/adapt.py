@@ -72,7 +72,7 @@ def adapt(cfg: AdaptConfig, progress: bool = True) -> Path:
             "source_modality": src_meta.get("modality"), "config": config_to_dict(cfg)}
     fit(model, method, fit_spec(cfg, target, meta, val=val, source=source, prior=prior, val_prior=val_prior,
                                 select=cfg.select, progress=progress))
-    check_trust(Path(cfg.out), cfg.checkpoint, target, cl.label_names, cfg.on_distrust, cfg.device)
+    check_trust(Path(cfg.out), cfg.checkpoint, target, cl.label_names, cfg.on_distrust, cfg.device, prior)
     if src_meta.get("nnunet"):
         _export(Path(cfg.out))
     return Path(cfg.out)

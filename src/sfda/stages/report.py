@@ -66,13 +66,17 @@ def collapse_notes(runs: dict[str, Path]) -> list[str]:
 
 
 def trust_notes(runs: dict[str, Path]) -> list[str]:
-    """One line per run whose trust check warned (``trust.json`` from `sfda adapt`), with the fall-back."""
+    """One line per run whose trust check warned (``trust.json`` from `sfda adapt`), with the fall-back,
+    and one per run with a caution (no fall-back)."""
     notes = []
     for name, run in runs.items():
         path = run / "trust.json"
-        if path.exists() and (trust := json.loads(path.read_text()))["warnings"]:
+        trust = json.loads(path.read_text()) if path.exists() else {"warnings": []}
+        if trust["warnings"]:
             fallback = " Reported: the source model (fall-back)." if trust.get("fallback") == "source" else ""
             notes.append(f"- **{name}**: {'; '.join(trust['warnings'])}.{fallback}")
+        if trust.get("cautions"):
+            notes.append(f"- **{name}** (caution, the adapted model is reported): {'; '.join(trust['cautions'])}.")
     return notes
 
 

@@ -12,18 +12,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from sfda.data.sliceset import SliceSet
 from sfda.engine.checkpoint import load_model, save_checkpoint
 from sfda.engine.distributed import device_for, is_main
 from sfda.inference import trust_signals
 from sfda.io.atomic import write_json
-from sfda.metrics.trust import THRESHOLDS, VANISH, calibrated_flip, trust_warnings, vanish_warnings
+from sfda.metrics.trust import (SHRINK, THRESHOLDS, VANISH, calibrated_flip, shrink_cautions, trust_warnings,
+                                vanish_warnings)
 from sfda.progress import say
 
 
 def check_trust(out: Path, source_ckpt: str, target: SliceSet, label_names: list[str], on_distrust: str,
-                device: str = "cpu") -> dict:
-    """Score ``out/selected.pt`` (else ``last.pt``) and the source model; write ``out/trust.json``."""
+                device: str = "cpu", prior: np.ndarray | None = None) -> dict:
+    """Score ``out/selected.pt`` (else ``last.pt``) and the source model; write ``out/trust.json``.
+    With the target's ``prior`` (N, K), a structure that shrank against both it and the source model
+    is a caution: said and written, no fall-back."""
     if not is_main():
         return {}
     chosen = out / "selected.pt" if (out / "selected.pt").exists() else out / "last.pt"
@@ -41,8 +46,11 @@ def check_trust(out: Path, source_ckpt: str, target: SliceSet, label_names: list
     if not meta.get("source_atlas"):
         result["note"] = ("the source checkpoint carries no source atlas (trained before train-source stored "
                           "one, or imported from elsewhere): atlas share not computed")
+    result["cautions"] = shrink_cautions(signals, source_signals, prior_shares(prior, valid), label_names)
     for line in result["warnings"]:
         say(f"warning: trust: {line}")
+    for line in result["cautions"]:
+        say(f"warning: trust (caution, no fall-back): {line}")
     if result["warnings"] and on_distrust == "source":
         save_checkpoint(out / "selected.pt", source.cpu(), {**meta, "selected_by": "fallback: source model",
                                                            "fallback_from": chosen.name})
@@ -51,3 +59,11 @@ def check_trust(out: Path, source_ckpt: str, target: SliceSet, label_names: list
             f"the adapted weights stay in {out}/last.pt")
     write_json(out / "trust.json", result)
     return result
+
+
+def prior_shares(prior: np.ndarray | None, valid: np.ndarray) -> list[float] | None:
+    """Each structure's expected share of all the images' real pixels under the prior (N, K)."""
+    if prior is None:
+        return None
+    pixels = valid.reshape(len(valid), -1).sum(axis=1).astype(np.float64)
+    return (np.asarray(prior, dtype=np.float64)[:, 1:] * pixels[:, None]).sum(axis=0) / max(pixels.sum(), 1.0)
