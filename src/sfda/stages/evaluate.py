@@ -81,18 +81,19 @@ def rows_csv(rows: list[dict]) -> str:
 def save_examples(path: Path, ss: SliceSet, model, device: str = "cpu", pred: np.ndarray | None = None) -> None:
     """One slice per subject (the one with most foreground) for the report's mask grid, with the
     model's entropy on it (probabilities computed for these slices only), on the network's grid."""
-    arrays = {}
+    arrays, valid = {}, ss.valid_mask()
     ids = np.arange(len(ss))
     for subject in ss.subjects():
         rows = ids[[ss.cases[c].subject == subject for c in ss.case_index]]
         best = rows[np.argmax((ss.labels[rows] > 0).reshape(len(rows), -1).sum(axis=1))]
         if ss.dims == 3:
-            arrays.update(_volume_example(ss, model, device, pred, best, subject))
+            arrays.update(_volume_example(ss, model, device, pred, best, subject, valid[best]))
             continue
         arrays[f"{subject}/image"] = ss.images[best, 0]
         arrays[f"{subject}/truth"] = ss.labels[best].astype(np.uint8)
         probs = predict_slices(model, ss.images[best:best + 1], device=device, probabilities=True)[1]
-        arrays[f"{subject}/pred"] = pred[best] if pred is not None else probs[0].argmax(axis=0).astype(np.uint8)
+        mask = pred[best] if pred is not None else probs[0].argmax(axis=0).astype(np.uint8)
+        arrays[f"{subject}/pred"] = mask * valid[best]  # padding is no prediction (the losses never saw it)
         arrays[f"{subject}/entropy"] = entropy_map(probs)[0].astype(np.float32)
         arrays[f"{subject}/slice_id"] = np.array(ss.slice_ids[best])
     with atomic_path(path) as tmp:
@@ -100,7 +101,8 @@ def save_examples(path: Path, ss: SliceSet, model, device: str = "cpu", pred: np
             np.savez_compressed(fh, **arrays)
 
 
-def _volume_example(ss: SliceSet, model, device: str, pred: np.ndarray | None, best: int, subject: str) -> dict:
+def _volume_example(ss: SliceSet, model, device: str, pred: np.ndarray | None, best: int, subject: str,
+                    valid: np.ndarray) -> dict:
     """A 3D sample's example for the grid: its slice along ``ss.axis`` with most foreground."""
     def planes(a: np.ndarray) -> np.ndarray:  # (D0, D1, D2) -> slices along the axis
         return np.moveaxis(a, ss.axis, 0)
@@ -109,7 +111,7 @@ def _volume_example(ss: SliceSet, model, device: str, pred: np.ndarray | None, b
     truth = planes(ss.labels[best])
     j = int(np.argmax((truth > 0).sum(axis=(1, 2))))
     p = np.moveaxis(probs, ss.axis + 1, 1)[:, j]
-    mask = planes(pred[best])[j] if pred is not None else p.argmax(axis=0)
+    mask = (planes(pred[best])[j] if pred is not None else p.argmax(axis=0)) * planes(valid)[j]
     return {f"{subject}/image": planes(ss.images[best, 0])[j], f"{subject}/truth": truth[j].astype(np.uint8),
             f"{subject}/pred": mask.astype(np.uint8), f"{subject}/entropy": entropy_map(p[None])[0].astype(np.float32),
             f"{subject}/slice_id": np.array(f"{ss.cases[best].case_id}:{j}")}
