@@ -127,8 +127,9 @@ def vanish_warnings(adapted: dict, source: dict, label_names: list[str]) -> list
     lines, pixels = [], adapted.get("pixels", 0)
     for name, a, s in zip(label_names[1:], adapted.get("fractions") or [], source.get("fractions") or []):
         if s * pixels >= MIN_PIXELS and a < VANISH * s:
-            lines.append(f"{name} vanishes: the source model gives it {s:.4f} of the adaptation images' pixels, "
-                         f"the adapted model {a:.4f}; a structure adaptation loses was not adapted")
+            lines.append(f"{name} vanishes: the source model gives it {s:.3g} of the adaptation images' pixels "
+                         f"({round(s * pixels)}), the adapted model {a:.3g} ({round(a * pixels)}); a structure "
+                         "adaptation loses was not adapted")
     return lines
 
 
@@ -141,8 +142,8 @@ def shrink_cautions(adapted: dict, source: dict, prior: list[float] | None, labe
     lines, pixels = [], adapted.get("pixels", 0)
     for name, a, s, p in zip(label_names[1:], adapted.get("fractions") or [], source.get("fractions") or [], prior):
         if s * pixels >= MIN_PIXELS and a < SHRINK * s and a < SHRINK * p:
-            lines.append(f"{name} shrank: the adapted model gives it {a:.4f} of the adaptation images' pixels, the "
-                         f"source model {s:.4f} and the prior {p:.4f}; the masks may have lost much of it")
+            lines.append(f"{name} shrank: the adapted model gives it {a:.3g} of the adaptation images' pixels, the "
+                         f"source model {s:.3g} and the prior {p:.3g}; the masks may have lost much of it")
     return lines
 
 
