@@ -123,7 +123,8 @@ def test_the_mirror_test_of_volumes_mirrors_the_slices_columns(axis, shifted):
     conv = torch.nn.Conv3d(1, 2, kernel_size=kernel, padding=[k // 2 for k in kernel], bias=False)
     with torch.no_grad():
         conv.weight.zero_()
-        conv.weight[(1, 0, *[0 if i == shifted else k // 2 for i, k in enumerate(kernel)])] = 1.0  # foreground: x shifted
+        centre = [0 if i == shifted else k // 2 for i, k in enumerate(kernel)]
+        conv.weight[(1, 0, *centre)] = 1.0  # foreground: the image shifted along ``shifted``
     images = np.random.default_rng(0).normal(size=(2, 1, 6, 8, 10)).astype(np.float32)
     valid = np.ones((2, 6, 8, 10), bool)
     signals = trust_signals(conv, images, valid, {"slicing": {"axis": axis, "dims": 3}}, 2)

@@ -91,8 +91,18 @@ def test_3d_refuses_a_2d_network_and_the_position_prior(tiny_cases, tmp_path, ca
     common = ["--cases", tiny_cases, "--modality", "wat", "data.dims=3", "optim.epochs=1"]
     assert main(["train-source", *common, "--net", "unet", "--out", str(tmp_path / "a")]) == 2
     assert "2D only" in capsys.readouterr().err and not (tmp_path / "a").exists()
-    assert main(["train-source", *common, "--net", "monai.UNet", "data.size=[16,16]", "--out", str(tmp_path / "b")]) == 2
+    assert main(["train-source", *common, "--net", "monai.UNet", "data.size=[16,16]",
+                 "--out", str(tmp_path / "b")]) == 2
     assert "takes three values" in capsys.readouterr().err and not (tmp_path / "b").exists()
     assert main(["prior", "--method", "source-position", "--source-modality", "wat", "--cases", tiny_cases,
                  "--modality", "inn", "data.dims=3", "--out", str(tmp_path / "t.csv")]) == 2
     assert "source-mean" in capsys.readouterr().err and not (tmp_path / "t.csv").exists()
+
+
+def test_a_network_whose_spatial_dims_disagree_with_the_slicing_is_refused(tiny_cases, tmp_path, capsys):
+    args = ["train-source", "--cases", tiny_cases, "--modality", "wat", "--net", "monai.UNet", "optim.epochs=1"]
+    assert main([*args, "net_args={spatial_dims: 3}", "--out", str(tmp_path / "a")]) == 2
+    assert "disagrees with slicing.dims 2" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    assert main(["train-prior", "--cases", tiny_cases, "--modality", "wat", "data.dims=3", "--out",
+                 str(tmp_path / "p")]) == 2
+    assert "regressor (train-prior) is 2D only" in capsys.readouterr().err and not (tmp_path / "p").exists()

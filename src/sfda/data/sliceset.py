@@ -180,7 +180,8 @@ def _cache_key(cases: list[Case], modality: str, axis: int, hw, clip, with_label
                 st = os.stat(p)
                 items.append([p, st.st_mtime_ns, st.st_size])
     blob = json.dumps([items, modality, axis, list(hw), list(clip), with_labels, 2,
-                       *([list(map(list, resample))] if any(resample) else []), *(["3d"] if dims == 3 else [])]).encode()
+                       *([list(map(list, resample))] if any(resample) else []),
+                       *(["3d"] if dims == 3 else [])]).encode()
     return hashlib.sha1(blob).hexdigest()[:16]
 
 

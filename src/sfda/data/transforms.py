@@ -1,7 +1,8 @@
 """Intensity transforms of training batches (source side only), in normalised space.
 
-Tensors are (N, C, H, W) float (or (N, C, D, H, W): every draw is per image). Every random draw comes from the generator the
-caller passes, so a run's batches repeat exactly under the same seed.
+Tensors are (N, C, H, W) float (or (N, C, D, H, W): every draw is per image). Every random
+draw comes from the generator the caller passes, so a run's batches repeat exactly under the
+same seed.
 """
 
 from __future__ import annotations

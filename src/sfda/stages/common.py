@@ -56,10 +56,10 @@ def slices_for(cl: CaseList, subjects: list[str] | None, modality: str, data: Da
     cases = select_cases(cl, subjects, modality)
     build = build_volumeset if dims == 3 else build_sliceset
     return build(cases, modality, axis=data.axis if axis is None else axis,
-                          pad_multiple=pad_multiple or data.pad_multiple,
-                          clip=clip or (data.clip_low, data.clip_high), with_labels=with_labels,
-                          label_names=cl.label_names, hw=hw, size=size, spacing=spacing,
-                          cache_dir=data.cache or None, progress=progress)
+                 pad_multiple=pad_multiple or data.pad_multiple,
+                 clip=clip or (data.clip_low, data.clip_high), with_labels=with_labels,
+                 label_names=cl.label_names, hw=hw, size=size, spacing=spacing,
+                 cache_dir=data.cache or None, progress=progress)
 
 
 def slicing_of(meta: dict) -> dict:

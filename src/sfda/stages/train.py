@@ -30,10 +30,11 @@ def _supervised(cfg, stage: str, method, progress: bool, **spec_kw) -> dict:
     check_output(cfg.out)
     check_device(cfg.device)  # before any output is written
     cl = load_cases(cfg.data.cases)
+    dims_args = spatial_args(cfg)  # before any volume is read
     train = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, cfg.data, with_labels=True, progress=progress)
     val = (slices_for(cl, cfg.data.val_subjects, cfg.data.modality, cfg.data, with_labels=True, progress=progress)
            if cfg.data.val_subjects else None)
-    net_args = {"in_channels": 1, "num_classes": len(cl.label_names), **spatial_args(cfg), **cfg.net_args}
+    net_args = {"in_channels": 1, "num_classes": len(cl.label_names), **dims_args, **cfg.net_args}
     torch.manual_seed(cfg.seed)  # the initial weights follow the seed too
     model = build_net(cfg.net, **net_args)
     write_config(cfg, Path(cfg.out) / "config.yaml")
@@ -52,15 +53,20 @@ def _supervised(cfg, stage: str, method, progress: bool, **spec_kw) -> dict:
 
 
 def spatial_args(cfg) -> dict:
-    """``slicing.dims`` 3 needs a 3D network: MONAI's get ``spatial_dims: 3``; sfda's and nnU-Net's
-    imported ones are 2D only (refused, with the fix)."""
+    """``slicing.dims`` 3 needs a 3D network: MONAI's get ``spatial_dims: 3``; sfda's, the ratio
+    regressor and nnU-Net's imported ones are 2D only (refused, with the fix)."""
+    given = cfg.net_args.get("spatial_dims", cfg.data.dims)
+    if given != cfg.data.dims:
+        raise SfdaError(f"net_args.spatial_dims {given} disagrees with slicing.dims {cfg.data.dims}; set one to "
+                        "match the other (2: slices, 3: whole volumes)")
     if cfg.data.dims == 2:
         return {}
+    if cfg.net == "regressor":
+        raise SfdaError("the ratio regressor (train-prior) is 2D only; with slicing.dims 3 use prior.method "
+                        "source-mean, constant or self")
     if not cfg.net.startswith(MONAI):
         raise SfdaError(f"net {cfg.net} is 2D only; slicing.dims 3 needs a 3D network, e.g. net: monai.UNet "
                         "(or keep slicing.dims 2)")
-    if cfg.net_args.get("spatial_dims", 3) != 3:
-        raise SfdaError(f"net_args.spatial_dims {cfg.net_args['spatial_dims']} disagrees with slicing.dims 3")
     return {"spatial_dims": 3}
 
 
@@ -86,8 +92,8 @@ def _calibrate_flip(cfg: TrainConfig, train, most: int = 256) -> None:
     rows = np.unique(np.linspace(0, len(train) - 1, min(most, len(train))).astype(int))
     path = Path(cfg.out) / "last.pt"
     model, meta = load_model(path)
-    flip = trust_signals(model.to(cfg.device), train.images[rows], train.valid_mask()[rows], {"slicing": meta["slicing"]},
-                         len(meta["label_names"]), cfg.device)["flip_agreement"]
+    flip = trust_signals(model.to(cfg.device), train.images[rows], train.valid_mask()[rows],
+                         {"slicing": meta["slicing"]}, len(meta["label_names"]), cfg.device)["flip_agreement"]
     update_meta(path, source_flip=flip)
 
 
