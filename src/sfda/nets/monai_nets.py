@@ -5,8 +5,9 @@ sfda's convention (``in_channels``, ``num_classes``) maps onto MONAI's (``in_cha
 ``out_channels``, ``spatial_dims``: 2, or 3 with ``slicing.dims: 3``, set by train-source).
 Arguments MONAI requires get defaults that suit sfda's slices (four levels, stride 2), and
 batch normalisation unless ``norm`` says otherwise, so AdaBN and TENT have batch-norm layers to
-adapt (MONAI's own default, instance norm without affine parameters, leaves them nothing). A checkpoint stores the name and the
-arguments, so it loads with ``weights_only=True`` like any other: no code is pickled.
+adapt (MONAI's own default, instance norm without affine parameters, leaves them nothing). A
+checkpoint stores the name and the arguments, so it loads with ``weights_only=True`` like any
+other: no code is pickled.
 MONAI is optional: ``pip install monai`` (1.6.1 checked).
 """
 
