@@ -82,6 +82,9 @@ def test_monai_3d_unet_trains_adapts_and_predicts_whole_volumes_through_the_cli(
                  str(tmp_path / "pred")]) == 0
     mask, image = nib.load(next((tmp_path / "pred").glob("*_seg.nii.gz"))), nib.load(scan)
     assert mask.shape == image.shape and np.allclose(mask.affine, image.affine)
+    assert main(["predict", "--checkpoint", str(tmp_path / "ada" / "selected.pt"), scan, "--adapt", "adaent",
+                 "--out", str(tmp_path / "per-scan")]) == 2  # per-scan adaptation is 2D only: refused, nothing written
+    assert not (tmp_path / "per-scan").exists()
     assert main(["evaluate", "--checkpoint", str(tmp_path / "ada" / "selected.pt"), "--modality", "inn",
                  "--subjects", "P03", "--cases", tiny_cases, "--out", str(tmp_path / "eval")]) == 0
     assert {"P03/image", "P03/pred"} <= set(np.load(tmp_path / "eval" / "examples.npz"))
