@@ -78,6 +78,11 @@ class _Grid:
         return np.ascontiguousarray(to_slices(planes, 0, self.hw, fill=self.stats.floor)[:, None])
 
 
+def volumetric(meta: dict) -> bool:
+    """Whether a checkpoint's model sees whole volumes (``slicing.dims`` 3) rather than slices."""
+    return meta["slicing"].get("dims", 2) == 3
+
+
 class _Grid3:
     """How one volume meets a 3D network (``slicing.dims`` 3): its normalisation, its shape on the
     network's grid, the padded shape, and the window the network was trained on (a larger volume is
@@ -135,7 +140,7 @@ def _stream_volume3(model, meta: dict, array: np.ndarray, source: str, device: s
 def scan_slices(meta: dict, array: np.ndarray, source: str, spacing: tuple | None = None):
     """All of one volume's slices as the network sees them: (N, 1, H, W) float32 and the (N, H, W)
     mask of real (unpadded) pixels; for a 3D network, the volume (1, 1, D, H, W) and its mask."""
-    if meta["slicing"].get("dims", 2) == 3:
+    if volumetric(meta):
         g3 = _Grid3(meta, array, source, spacing)
         return g3.volume(array), pad_centre(np.ones(g3.grid, dtype=bool), g3.shape, False)[None]
     g = _Grid(meta, array, source, spacing)
@@ -154,7 +159,7 @@ def stream_volume(model: torch.nn.Module, meta: dict, array: np.ndarray, source:
     (``slicing.size`` / ``slicing.spacing``; ``spacing`` is then the volume's voxel spacing) sees
     its slices resampled the same way, and its probabilities go back to the volume's own grid
     before the argmax."""
-    if meta["slicing"].get("dims", 2) == 3:
+    if volumetric(meta):
         return _stream_volume3(model, meta, array, source, device, entropy, probabilities, spacing)
     g = _Grid(meta, array, source, spacing)
     out = {"labels": np.empty(array.shape, np.uint8)}

@@ -190,27 +190,40 @@ def build_sliceset(cases: list[Case], modality: str, *, axis: int = 0, pad_multi
                    label_names: list[str] | None = None, hw: tuple[int, int] | None = None,
                    size=(), spacing=(), cache_dir: str | None = None, progress: bool = True) -> SliceSet:
     """Read, normalise and slice every case once; reuse the on-disk cache when it matches."""
-    if not cases:
-        raise SfdaError("no cases selected: check --subjects and the case list")
-    label_names = label_names or ["background", "foreground"]
-    for c in cases:
-        if modality not in c.images:
-            raise SfdaError(f"case {c.case_id} has no modality '{modality}'; "
-                            f"available: {', '.join(sorted(c.images))}")
-        check_case_files(c)
+    label_names = check_cases(cases, modality, label_names)
     shell = SliceSet(images=np.empty((0, 1, 0, 0), np.float32), labels=None, case_index=np.empty(0, np.int64),
                      slice_index=np.empty(0, np.int64), cases=list(cases), modality=modality, axis=axis, hw=(0, 0),
                      num_classes=len(label_names), size=tuple(size), spacing=tuple(spacing))
     grids = [shell.grid(c) for c in cases]
     shell.hw = tuple(hw or common_target([shell.grid_volume(c)[0] for c in cases], axis, pad_multiple))
     key = _cache_key(cases, modality, axis, shell.hw, clip, with_labels, (shell.size, shell.spacing))
+    shell.images, shell.labels, shell.case_index, shell.slice_index = cached_arrays(
+        cache_dir, key, lambda: _build_arrays(cases, grids, modality, axis, shell.hw, clip, with_labels,
+                                              label_names, progress))
+    return shell
+
+
+def check_cases(cases: list[Case], modality: str, label_names: list[str] | None) -> list[str]:
+    """Refuse an empty selection, a case without ``modality`` or with missing files; the label names
+    (two classes when none are given)."""
+    if not cases:
+        raise SfdaError("no cases selected: check --subjects and the case list")
+    for c in cases:
+        if modality not in c.images:
+            raise SfdaError(f"case {c.case_id} has no modality '{modality}'; "
+                            f"available: {', '.join(sorted(c.images))}")
+        check_case_files(c)
+    return label_names or ["background", "foreground"]
+
+
+def cached_arrays(cache_dir: str | None, key: str, build):
+    """The arrays cached under ``key`` in ``cache_dir``, else ``build()``'s (saved there when a folder is given)."""
     cached = _load_cache(cache_dir, key) if cache_dir else None
     if cached is None:
-        cached = _build_arrays(cases, grids, modality, axis, shell.hw, clip, with_labels, label_names, progress)
+        cached = build()
         if cache_dir:
             _save_cache(cache_dir, key, cached)
-    shell.images, shell.labels, shell.case_index, shell.slice_index = cached
-    return shell
+    return cached
 
 
 def _build_arrays(cases, grids, modality, axis, hw, clip, with_labels, label_names, progress):

@@ -19,10 +19,10 @@ from typing import ClassVar
 import numpy as np
 
 from sfda.data.resample import grid_shape, grid_spacing, resize_volume
-from sfda.data.sliceset import SliceSet, _cache_key, _load_cache, _save_cache, read_label, read_normalised
+from sfda.data.sliceset import SliceSet, _cache_key, cached_arrays, check_cases, read_label, read_normalised
 from sfda.data.slices import pad_widths, padded_size
 from sfda.errors import SfdaError
-from sfda.io.cases import Case, check_case_files
+from sfda.io.cases import Case
 from sfda.progress import bar
 
 
@@ -95,13 +95,7 @@ def build_volumeset(cases: list[Case], modality: str, *, pad_multiple: int = 16,
                     axis: int = 0, cache_dir: str | None = None, progress: bool = True) -> VolumeSet:
     """Read, normalise, resample and pad every case once (``hw``: a forced padded shape, e.g. the
     target's, so source and target batches match); reuse the on-disk cache when it matches."""
-    if not cases:
-        raise SfdaError("no cases selected: check --subjects and the case list")
-    label_names = label_names or ["background", "foreground"]
-    for c in cases:
-        if modality not in c.images:
-            raise SfdaError(f"case {c.case_id} has no modality '{modality}'; available: {', '.join(sorted(c.images))}")
-        check_case_files(c)
+    label_names = check_cases(cases, modality, label_names)
     vs = VolumeSet(images=np.empty((0, 1, 0, 0, 0), np.float32), labels=None, case_index=np.empty(0, np.int64),
                    slice_index=np.empty(0, np.int64), cases=list(cases), modality=modality, axis=axis,
                    hw=(0, 0, 0), num_classes=len(label_names), size=tuple(size), spacing=tuple(spacing))
@@ -112,10 +106,6 @@ def build_volumeset(cases: list[Case], modality: str, *, pad_multiple: int = 16,
         raise SfdaError(f"volume {too_big[0]} is larger than the model's input {list(vs.hw)}; resample "
                         "(slicing.size / slicing.spacing) so that every volume fits")
     key = _cache_key(cases, modality, axis, vs.hw, clip, with_labels, (vs.size, vs.spacing), dims=3)
-    cached = _load_cache(cache_dir, key) if cache_dir else None
-    if cached is None:
-        cached = _build_arrays(cases, grids, modality, vs.hw, clip, with_labels, label_names, progress)
-        if cache_dir:
-            _save_cache(cache_dir, key, cached)
-    vs.images, vs.labels, vs.case_index, vs.slice_index = cached
+    vs.images, vs.labels, vs.case_index, vs.slice_index = cached_arrays(
+        cache_dir, key, lambda: _build_arrays(cases, grids, modality, vs.hw, clip, with_labels, label_names, progress))
     return vs

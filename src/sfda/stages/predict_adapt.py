@@ -22,7 +22,7 @@ from sfda.config import PredictConfig
 from sfda.data.slices import relative_positions
 from sfda.engine.tta import adapt_scan
 from sfda.errors import SfdaError
-from sfda.inference import predict_slices, scan_slices
+from sfda.inference import predict_slices, scan_slices, volumetric
 from sfda.io.volume import read_header
 from sfda.methods import build_method
 from sfda.metrics.scan_check import scan_signals, scan_warnings
@@ -39,7 +39,7 @@ class ScanAdapter:
         self.source, self.meta, self.cfg = source.eval(), meta, cfg
         self.method = build_method(cfg.adapt, cfg.method)
         self.carried: torch.nn.Module | None = None
-        if meta["slicing"].get("dims", 2) == 3:
+        if volumetric(meta):
             raise SfdaError(f"--adapt (per-scan adaptation) works on 2D models; {cfg.checkpoint} is a 3D model "
                             "(slicing.dims 3): adapt it on a cohort with `sfda adapt`, then predict without --adapt")
         if self.method.needs_prior and not cfg.prior and not meta.get("source_position"):
