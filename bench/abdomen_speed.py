@@ -50,6 +50,11 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     run = a.experiment / a.direction / f"seed{a.seed}"
     src = run / "source"
+    if not (src / "last.pt").exists():
+        print(f"error: {src / 'last.pt'} not found: give a finished run of configs/abdomen-ct-mr.yaml "
+              f"(sfda experiment configs/abdomen-ct-mr.yaml --out runs/abd) and its --direction / --seed",
+              file=sys.stderr)
+        return 2
     cfg = yaml.safe_load((src / "config.yaml").read_text())
     meta = torch.load(src / "last.pt", map_location="cpu", weights_only=True)["meta"]
     log = [json.loads(x) for x in (src / "log.jsonl").read_text().splitlines() if x.strip()]

@@ -2,6 +2,7 @@
 
     python bench/throughput.py [--out bench/throughput.json] [--steps 20]
     python bench/throughput.py --per-scan-only --out bench/per_scan_speed.json
+    python bench/throughput.py --abdomen runs/abd [--direction ct-mr] [--seed 0]   # bench/abdomen_speed.py
 
 Everything is measured in one run, on generated data, so the ratios are
 comparable even on a noisy machine; absolute times are for this machine only.
@@ -298,7 +299,14 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also time torch.compile's bare step (minutes)")
     ap.add_argument("--per-scan-only", action="store_true",
                     help="only per-scan adaptation against plain prediction (36x256x256)")
+    ap.add_argument("--abdomen", metavar="RUN", help="the abdominal benchmark's figures from a finished run of "
+                    "configs/abdomen-ct-mr.yaml (bench/abdomen_speed.py; writes bench/abdomen_speed.json)")
+    ap.add_argument("--direction", default="ct-mr", help="with --abdomen")
+    ap.add_argument("--seed", default="0", help="with --abdomen")
     args = ap.parse_args()
+    if args.abdomen:
+        from abdomen_speed import main as abdomen_main
+        sys.exit(abdomen_main([args.abdomen, "--direction", args.direction, "--seed", args.seed]))
     res = {"machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, threads {torch.get_num_threads()}"}
     if args.per_scan_only:
         res["per_scan_36x256x256"] = per_scan()
