@@ -139,3 +139,16 @@ def test_write_report_links_figures_relatively(tmp_path):
     assert grid.is_file()
     with pytest.raises(SfdaError, match="does not exist"):
         write_report(out_dir, "x", [], [("missing", out_dir / "nope.png")])
+
+
+def test_per_seed_table_gives_the_mean_over_structures_with_several():
+    from sfda.report import per_seed_markdown
+
+    def run(*dice):
+        names = ["liver", "kidney", "mean"][:len(dice)]
+        return {n: {"dice": {"mean": d, "std": 0.0}} for n, d in zip(names, dice)}
+
+    several = per_seed_markdown({0: {"adaent": run(0.2, 0.4, 0.3)}, 1: {"adaent": run(0.6, 0.8, 0.7)}}, ["adaent"])
+    assert "| adaent | 0.300 ± 0.000 | 0.700 ± 0.000 |" in several and "mean over structures" in several
+    one = per_seed_markdown({0: {"adaent": run(0.2)}, 1: {"adaent": run(0.6)}}, ["adaent"])
+    assert "| adaent | 0.200 ± 0.000 | 0.600 ± 0.000 |" in one and "structures" not in one

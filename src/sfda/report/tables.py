@@ -17,6 +17,7 @@ import numpy as np
 
 from sfda.errors import SfdaError
 from sfda.metrics import sample_std
+from sfda.metrics.accumulator import MEAN_KEY
 
 DISPLAY: dict[str, str] = {
     "noadapt": "NoAdaptation",
@@ -208,14 +209,19 @@ def _pm(values: list[float]) -> str:
 
 
 def per_seed_markdown(per_seed: dict[int, dict], methods: list[str]) -> str:
-    """Dice per seed, each as mean ± std over the test subjects."""
+    """Dice per seed, each as mean ± std over the test subjects: of the structure, or with several
+    structures of their mean (``MEAN_KEY``), as in the results table."""
     seeds = sorted(per_seed)
-    lines = ["Dice per seed (mean ± std over test subjects):\n",
+    several = any(MEAN_KEY in r for runs in per_seed.values() for r in runs.values())
+    what = "the mean over structures, " if several else ""
+    lines = [f"Dice per seed ({what}mean ± std over test subjects):\n",
              "| method | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---" * (len(seeds) + 1) + "|"]
     for m in methods:
         cells = []
         for s in seeds:
-            fg = [v["dice"] for k, v in per_seed[s].get(m, {}).items() if k != "background"]
+            run = per_seed[s].get(m, {})
+            fg = ([run[MEAN_KEY]["dice"]] if MEAN_KEY in run
+                  else [v["dice"] for k, v in run.items() if k != "background"])
             cells.append(f"{fg[0]['mean']:.3f} ± {fg[0]['std']:.3f}" if fg else "–")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
