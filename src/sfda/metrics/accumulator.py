@@ -98,6 +98,15 @@ def case_metrics(
 MEAN_KEY = "mean"
 
 
+def headline(summary: dict, metric: str = "dice") -> dict[str, float] | None:
+    """A summary's one ``{"mean", "std"}`` for ``metric``: the mean over structures when there are
+    several (:data:`MEAN_KEY`), else the one structure's; None for an empty summary."""
+    if MEAN_KEY in summary:
+        return summary[MEAN_KEY][metric]
+    fg = [v[metric] for k, v in summary.items() if k != "background"]
+    return fg[0] if fg else None
+
+
 class MetricAccumulator:
     """Collects per-subject, per-class metrics and summarises them over subjects."""
 

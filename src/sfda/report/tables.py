@@ -17,7 +17,7 @@ import numpy as np
 
 from sfda.errors import SfdaError
 from sfda.metrics import sample_std
-from sfda.metrics.accumulator import MEAN_KEY
+from sfda.metrics.accumulator import MEAN_KEY, headline
 
 DISPLAY: dict[str, str] = {
     "noadapt": "NoAdaptation",
@@ -219,10 +219,8 @@ def per_seed_markdown(per_seed: dict[int, dict], methods: list[str]) -> str:
     for m in methods:
         cells = []
         for s in seeds:
-            run = per_seed[s].get(m, {})
-            fg = ([run[MEAN_KEY]["dice"]] if MEAN_KEY in run
-                  else [v["dice"] for k, v in run.items() if k != "background"])
-            cells.append(f"{fg[0]['mean']:.3f} ± {fg[0]['std']:.3f}" if fg else "–")
+            d = headline(per_seed[s].get(m, {}))
+            cells.append(f"{d['mean']:.3f} ± {d['std']:.3f}" if d else "–")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

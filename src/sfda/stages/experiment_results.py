@@ -9,7 +9,7 @@ import numpy as np
 from sfda.config import ReportConfig
 from sfda.io.atomic import write_json, write_text
 from sfda.metrics import sample_std
-from sfda.metrics.accumulator import MEAN_KEY
+from sfda.metrics.accumulator import MEAN_KEY, headline
 from sfda.report import per_seed_markdown, results_markdown, selection_markdown
 from sfda.stages.report import collapse_notes, report, trust_notes
 
@@ -105,9 +105,7 @@ def _combine(per_seed: dict[int, dict[str, dict]], methods: list[str]) -> dict[s
 
 def _dice(summary: dict) -> float:
     """Mean Dice over the foreground classes of one summary."""
-    if MEAN_KEY in summary:
-        return float(summary[MEAN_KEY]["dice"]["mean"])
-    return float(np.mean([v["dice"]["mean"] for k, v in summary.items() if k != "background"]))
+    return float(headline(summary)["mean"])
 
 
 def _over(seeds: dict[str, dict], cls: str, metric: str) -> dict:
