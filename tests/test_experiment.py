@@ -149,7 +149,7 @@ def test_a_trust_fall_back_is_reported_and_the_last_epoch_scored_apart(tiny_case
     """A trust warning (forced here: the signals themselves are tested in tests/metrics/test_trust.py)
     makes selected.pt the source model; the selection table says so, and the 'last' column scores
     the adapted weights (last.pt), not the fall-back."""
-    monkeypatch.setattr("sfda.stages.trust.trust_warnings", lambda signals, names: ["atlas_share of x is 0.10"])
+    monkeypatch.setattr("sfda.stages.trust.trust_flags", lambda signals, names: [(1, "atlas_share of x is 0.10")])
     cfg = _config(tmp_path, tiny_cases, seeds=[0], methods=["noadapt", "adaent"])
     out = tmp_path / "run"
     assert main(["experiment", str(cfg), "--out", str(out), "adapt.select=last"]) == 0

@@ -91,3 +91,28 @@ def test_python_api_and_refusals(trained, tmp_path, capsys):
     assert "has no row" in capsys.readouterr().err and not list(out.glob("*.nii.gz"))
     assert main(["predict", "--checkpoint", str(ckpt), *scans["inn"], "--out", str(out), "--adapt", "adasource"]) == 2
     assert "is not allowed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("on_distrust, classes, expect", [
+    ("structure", [], "adapted"), ("structure", [2], "merged"), ("structure", [1, 2], "source"),
+    ("source", [2], "source"), ("keep", [2], "adapted")])
+def test_the_safety_net_writes_the_source_mask_for_the_distrusted_structures_only(on_distrust, classes, expect):
+    """Per-scan decision on a multi-class scan: ``structure`` merges (sfda.nets.merge), ``source`` takes the
+    whole source mask, ``keep`` the adapted one; one structure per distrusted class is named."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from sfda.nets.merge import StructureMerge
+    from sfda.stages.predict_adapt import ScanAdapter
+
+    model, source = torch.nn.Identity(), torch.nn.Identity()
+    adapter = SimpleNamespace(meta={"label_names": ["bg", "liver", "kidney"]}, source=source,
+                              cfg=SimpleNamespace(on_distrust=on_distrust))
+    written, decision = ScanAdapter.decide(adapter, model, classes)
+    if expect == "merged":
+        assert isinstance(written, StructureMerge) and written.classes == [2]
+        assert written.adapted is model and written.source is source and decision.startswith("source for kidney")
+    else:
+        assert written is {"adapted": model, "source": source}[expect]
+        assert decision.startswith({"adapted": "adapted", "source": "source (safety net)"}[expect])

@@ -39,7 +39,7 @@ HELP = {"method": {"prior": "how τe is built: constant, regressor, self, source
         "adapt": "adapt to each scan first: adaent, tent, entropy or adabn (see --steps, --mode)",
         "steps": "gradient steps per scan (--adapt)", "mode": "episodic (each scan from the source model) "
         "or continual (carry the adapted model on)",
-        "on_distrust": "source (default: fall back to the source model when a check warns) or keep",
+        "on_distrust": "structure (default: the distrusted structures from the source model), source (all) or keep",
         "nnunet": "an nnU-Net v2 result folder (TRAINER__PLANS__CONFIG) as the source model, instead of "
         "--checkpoint", "fold": "the nnU-Net fold to read (default 0)",
         "checkpoint_name": "the fold's checkpoint file (default checkpoint_final.pth)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sfda.metrics.scan_check import scan_signals, scan_warnings
+from sfda.metrics.scan_check import scan_flags, scan_signals
 
 NAMES = ["background", "liver", "kidney"]
 
@@ -24,14 +24,14 @@ def _signals(source, adapted, prior, pixels=10_000):
     ([0.10, 0.0019], [0.10, 0.0], [0.10, 0.02], None),         # 19 source pixels: too few to judge
 ])
 def test_vanish_and_flood(source, adapted, prior, words):
-    lines = scan_warnings(_signals(source, adapted, prior), NAMES)
-    assert lines == [] if words is None else any(words in x for x in lines)
+    flags = scan_flags(_signals(source, adapted, prior), NAMES)
+    assert flags == [] if words is None else any(words in x and k == 2 for k, x in flags)
 
 
 @pytest.mark.parametrize("agreement, moved", [([0.9, 0.5], False), ([0.9, 0.1], True), ([0.9, None], False)])
 def test_a_structure_that_moves_is_distrusted(agreement, moved):
     signals = {**_signals([0.10, 0.02], [0.10, 0.02], [0.10, 0.02]), "agreement": agreement}
-    assert any("kidney moved" in x for x in scan_warnings(signals, NAMES)) == moved
+    assert any("kidney moved" in x and k == 2 for k, x in scan_flags(signals, NAMES)) == moved
 
 
 def test_signals_on_masks():

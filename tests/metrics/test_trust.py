@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sfda.metrics.trust import atlas_maps, atlas_share, flip_agreement, label_atlas, trust_warnings
+from sfda.metrics.trust import atlas_maps, atlas_share, flip_agreement, label_atlas, trust_flags
 
 
 def _labels() -> tuple[np.ndarray, np.ndarray]:
@@ -60,9 +60,9 @@ def test_flip_agreement_is_dice_with_the_mirrored_prediction_mirrored_back():
 
 
 def test_warnings_name_the_signal_the_class_and_the_value():
-    lines = trust_warnings({"atlas_share": [0.51, None], "flip_agreement": [0.9, 0.2]}, ["bg", "disc", "vert"])
-    assert len(lines) == 2
-    assert lines[0].startswith("atlas_share of disc is 0.51") and lines[1].startswith("flip_agreement of vert is 0.20")
+    flags = trust_flags({"atlas_share": [0.51, None], "flip_agreement": [0.9, 0.2]}, ["bg", "disc", "vert"])
+    assert [k for k, _ in flags] == [1, 2]
+    assert flags[0][1].startswith("atlas_share of disc is 0.51") and flags[1][1].startswith("flip_agreement of vert")
 
 
 class _Painter(torch.nn.Module):
@@ -132,14 +132,14 @@ def test_train_source_stores_its_own_flip_agreement(tiny_train_config, tmp_path)
 
 
 def test_vanish_warns_when_a_structure_the_source_model_finds_is_lost():
-    from sfda.metrics.trust import vanish_warnings
+    from sfda.metrics.trust import vanish_flags
 
     names = ["bg", "liver", "kidney", "spleen"]
     source = {"fractions": [0.10, 0.010, 0.0001], "pixels": 10000}  # the spleen: 1 pixel, below MIN_PIXELS
     adapted = {"fractions": [0.12, 0.002, 0.0], "pixels": 10000}
-    lines = vanish_warnings(adapted, source, names)
-    assert len(lines) == 1 and lines[0].startswith("kidney vanishes")
-    assert not vanish_warnings({"fractions": [0.09, 0.0026, 0.0], "pixels": 10000}, source, names)  # > a quarter
+    flags = vanish_flags(adapted, source, names)
+    assert len(flags) == 1 and flags[0][0] == 2 and flags[0][1].startswith("kidney vanishes")
+    assert not vanish_flags({"fractions": [0.09, 0.0026, 0.0], "pixels": 10000}, source, names)  # > a quarter
 
 
 def test_check_trust_falls_back_when_the_adapted_model_loses_a_structure(tmp_path, monkeypatch):
@@ -188,3 +188,38 @@ def test_a_structure_shrunk_against_both_the_source_model_and_the_prior_is_a_cau
     # the prior's share weights each image by its real pixels: 0.2 on 3 pixels, 0.0 on 1
     valid = np.array([[1, 1, 1], [1, 0, 0]], bool)
     assert np.allclose(prior_shares(np.array([[0.8, 0.2], [1.0, 0.0]]), valid), [0.15])
+
+
+@pytest.mark.parametrize("flagged, expect", [([1], "structures"), ([1, 2], "source")])
+def test_structure_fall_back_takes_only_the_distrusted_structures_from_the_source_model(tmp_path, monkeypatch,
+                                                                                         flagged, expect):
+    """``on_distrust: structure``: one of two structures distrusted -> selected.pt merges (that structure
+    from the source model, the other from the adapted one); both distrusted -> the source model itself."""
+    from sfda.data.sliceset import SliceSet
+    from sfda.engine.checkpoint import load_model, save_checkpoint
+    from sfda.nets import build_net
+    from sfda.stages import trust as stage
+
+    names, args = ["bg", "liver", "kidney"], {"in_channels": 1, "num_classes": 3, "width": 4, "depth": 2}
+    meta = {"net": "unet", "net_args": args, "label_names": names}
+    torch.manual_seed(0)
+    adapted, source = build_net("unet", **args).eval(), build_net("unet", **args).eval()
+    save_checkpoint(tmp_path / "last.pt", adapted, meta)
+    save_checkpoint(tmp_path / "source.pt", source, meta)
+    monkeypatch.setattr(stage, "trust_flags", lambda s, n: [(k, f"atlas_share of {n[k]} is 0.10") for k in flagged])
+    labels = np.zeros((2, 16, 16), np.int64)
+    images = np.random.default_rng(0).normal(size=(2, 1, 16, 16)).astype(np.float32)
+    result = stage.check_trust(tmp_path, str(tmp_path / "source.pt"), SliceSet.from_arrays(images, labels, 3),
+                               names, "structure")
+    model, saved = load_model(tmp_path / "selected.pt")
+    x = torch.from_numpy(images)
+    with torch.no_grad():
+        out, p_src, p_ad = torch.softmax(model(x), 1), torch.softmax(source(x), 1), torch.softmax(adapted(x), 1)
+    assert result["fallback"] == expect == json.loads((tmp_path / "trust.json").read_text())["fallback"]
+    assert torch.allclose(out[:, 1], p_src[:, 1], atol=1e-5)
+    if expect == "structures":
+        assert result["fallback_structures"] == ["liver"] and saved["selected_by"] == "fallback: source model for liver"
+        ratio = out[:, 2] / out[:, 0]  # the adapted model's proportions between the structures it keeps
+        assert torch.allclose(ratio, p_ad[:, 2] / p_ad[:, 0], rtol=1e-4)
+    else:
+        assert torch.allclose(out, p_src, atol=1e-6)

@@ -152,3 +152,19 @@ def test_per_seed_table_gives_the_mean_over_structures_with_several():
     assert "| adaent | 0.300 ± 0.000 | 0.700 ± 0.000 |" in several and "mean over structures" in several
     one = per_seed_markdown({0: {"adaent": run(0.2)}, 1: {"adaent": run(0.6)}}, ["adaent"])
     assert "| adaent | 0.200 ± 0.000 | 0.600 ± 0.000 |" in one and "structures" not in one
+
+
+def test_selection_table_and_trust_notes_name_a_structure_fall_back(tmp_path):
+    import json
+
+    from sfda.report.tables import selection_markdown
+    from sfda.stages.report import trust_notes
+
+    row = {"criterion": "last", "selected_epoch": 6, "dice_last": 0.5, "dice_selected": 0.4, "best_val_dice": None}
+    table = selection_markdown({0: {"adaent": {**row, "fallback": "structures", "fallback_structures": ["kidney"]}},
+                                1: {"adaent": {**row, "fallback": "source"}}, 2: {"adaent": row}})
+    assert "| epoch 6, source model for kidney (trust fall-back), source model (trust fall-back), 6 |" in table
+    (tmp_path / "trust.json").write_text(json.dumps({"warnings": ["atlas_share of kidney is 0.10"],
+                                                     "fallback": "structures", "fallback_structures": ["kidney"]}))
+    (note,) = trust_notes({"adaent": tmp_path})
+    assert note.endswith("Reported: the source model for kidney, the adapted model for the rest (fall-back).")

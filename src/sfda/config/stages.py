@@ -169,9 +169,11 @@ class PriorConfig(PriorSettings):
 @dataclass
 class DistrustSettings:
     # When a label-free check warns (sfda.metrics.trust after `adapt`; the per-scan safety net of
-    # `predict --adapt`): `source` falls back to the source model (selected.pt, or that scan's
-    # mask), `keep` keeps the adapted one; both say so (trust.json / adapt.jsonl, the log).
-    on_distrust: str = opt("source", choices=("source", "keep"))
+    # `predict --adapt`): `structure` takes the structures it distrusts from the source model and the
+    # others from the adapted one (sfda.nets.merge; with one structure: the source model), `source`
+    # falls back to the source model for all (selected.pt, or that scan's mask), `keep` keeps the
+    # adapted one; all say so (trust.json / adapt.jsonl, the log).
+    on_distrust: str = opt("structure", choices=("structure", "source", "keep"))
 
 
 @dataclass

@@ -57,24 +57,25 @@ def scan_signals(source: tuple[np.ndarray, np.ndarray], adapted: tuple[np.ndarra
     return out
 
 
-def scan_warnings(signals: dict, label_names: list[str]) -> list[str]:
-    """One line per structure the safety net distrusts in the adapted mask (empty: trust it)."""
-    f, n, lines = signals["fractions"], signals["pixels"], []
+def scan_flags(signals: dict, label_names: list[str]) -> list[tuple[int, str]]:
+    """(class index, line) per structure the safety net distrusts in the adapted mask (empty: trust it)."""
+    f, n, flags = signals["fractions"], signals["pixels"], []
     prior = f["prior"] or [None] * len(f["source"])
-    for name, s, a, p in zip(label_names[1:], f["source"], f["adapted"], prior):
+    for k, (name, s, a, p) in enumerate(zip(label_names[1:], f["source"], f["adapted"], prior), start=1):
         if s * n >= MIN_PIXELS and a < VANISH * s and (p is None or a < VANISH * p):
-            lines.append(f"{name} vanishes: the source model found {s:.4f} of the scan, the adapted one {a:.4f}")
+            flags.append((k, f"{name} vanishes: the source model found {s:.4f} of the scan, the adapted one {a:.4f}"))
         elif a * n >= MIN_PIXELS and a > s and a > FLOOD * (s if p is None else p):
-            lines.append(f"{name} floods the scan: {a:.4f} against the source's {s:.4f}"
-                         + ("" if p is None else f" and the prior's {p:.4f}"))
-    for name, s, a, agree in zip(label_names[1:], f["source"], f["adapted"], signals.get("agreement", [])):
+            flags.append((k, f"{name} floods the scan: {a:.4f} against the source's {s:.4f}"
+                             + ("" if p is None else f" and the prior's {p:.4f}")))
+    for k, (name, s, a, agree) in enumerate(zip(label_names[1:], f["source"], f["adapted"],
+                                                signals.get("agreement", [])), start=1):
         if agree is not None and agree < AGREE_MIN and min(s, a) * n >= MIN_PIXELS:
-            lines.append(f"{name} moved: the adapted mask overlaps the source model's by Dice {agree:.2f} "
-                         f"(< {AGREE_MIN})")
-    shares = signals.get("atlas_share") or {}
-    limit = THRESHOLDS["atlas_share"]
-    for name, s, a in zip(label_names[1:], shares.get("source", []), shares.get("adapted", [])):
+            flags.append((k, f"{name} moved: the adapted mask overlaps the source model's by Dice {agree:.2f} "
+                             f"(< {AGREE_MIN})"))
+    shares, limit = signals.get("atlas_share") or {}, THRESHOLDS["atlas_share"]
+    for k, (name, s, a) in enumerate(zip(label_names[1:], shares.get("source", []), shares.get("adapted", [])),
+                                     start=1):
         if a is not None and a < limit and (s is None or s >= limit):
-            lines.append(f"{name} leaves the source atlas: {a:.2f} of it lies where the source labels put it "
-                         f"(the source model's mask: {'-' if s is None else f'{s:.2f}'})")
-    return lines
+            flags.append((k, f"{name} leaves the source atlas: {a:.2f} of it lies where the source labels put it "
+                             f"(the source model's mask: {'-' if s is None else f'{s:.2f}'})"))
+    return flags

@@ -121,16 +121,17 @@ def class_fractions(pred: np.ndarray, valid: np.ndarray, num_classes: int) -> li
     return [float(((pred == c) & valid).sum() / n) for c in range(1, num_classes)]
 
 
-def vanish_warnings(adapted: dict, source: dict, label_names: list[str]) -> list[str]:
-    """One line per structure the source model finds (at least :data:`MIN_PIXELS`) and the adapted
-    model keeps under :data:`VANISH` of; ``adapted`` / ``source``: :func:`sfda.inference.trust_signals`."""
-    lines, pixels = [], adapted.get("pixels", 0)
-    for name, a, s in zip(label_names[1:], adapted.get("fractions") or [], source.get("fractions") or []):
+def vanish_flags(adapted: dict, source: dict, label_names: list[str]) -> list[tuple[int, str]]:
+    """(class index, line) per structure the source model finds (at least :data:`MIN_PIXELS`) and the
+    adapted model keeps under :data:`VANISH` of; ``adapted`` / ``source``: :func:`sfda.inference.trust_signals`."""
+    flags, pixels = [], adapted.get("pixels", 0)
+    for k, (name, a, s) in enumerate(zip(label_names[1:], adapted.get("fractions") or [],
+                                         source.get("fractions") or []), start=1):
         if s * pixels >= MIN_PIXELS and a < VANISH * s:
-            lines.append(f"{name} vanishes: the source model gives it {s:.3g} of the adaptation images' pixels "
-                         f"({round(s * pixels)}), the adapted model {a:.3g} ({round(a * pixels)}); a structure "
-                         "adaptation loses was not adapted")
-    return lines
+            flags.append((k, f"{name} vanishes: the source model gives it {s:.3g} of the adaptation images' pixels "
+                             f"({round(s * pixels)}), the adapted model {a:.3g} ({round(a * pixels)}); a structure "
+                             "adaptation loses was not adapted"))
+    return flags
 
 
 def shrink_cautions(adapted: dict, source: dict, prior: list[float] | None, label_names: list[str]) -> list[str]:
@@ -147,14 +148,14 @@ def shrink_cautions(adapted: dict, source: dict, prior: list[float] | None, labe
     return lines
 
 
-def trust_warnings(signals: dict, label_names: list[str]) -> list[str]:
-    """One line per signal and class below its threshold."""
-    lines = []
+def trust_flags(signals: dict, label_names: list[str]) -> list[tuple[int, str]]:
+    """(class index, line) per signal and class below its threshold."""
+    flags = []
     for name, limit in THRESHOLDS.items():
-        for cls, value in zip(label_names[1:], signals.get(name) or []):
+        for k, (cls, value) in enumerate(zip(label_names[1:], signals.get(name) or []), start=1):
             if value is not None and value < limit:
-                lines.append(f"{name} of {cls} is {value:.2f} (< {limit}): " + _MEANING[name])
-    return lines
+                flags.append((k, f"{name} of {cls} is {value:.2f} (< {limit}): " + _MEANING[name]))
+    return flags
 
 
 _MEANING = {

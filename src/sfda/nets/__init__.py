@@ -30,10 +30,11 @@ def net_names() -> list[str]:
 
 def net_kind(name: str) -> str:
     """What the network ``name`` outputs: "segmentation" or "regression"."""
+    from sfda.nets.merge import NAME as MERGE
     from sfda.nets.monai_nets import PREFIX
     from sfda.nets.nnunet_nets import PREFIX as NNUNET
 
-    return "segmentation" if name.startswith((PREFIX, NNUNET)) else NET_KIND[name]
+    return "segmentation" if name.startswith((PREFIX, NNUNET)) or name == MERGE else NET_KIND[name]
 
 
 def _accepted_args(cls: type[nn.Module]) -> list[str]:
@@ -43,9 +44,12 @@ def _accepted_args(cls: type[nn.Module]) -> list[str]:
 
 def build_net(name: str, **kwargs: object) -> nn.Module:
     """Instantiate the network ``name`` with ``kwargs``; user mistakes become SfdaError."""
+    from sfda.nets.merge import NAME as MERGE, StructureMerge
     from sfda.nets.monai_nets import PREFIX, SUPPORTED, MonaiNet
     from sfda.nets.nnunet_nets import PREFIX as NNUNET, NnunetNet
 
+    if name == MERGE:  # written by the trust check (on_distrust: structure), never named in a config
+        return StructureMerge.from_args(**kwargs)
     if name.startswith(PREFIX):
         return MonaiNet(name[len(PREFIX):], **kwargs)
     if name.startswith(NNUNET):

@@ -226,7 +226,10 @@ def per_seed_markdown(per_seed: dict[int, dict], methods: list[str]) -> str:
 
 
 def _chosen(row: dict) -> str:
-    """What a run reports: its selected epoch, or the source model after a trust fall-back."""
+    """What a run reports: its selected epoch, or the source model (for some structures) after a trust fall-back."""
+    if row.get("fallback_structures"):
+        taken = ", ".join(row["fallback_structures"])
+        return f"epoch {row['selected_epoch']}, source model for {taken} (trust fall-back)"
     return "source model (trust fall-back)" if row.get("fallback") else str(row["selected_epoch"])
 
 

@@ -177,7 +177,7 @@ class Runner:
         last = (selected if sel["epoch"] == log[-1]["epoch"] and not trust.get("fallback")
                 else self.score(run, run / "last.pt", tgt, "eval-last")["summary"])
         return selected, {**selection_info(sel, log, selected, last, list(tgt.val)),
-                          "fallback": trust.get("fallback")}
+                          "fallback": trust.get("fallback"), "fallback_structures": trust.get("fallback_structures")}
 
     def run_seed(self, folder: Path, src: Domain, tgt: Domain, seed: int) -> tuple[dict, dict]:
         methods, results = self.cfg.methods, {}

@@ -25,7 +25,8 @@ from sfda.errors import SfdaError
 from sfda.inference import predict_slices, scan_slices, volumetric
 from sfda.io.volume import read_header
 from sfda.methods import build_method
-from sfda.metrics.scan_check import scan_signals, scan_warnings
+from sfda.metrics.scan_check import scan_flags, scan_signals
+from sfda.nets.merge import StructureMerge
 from sfda.priors.estimate import prior_from_table
 from sfda.priors.table import load_prior
 from sfda.progress import say
@@ -77,17 +78,29 @@ class ScanAdapter:
         signals = scan_signals(predict_slices(self.source, images, device=cfg.device, probabilities=True),
                                predict_slices(model, images, device=cfg.device, probabilities=True),
                                valid, tau, self.meta.get("source_atlas"))
-        warnings = scan_warnings(signals, self.meta["label_names"])
-        fallback = bool(warnings) and cfg.on_distrust == "source"
-        self.carried = None if fallback else model
+        flags = scan_flags(signals, self.meta["label_names"])
+        written, decision = self.decide(model, sorted({c for c, _ in flags}))
+        self.carried = model if written is model else None
         record = {"scan": str(path), "method": cfg.adapt, "mode": cfg.mode, "steps": run["steps"],
-                  "losses": run["losses"], **signals, "warnings": warnings,
-                  "decision": "source (safety net)" if fallback else ("adapted (distrusted, kept: on_distrust=keep)"
-                                                                       if warnings else "adapted"),
+                  "losses": run["losses"], **signals, "warnings": [line for _, line in flags], "decision": decision,
                   "seconds_adapt": run["seconds"], "seconds": time.perf_counter() - t0}
-        for line in warnings:
-            say(f"warning: {path.name}: {line}" + ("; the source model's mask is written" if fallback else ""))
-        return (self.source if fallback else model), record
+        said = "" if written is model else "; the source model's mask is written" + (
+            "" if written is self.source else " for the structures it distrusts")
+        for _, line in flags:
+            say(f"warning: {path.name}: {line}{said}")
+        return written, record
+
+    def decide(self, model: torch.nn.Module, classes: list[int]) -> tuple[torch.nn.Module, str]:
+        """The model whose mask to write, given the distrusted ``classes``, and the decision in words."""
+        names = self.meta["label_names"]
+        if not classes:
+            return model, "adapted"
+        if self.cfg.on_distrust == "keep":
+            return model, "adapted (distrusted, kept: on_distrust=keep)"
+        if self.cfg.on_distrust == "source" or len(classes) >= len(names) - 1:
+            return self.source, "source (safety net)"
+        return (StructureMerge(model, self.source, classes).eval(),
+                f"source for {', '.join(names[c] for c in classes)} (safety net), adapted for the rest")
 
 
 def append_record(path: Path, record: dict) -> None:

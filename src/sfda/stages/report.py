@@ -73,7 +73,10 @@ def trust_notes(runs: dict[str, Path]) -> list[str]:
         path = run / "trust.json"
         trust = json.loads(path.read_text()) if path.exists() else {"warnings": []}
         if trust["warnings"]:
-            fallback = " Reported: the source model (fall-back)." if trust.get("fallback") == "source" else ""
+            taken = ", ".join(trust.get("fallback_structures") or [])
+            fallback = {"source": " Reported: the source model (fall-back).",
+                        "structures": f" Reported: the source model for {taken}, the adapted model for the rest "
+                                      "(fall-back)."}.get(trust.get("fallback"), "")
             notes.append(f"- **{name}**: {'; '.join(trust['warnings'])}.{fallback}")
         if trust.get("cautions"):
             notes.append(f"- **{name}** (caution, the adapted model is reported): {'; '.join(trust['cautions'])}.")

@@ -5,7 +5,8 @@ The adapted model's masks on its own adaptation images are read by the signals o
 mirrored input, whether a structure the source model finds vanished from them). If one warns,
 the run says so (terminal, log, ``trust.json``, the reports) and, with ``on_distrust: source``,
 ``selected.pt`` becomes the source model: a mask that is visibly not adapted is safer than one
-that is wrong where every other signal is green.
+that is wrong where every other signal is green. With ``on_distrust: structure`` only the
+structures a signal distrusts are taken from the source model (the whole model when all are).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from sfda.engine.checkpoint import load_model, save_checkpoint
 from sfda.engine.distributed import device_for, is_main
 from sfda.inference import trust_signals
 from sfda.io.atomic import write_json
-from sfda.metrics.trust import (SHRINK, THRESHOLDS, VANISH, calibrated_flip, shrink_cautions, trust_warnings,
-                                vanish_warnings)
+from sfda.metrics.trust import THRESHOLDS, VANISH, calibrated_flip, shrink_cautions, trust_flags, vanish_flags
+from sfda.nets.merge import NAME as MERGE, StructureMerge, merge_args
 from sfda.progress import say
 
 
@@ -40,9 +41,9 @@ def check_trust(out: Path, source_ckpt: str, target: SliceSet, label_names: list
     if not meta.get("source_flip"):  # a model trained elsewhere (nnU-Net): no calibration on its training slices,
         # so the source model's own mirror test on these images decides where the flip signal means anything
         signals["flip_agreement"] = calibrated_flip(signals["flip_agreement"], source_signals["flip_agreement"])
+    flags = trust_flags(signals, label_names) + vanish_flags(signals, source_signals, label_names)
     result = {"checkpoint": chosen.name, "signals": signals, "thresholds": {**THRESHOLDS, "vanish": VANISH},
-              "source_signals": source_signals, "fallback": None,
-              "warnings": trust_warnings(signals, label_names) + vanish_warnings(signals, source_signals, label_names)}
+              "source_signals": source_signals, "fallback": None, "warnings": [line for _, line in flags]}
     if not meta.get("source_atlas"):
         result["note"] = ("the source checkpoint carries no source atlas (trained before train-source stored "
                           "one, or imported from elsewhere): atlas share not computed")
@@ -51,14 +52,30 @@ def check_trust(out: Path, source_ckpt: str, target: SliceSet, label_names: list
         say(f"warning: trust: {line}")
     for line in result["cautions"]:
         say(f"warning: trust (caution, no fall-back): {line}")
-    if result["warnings"] and on_distrust == "source":
-        save_checkpoint(out / "selected.pt", source.cpu(), {**meta, "selected_by": "fallback: source model",
-                                                           "fallback_from": chosen.name})
-        result["fallback"] = "source"
-        say(f"warning: trust: {out}/selected.pt is now the source model (on_distrust=source); "
-            f"the adapted weights stay in {out}/last.pt")
+    if flags and on_distrust != "keep":
+        classes = sorted({c for c, _ in flags}) if on_distrust == "structure" else list(range(1, k))
+        result.update(fall_back(out, chosen, (model, meta), (source, source_meta), classes, label_names))
     write_json(out / "trust.json", result)
     return result
+
+
+def fall_back(out: Path, chosen: Path, adapted: tuple, source: tuple, classes: list[int],
+              label_names: list[str]) -> dict:
+    """Make ``out/selected.pt`` the source model, or (some structures distrusted, others not) the
+    adapted model with those structures taken from the source model (:mod:`sfda.nets.merge`)."""
+    (model, meta), (source_model, source_meta) = adapted, source
+    if len(classes) >= len(label_names) - 1:
+        save_checkpoint(out / "selected.pt", source_model.cpu(), {**meta, "selected_by": "fallback: source model",
+                                                                 "fallback_from": chosen.name})
+        say(f"warning: trust: {out}/selected.pt is now the source model; the adapted weights stay in {out}/last.pt")
+        return {"fallback": "source"}
+    names = [label_names[c] for c in classes]
+    save_checkpoint(out / "selected.pt", StructureMerge(model.cpu(), source_model.cpu(), classes),
+                    {**meta, "net": MERGE, "net_args": merge_args(meta, source_meta, classes),
+                     "fallback_from": chosen.name, "selected_by": f"fallback: source model for {', '.join(names)}"})
+    say(f"warning: trust: {out}/selected.pt now takes {', '.join(names)} from the source model and the other "
+        f"structures from {chosen.name}; the adapted weights stay in {out}/last.pt")
+    return {"fallback": "structures", "fallback_structures": names}
 
 
 def prior_shares(prior: np.ndarray | None, valid: np.ndarray) -> list[float] | None:

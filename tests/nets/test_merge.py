@@ -1,0 +1,44 @@
+"""The structure merge of a trust fall-back: known probabilities, and a checkpoint round trip."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sfda.engine.checkpoint import load_model, save_checkpoint
+from sfda.nets import build_net, net_kind
+from sfda.nets.merge import NAME, StructureMerge, merge_args, merged_log_probs
+
+
+def _logits(*probs: float) -> torch.Tensor:
+    """One pixel's logits (1, K, 1, 1) whose softmax is ``probs``."""
+    return torch.tensor([math.log(p) for p in probs]).view(1, -1, 1, 1)
+
+
+def test_the_distrusted_structure_takes_the_source_probability_the_rest_share_what_is_left():
+    adapted, source = _logits(0.5, 0.3, 0.2), _logits(0.6, 0.1, 0.3)
+    merged = merged_log_probs(adapted, source, [2]).exp().flatten()
+    # class 2 from the source (0.3); the adapted 0.5 : 0.3 fill the remaining 0.7
+    assert merged.tolist() == pytest.approx([0.5 * 0.7 / 0.8, 0.3 * 0.7 / 0.8, 0.3])
+    assert merged_log_probs(adapted, source, []).exp().flatten().tolist() == pytest.approx([0.5, 0.3, 0.2])
+    assert merged_log_probs(adapted, source, [1, 2]).exp().flatten().tolist() == pytest.approx([0.6, 0.1, 0.3])
+
+
+def test_a_merged_checkpoint_rebuilds_from_its_metadata_alone(tmp_path):
+    torch.manual_seed(0)
+    args = {"in_channels": 1, "num_classes": 3, "width": 4, "depth": 2}
+    adapted, source = build_net("unet", **args).eval(), build_net("unet", **args).eval()
+    meta = {"net": "unet", "net_args": args}
+    net_args = merge_args(meta, meta, [1])
+    save_checkpoint(tmp_path / "m.pt", StructureMerge(adapted, source, [1]),
+                    {**meta, "net": NAME, "net_args": net_args})
+    model, loaded = load_model(tmp_path / "m.pt")
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        out = model(x).exp()
+        expected = merged_log_probs(adapted(x), source(x), [1]).exp()
+    assert loaded["net"] == NAME and net_kind(NAME) == "segmentation"
+    assert torch.allclose(out, expected, atol=1e-6) and torch.allclose(out.sum(1), torch.ones(2, 16, 16), atol=1e-5)
+    assert torch.allclose(out[:, 1], torch.softmax(source(x), 1)[:, 1].detach(), atol=1e-6)
