@@ -84,6 +84,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", default="1e-4")
     ap.add_argument("--method", default="adaent")
     ap.add_argument("--out", type=Path, default=Path("bench/per_scan.json"))
+    ap.add_argument("--on-distrust", help="the safety net's fall-back, as sfda predict --on-distrust (default: sfda's)")
     a = ap.parse_args(argv)
     subjects = a.subjects.split(",")
     cases = [c for c in load_cases(a.experiment / "cases.json").cases if c.subject in subjects]
@@ -102,12 +103,14 @@ def main(argv=None) -> int:
                     for mode in ("episodic", "continual"):
                         name = f"{mode} steps={steps} lr={lr:g}"
                         dice_, recs = _run(ckpt, cases, target, work / f"{run.name}_{name.replace(' ', '_')}",
-                                           adapt=a.method, steps=steps, mode=mode, optim={"lr": lr})
+                                           adapt=a.method, steps=steps, mode=mode, optim={"lr": lr},
+                                           **({"on_distrust": a.on_distrust} if a.on_distrust else {}))
                         rows.append({"seed": run.name, "setting": name, "dice": dice_,
                                      "fallbacks": sum(r["decision"].startswith("source") for r in recs),
                                      "seconds_per_scan": float(np.mean([r["seconds"] for r in recs]))})
     summary = _summary(rows, results, a.direction, subjects)
     a.out.write_text(json.dumps({"direction": a.direction, "subjects": subjects, "method": a.method,
+                                 "on_distrust": a.on_distrust,
                                  "summary": summary, "rows": rows}, indent=1))
     for name, s in summary.items():
         print(f"{name:<36} {100 * s['mean']:5.1f} ± {100 * s['std']:4.1f}  seeds {s['seeds']}"

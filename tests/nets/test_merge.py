@@ -42,3 +42,34 @@ def test_a_merged_checkpoint_rebuilds_from_its_metadata_alone(tmp_path):
     assert loaded["net"] == NAME and net_kind(NAME) == "segmentation"
     assert torch.allclose(out, expected, atol=1e-6) and torch.allclose(out.sum(1), torch.ones(2, 16, 16), atol=1e-5)
     assert torch.allclose(out[:, 1], torch.softmax(source(x), 1)[:, 1].detach(), atol=1e-6)
+
+
+def test_a_merged_checkpoint_predicts_through_the_cli_and_is_refused_for_adaptation(tiny_cases, tiny_source,
+                                                                                      tmp_path, capsys):
+    """Two classes, the structure from the source: the merge predicts the source model's masks.
+    Adapting a merge (two networks in one) is refused with the fix, before anything is written."""
+    import nibabel as nib
+    import numpy as np
+
+    from sfda.cli import main
+    from sfda.engine.checkpoint import load_checkpoint
+    from sfda.io.cases import load_cases
+
+    ckpt, prior = tiny_source
+    source, meta = load_model(ckpt)
+    merged = tmp_path / "merged.pt"
+    save_checkpoint(merged, StructureMerge(source, load_model(ckpt)[0], [1]),
+                    {**meta, "net": NAME, "net_args": merge_args(meta, meta, [1]), "selected_by": "a test"})
+    assert load_checkpoint(merged)["meta"]["net"] == NAME
+    scan = load_cases(tiny_cases).cases[2].images["inn"]
+    for name, model in (("plain", ckpt), ("merged", merged)):
+        assert main(["predict", "--checkpoint", str(model), scan, "--out", str(tmp_path / name)]) == 0
+    masks = [np.asarray(nib.load(next((tmp_path / n).glob("*_seg.nii.gz"))).dataobj) for n in ("plain", "merged")]
+    assert np.array_equal(*masks)
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(merged), scan, "--out", str(tmp_path / "p2"), "--adapt", "adaent"]) == 2
+    assert main(["adapt", "--method", "adaent", "--checkpoint", str(merged), "--prior", prior, "--cases", tiny_cases,
+                 "--modality", "inn", "--out", str(tmp_path / "ada")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("joins an adapted and a source model (a test)") == 2 and "last.pt" in err
+    assert not (tmp_path / "p2").exists() and not (tmp_path / "ada").exists()

@@ -67,6 +67,15 @@ def require_kind(meta: dict, kind: str, path, use: str) -> None:
                         f"checkpoint (from {_WRITTEN_BY.get(kind, 'sfda')})")
 
 
+def require_single(meta: dict, path, use: str) -> None:
+    """Refuse to adapt a trust fall-back's merge of two networks (:mod:`sfda.nets.merge`)."""
+    from sfda.nets.merge import NAME
+
+    if meta.get("net") == NAME:
+        raise SfdaError(f"{path} joins an adapted and a source model ({meta.get('selected_by', 'a trust fall-back')}); "
+                        f"{use} starts from one network: give the source checkpoint, or the run's last.pt")
+
+
 def model_from_checkpoint(ckpt: dict, path: str = "checkpoint") -> torch.nn.Module:
     meta = ckpt["meta"]
     model = build_net(meta["net"], **meta.get("net_args", {}))

@@ -19,7 +19,7 @@ import torch
 
 from sfda.config import AdaptConfig, MethodConfig, OptimConfig, config_to_dict, merge_into
 from sfda.data.sliceset import SliceSet
-from sfda.engine.checkpoint import load_checkpoint, load_model, model_from_checkpoint, require_kind
+from sfda.engine.checkpoint import load_checkpoint, load_model, model_from_checkpoint, require_kind, require_single
 from sfda.engine.distributed import check_device, device_for, is_main
 from sfda.engine.loop import FitSpec, fit
 from sfda.engine.selection import CRITERIA
@@ -43,6 +43,7 @@ def adapt(cfg: AdaptConfig, progress: bool = True) -> Path:
     resolve_source(cfg)
     ckpt = load_checkpoint(cfg.checkpoint)
     require_kind(ckpt["meta"], "segmentation", cfg.checkpoint, "adapt")
+    require_single(ckpt["meta"], cfg.checkpoint, "adapt")
     model = model_from_checkpoint(ckpt, cfg.checkpoint)
     method = build_method(cfg.method.name, cfg.method)
     _check_source_use(method, cfg)

@@ -20,6 +20,7 @@ import torch
 
 from sfda.config import PredictConfig
 from sfda.data.slices import relative_positions
+from sfda.engine.checkpoint import require_single
 from sfda.engine.tta import adapt_scan
 from sfda.errors import SfdaError
 from sfda.inference import predict_slices, scan_slices, volumetric
@@ -36,6 +37,7 @@ class ScanAdapter:
     """Holds the source model and, in continual mode, the model carried from scan to scan."""
 
     def __init__(self, source: torch.nn.Module, meta: dict, cfg: PredictConfig):
+        require_single(meta, cfg.checkpoint, "--adapt")
         cfg.method.name = cfg.adapt
         self.source, self.meta, self.cfg = source.eval(), meta, cfg
         self.method = build_method(cfg.adapt, cfg.method)
