@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 
 import sfda
-from sfda.config import DataConfig
+from sfda.config import DataConfig, PredictConfig
 from sfda.data.slices import assemble_subject
 from sfda.engine.checkpoint import load_checkpoint, update_meta
 from sfda.io.cases import load_cases
@@ -106,15 +106,17 @@ def main(argv=None) -> int:
                                            adapt=a.method, steps=steps, mode=mode, optim={"lr": lr},
                                            **({"on_distrust": a.on_distrust} if a.on_distrust else {}))
                         rows.append({"seed": run.name, "setting": name, "dice": dice_,
-                                     "fallbacks": sum(r["decision"].startswith("source") for r in recs),
+                                     "fallbacks": sum(r["decision"] == "source (safety net)" for r in recs),
+                                     "structure_fallbacks": sum(r["decision"].startswith("source for") for r in recs),
                                      "seconds_per_scan": float(np.mean([r["seconds"] for r in recs]))})
     summary = _summary(rows, results, a.direction, subjects)
     a.out.write_text(json.dumps({"direction": a.direction, "subjects": subjects, "method": a.method,
-                                 "on_distrust": a.on_distrust,
+                                 "on_distrust": a.on_distrust or PredictConfig().on_distrust,
                                  "summary": summary, "rows": rows}, indent=1))
     for name, s in summary.items():
         print(f"{name:<36} {100 * s['mean']:5.1f} ± {100 * s['std']:4.1f}  seeds {s['seeds']}"
-              + (f"  fallbacks {s['fallbacks']}" if "fallbacks" in s else ""))
+              + (f"  fallbacks {s['fallbacks']} (+{s['structure_fallbacks']} per structure)" if "fallbacks" in s
+                 else ""))
     print(f"wrote {a.out}")
     return 0
 
@@ -127,9 +129,10 @@ def _summary(rows: list[dict], results: dict, direction: str, subjects: list[str
         per_seed = [np.mean(list(r["dice"].values())) for r in rows if r["setting"] == name]
         out[name] = {"mean": float(np.mean(per_seed)), "std": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1
                      else 0.0, "seeds": [round(100 * float(v), 1) for v in per_seed]}
-        falls = [r["fallbacks"] for r in rows if r["setting"] == name and "fallbacks" in r]
-        if falls:
-            out[name]["fallbacks"] = int(sum(falls))
+        for key in ("fallbacks", "structure_fallbacks"):
+            falls = [r[key] for r in rows if r["setting"] == name and key in r]
+            if falls:
+                out[name][key] = int(sum(falls))
     src, tgt = direction.split("-")
     cohort = next((d for d in results["directions"] if (d["source"], d["target"]) == (src, tgt)), None)
     if cohort and sorted(cohort.get("test_subjects", results["test_subjects"])) == sorted(subjects):

@@ -190,9 +190,10 @@ def test_a_structure_shrunk_against_both_the_source_model_and_the_prior_is_a_cau
     assert np.allclose(prior_shares(np.array([[0.8, 0.2], [1.0, 0.0]]), valid), [0.15])
 
 
-@pytest.mark.parametrize("flagged, expect", [([1], "structures"), ([1, 2], "source")])
+@pytest.mark.parametrize("on_distrust, flagged, expect", [("structure", [1], "structures"),
+                                                      ("structure", [1, 2], "source"), ("source", [1], "source")])
 def test_structure_fall_back_takes_only_the_distrusted_structures_from_the_source_model(tmp_path, monkeypatch,
-                                                                                         flagged, expect):
+                                                                                         on_distrust, flagged, expect):
     """``on_distrust: structure``: one of two structures distrusted -> selected.pt merges (that structure
     from the source model, the other from the adapted one); both distrusted -> the source model itself."""
     from sfda.data.sliceset import SliceSet
@@ -207,10 +208,11 @@ def test_structure_fall_back_takes_only_the_distrusted_structures_from_the_sourc
     save_checkpoint(tmp_path / "last.pt", adapted, meta)
     save_checkpoint(tmp_path / "source.pt", source, meta)
     monkeypatch.setattr(stage, "trust_flags", lambda s, n: [(k, f"atlas_share of {n[k]} is 0.10") for k in flagged])
+    monkeypatch.setattr(stage, "vanish_flags", lambda *a: [])
     labels = np.zeros((2, 16, 16), np.int64)
     images = np.random.default_rng(0).normal(size=(2, 1, 16, 16)).astype(np.float32)
     result = stage.check_trust(tmp_path, str(tmp_path / "source.pt"), SliceSet.from_arrays(images, labels, 3),
-                               names, "structure")
+                               names, on_distrust)
     model, saved = load_model(tmp_path / "selected.pt")
     x = torch.from_numpy(images)
     with torch.no_grad():
@@ -223,3 +225,7 @@ def test_structure_fall_back_takes_only_the_distrusted_structures_from_the_sourc
         assert torch.allclose(ratio, p_ad[:, 2] / p_ad[:, 0], rtol=1e-4)
     else:
         assert torch.allclose(out, p_src, atol=1e-6)
+    again = stage.check_trust(tmp_path, str(tmp_path / "source.pt"), SliceSet.from_arrays(images, labels, 3),
+                              names, on_distrust)  # a re-check reads the fall-back: the first verdict stands
+    assert again == json.loads((tmp_path / "trust.json").read_text()) and again["fallback"] == expect
+    assert load_model(tmp_path / "selected.pt")[1]["selected_by"] == saved["selected_by"]

@@ -26,6 +26,21 @@ def test_the_distrusted_structure_takes_the_source_probability_the_rest_share_wh
     assert merged_log_probs(adapted, source, [1, 2]).exp().flatten().tolist() == pytest.approx([0.6, 0.1, 0.3])
 
 
+def test_a_very_sure_adapted_model_cannot_hand_the_pixel_back_to_a_taken_class():
+    """Adapted logits (0, 40, 0): class 1 taken from the source (p 0.006); the kept classes split the
+    remaining 0.994 by the adapted model's (equal) odds between them."""
+    adapted = torch.tensor([0.0, 40.0, 0.0]).view(1, 3, 1, 1)
+    merged = merged_log_probs(adapted, _logits(0.876, 0.006, 0.118), [1]).exp().flatten()
+    assert merged.tolist() == pytest.approx([0.497, 0.006, 0.497]) and merged.argmax() != 1
+
+
+def test_merge_is_not_a_network_to_train():
+    from sfda.errors import SfdaError
+
+    with pytest.raises(SfdaError, match="written by the trust fall-back"):
+        build_net(NAME, in_channels=1, num_classes=3)
+
+
 def test_a_merged_checkpoint_rebuilds_from_its_metadata_alone(tmp_path):
     torch.manual_seed(0)
     args = {"in_channels": 1, "num_classes": 3, "width": 4, "depth": 2}
@@ -46,8 +61,9 @@ def test_a_merged_checkpoint_rebuilds_from_its_metadata_alone(tmp_path):
 
 def test_a_merged_checkpoint_predicts_through_the_cli_and_is_refused_for_adaptation(tiny_cases, tiny_source,
                                                                                       tmp_path, capsys):
-    """Two classes, the structure from the source: the merge predicts the source model's masks.
-    Adapting a merge (two networks in one) is refused with the fix, before anything is written."""
+    """The CLI loads and predicts with a merged checkpoint (two classes, the structure from the source:
+    the source model's masks). Adapting a merge (two networks in one) is refused with the fix, before
+    anything is written."""
     import nibabel as nib
     import numpy as np
 

@@ -292,3 +292,21 @@ def test_an_nnunet_network_predicts_large_slices_patch_by_patch(tmp_path):
         hook.remove()
         net.train()
         assert net(big).shape == (1, 3, 96, 64)  # adaptation sees the whole slice
+
+
+def test_a_per_structure_fall_back_is_not_exported_to_nnunet_and_says_why(tmp_path, monkeypatch, capsys):
+    """An nnU-Net folder holds one network; a merge of two is kept as selected.pt, with the reason."""
+    monkeypatch.setattr("sfda.stages.trust.trust_flags", lambda s, n: [(1, f"atlas_share of {n[1]} is 0.10")])
+    monkeypatch.setattr("sfda.stages.trust.vanish_flags", lambda *a: [])
+    folder = make_result_folder(tmp_path / "results")
+    raw = write_raw(tmp_path / "raw")
+    cases, prior, out = tmp_path / "cases.json", tmp_path / "prior.csv", tmp_path / "adapted"
+    assert main(["data", "index", str(raw), "-o", str(cases)]) == 0
+    assert main(["prior", "--method", "constant", "--ratios", "0.8,0.15,0.05", "--cases", str(cases),
+                 "--modality", "MRI", "--out", str(prior)]) == 0
+    assert main(["adapt", "--nnunet", str(folder), "--fold", "0", "--method", "adaent", "--cases", str(cases),
+                 "--modality", "MRI", "--prior", str(prior), "--epochs", "1", "--batch-size", "6",
+                 "--out", str(out)]) == 0
+    assert json.loads((out / "trust.json").read_text())["fallback"] == "structures"
+    said = capsys.readouterr()
+    assert not (out / "nnunet").exists() and "no nnU-Net result folder" in said.out + said.err

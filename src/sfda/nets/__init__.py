@@ -49,6 +49,9 @@ def build_net(name: str, **kwargs: object) -> nn.Module:
     from sfda.nets.nnunet_nets import PREFIX as NNUNET, NnunetNet
 
     if name == MERGE:  # written by the trust check (on_distrust: structure), never named in a config
+        if set(kwargs) != {"adapted", "source", "classes"}:
+            raise SfdaError(f"network {MERGE!r} is written by the trust fall-back (an adapted and a source model "
+                            f"joined), not trained; choose one of: {', '.join(net_names())}")
         return StructureMerge.from_args(**kwargs)
     if name.startswith(PREFIX):
         return MonaiNet(name[len(PREFIX):], **kwargs)

@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 NAME = "merge"
-_EPS = 1e-8
 
 
 class StructureMerge(nn.Module):
@@ -37,16 +36,18 @@ class StructureMerge(nn.Module):
 
 def merged_log_probs(adapted: torch.Tensor, source: torch.Tensor, classes: list[int]) -> torch.Tensor:
     """Logits (B, K, ...) of both models -> log of the merged probabilities: ``classes`` from the
-    source, the rest rescaled from the adapted model to fill the remainder."""
-    p_a, p_s = torch.softmax(adapted.float(), dim=1), torch.softmax(source.float(), dim=1)
-    taken = torch.zeros(adapted.shape[1], dtype=torch.bool, device=adapted.device)
+    source, the rest from the adapted model's softmax over the kept classes, times what the source
+    leaves them. In log space, so a very sure adapted model cannot hand a pixel back to a taken class."""
+    a, s = adapted.float(), source.float()
+    taken = torch.zeros(a.shape[1], dtype=torch.bool, device=a.device)
     taken[classes] = True
-    shape = (1, -1) + (1,) * (adapted.dim() - 2)
-    keep = (~taken).to(p_a.dtype).view(shape)
-    left = 1.0 - (p_s * (1 - keep)).sum(dim=1, keepdim=True)
-    rest = p_a * keep
-    merged = rest * left / rest.sum(dim=1, keepdim=True).clamp_min(_EPS) + p_s * (1 - keep)
-    return torch.log(merged.clamp_min(_EPS))
+    if not taken.any():
+        return torch.log_softmax(a, dim=1)
+    taken = taken.view((1, -1) + (1,) * (a.dim() - 2))
+    log_s = torch.log_softmax(s, dim=1)
+    log_rest = torch.log_softmax(a.masked_fill(taken, float("-inf")), dim=1)
+    log_left = torch.logsumexp(log_s.masked_fill(taken, float("-inf")), dim=1, keepdim=True)
+    return torch.where(taken, log_s, log_rest + log_left)
 
 
 def merge_args(adapted_meta: dict, source_meta: dict, classes: list[int]) -> dict:

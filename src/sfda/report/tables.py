@@ -229,7 +229,8 @@ def _chosen(row: dict) -> str:
     """What a run reports: its selected epoch, or the source model (for some structures) after a trust fall-back."""
     if row.get("fallback_structures"):
         taken = ", ".join(row["fallback_structures"])
-        return f"epoch {row['selected_epoch']}, source model for {taken} (trust fall-back)"
+        epoch = row["selected_epoch"]
+        return f"{f'epoch {epoch}' if isinstance(epoch, int) else epoch}, source model for {taken} (trust fall-back)"
     return "source model (trust fall-back)" if row.get("fallback") else str(row["selected_epoch"])
 
 

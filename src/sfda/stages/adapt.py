@@ -30,6 +30,7 @@ from sfda.priors.table import load_prior
 from sfda.progress import say
 from sfda.stages.common import check_output, fit_spec, require, slices_for, slicing_of, write_config
 from sfda.stages.nnunet import export_nnunet, resolve_source
+from sfda.nets.merge import NAME as MERGE
 from sfda.stages.trust import check_trust
 
 
@@ -85,6 +86,10 @@ def _export(out: Path) -> None:
     chosen = out / "selected.pt" if (out / "selected.pt").exists() else out / "last.pt"
     if chosen.exists() and is_main():
         model, meta = load_model(chosen)
+        if meta.get("net") == MERGE:  # an nnU-Net folder holds one network
+            say(f"warning: no nnU-Net result folder: {chosen} joins two networks ({meta['selected_by']}); "
+                f"predict with `sfda predict --checkpoint {chosen}`, or export {out / 'last.pt'} yourself")
+            return
         say(f"nnU-Net result folder of {chosen.name}: {export_nnunet(meta, model, out).parents[1]}")
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from sfda.config import PriorConfig
 from sfda.data.sliceset import SliceSet
-from sfda.engine.checkpoint import load_model, require_kind
+from sfda.engine.checkpoint import load_model, require_kind, require_single
 from sfda.errors import SfdaError
 from sfda.io.cases import CaseList, load_cases
 from sfda.priors.estimate import (apply_tags, constant_prior, model_prior, regressor_prior, sizes_given_present,
@@ -41,6 +41,7 @@ def _model(cfg: PriorConfig, kind: str):
     require(path, "--regressor" if kind == "regression" else "--checkpoint (the source model)")
     model, meta = load_model(path)
     require_kind(meta, kind, path, f"the {cfg.method} prior")
+    require_single(meta, path, f"the {cfg.method} prior")
     return model, meta
 
 

@@ -11,6 +11,7 @@ structures a signal distrusts are taken from the source model (the whole model w
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,9 @@ def check_trust(out: Path, source_ckpt: str, target: SliceSet, label_names: list
     chosen = out / "selected.pt" if (out / "selected.pt").exists() else out / "last.pt"
     dev, valid, k = device_for(device), target.valid_mask(), len(label_names)
     model, meta = load_model(chosen)
+    if meta.get("fallback_from") and (out / "trust.json").exists():  # checked already: this is its fall-back
+        say(f"trust: {chosen} is the fall-back of an earlier check ({meta['selected_by']}); {out}/trust.json kept")
+        return json.loads((out / "trust.json").read_text())
     source, source_meta = load_model(source_ckpt)
     signals = trust_signals(model.to(dev), target.images, valid, meta, k, dev)
     source_signals = trust_signals(source.to(dev), target.images, valid, source_meta, k, dev)
