@@ -143,7 +143,8 @@ def test_ct_normalisation_clips_and_standardises_with_the_plans_numbers():
     assert np.allclose(apply_norm(x, stats), (np.clip(x, 33.0, 211.0) - 92.07) / 54.64, atol=1e-5)
 
 
-def test_adapt_an_nnunet_folder_predict_and_export_back(tmp_path, capsys):
+def _adapt_folder(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
+    """An nnU-Net result folder adapted by ``sfda adapt --nnunet`` (one epoch): (folder, raw, cases, out)."""
     folder = make_result_folder(tmp_path / "results")
     raw = write_raw(tmp_path / "raw")
     cases, prior, out = tmp_path / "cases.json", tmp_path / "prior.csv", tmp_path / "adapted"
@@ -153,6 +154,11 @@ def test_adapt_an_nnunet_folder_predict_and_export_back(tmp_path, capsys):
     assert main(["adapt", "--nnunet", str(folder), "--fold", "0", "--method", "adaent", "--cases", str(cases),
                  "--modality", "MRI", "--prior", str(prior), "--epochs", "1", "--batch-size", "6",
                  "--out", str(out)]) == 0
+    return folder, raw, cases, out
+
+
+def test_adapt_an_nnunet_folder_predict_and_export_back(tmp_path, capsys):
+    folder, raw, cases, out = _adapt_folder(tmp_path)
     assert (out / "source.pt").is_file()
     assert main(["evaluate", "--nnunet", str(folder), "--cases", str(cases), "--modality", "MRI",
                  "--out", str(tmp_path / "eval")]) == 0  # the source model straight from its folder
@@ -298,15 +304,7 @@ def test_a_per_structure_fall_back_is_not_exported_to_nnunet_and_says_why(tmp_pa
     """An nnU-Net folder holds one network; a merge of two is kept as selected.pt, with the reason."""
     monkeypatch.setattr("sfda.stages.trust.trust_flags", lambda s, n: [(1, f"atlas_share of {n[1]} is 0.10")])
     monkeypatch.setattr("sfda.stages.trust.vanish_flags", lambda *a: [])
-    folder = make_result_folder(tmp_path / "results")
-    raw = write_raw(tmp_path / "raw")
-    cases, prior, out = tmp_path / "cases.json", tmp_path / "prior.csv", tmp_path / "adapted"
-    assert main(["data", "index", str(raw), "-o", str(cases)]) == 0
-    assert main(["prior", "--method", "constant", "--ratios", "0.8,0.15,0.05", "--cases", str(cases),
-                 "--modality", "MRI", "--out", str(prior)]) == 0
-    assert main(["adapt", "--nnunet", str(folder), "--fold", "0", "--method", "adaent", "--cases", str(cases),
-                 "--modality", "MRI", "--prior", str(prior), "--epochs", "1", "--batch-size", "6",
-                 "--out", str(out)]) == 0
+    folder, raw, cases, out = _adapt_folder(tmp_path)
     assert json.loads((out / "trust.json").read_text())["fallback"] == "structures"
     said = capsys.readouterr()
     assert not (out / "nnunet").exists() and "no nnU-Net result folder" in said.out + said.err
