@@ -165,6 +165,8 @@ def test_selection_table_and_trust_notes_name_a_structure_fall_back(tmp_path):
                                 1: {"adaent": {**row, "fallback": "source"}}, 2: {"adaent": row}})
     assert "| epoch 6, source model for kidney (trust fall-back), source model (trust fall-back), 6 |" in table
     (tmp_path / "trust.json").write_text(json.dumps({"warnings": ["atlas_share of kidney is 0.10"],
-                                                     "fallback": "structures", "fallback_structures": ["kidney"]}))
-    (note,) = trust_notes({"adaent": tmp_path})
+                                                     "fallback": "structures", "fallback_structures": ["kidney"],
+                                                     "cautions": ["liver shrank"]}))
+    note, caution = trust_notes({"adaent": tmp_path})
     assert note.endswith("Reported: the source model for kidney, the adapted model for the rest (fall-back).")
+    assert caution == "- **adaent** (caution, no fall-back for it): liver shrank."

@@ -79,7 +79,8 @@ def trust_notes(runs: dict[str, Path]) -> list[str]:
                                       "(fall-back)."}.get(trust.get("fallback"), "")
             notes.append(f"- **{name}**: {'; '.join(trust['warnings'])}.{fallback}")
         if trust.get("cautions"):
-            notes.append(f"- **{name}** (caution, the adapted model is reported): {'; '.join(trust['cautions'])}.")
+            kept = "no fall-back for it" if trust.get("fallback") else "the adapted model is reported"
+            notes.append(f"- **{name}** (caution, {kept}): {'; '.join(trust['cautions'])}.")
     return notes
 
 
