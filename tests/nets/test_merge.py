@@ -89,3 +89,11 @@ def test_a_merged_checkpoint_predicts_through_the_cli_and_is_refused_for_adaptat
     err = capsys.readouterr().err
     assert err.count("joins an adapted and a source model (a test)") == 2 and "last.pt" in err
     assert not (tmp_path / "p2").exists() and not (tmp_path / "ada").exists()
+
+
+@pytest.mark.parametrize("on_distrust, flagged, taken", [
+    ("structure", [2, 1, 2], [1, 2]), ("source", [2], [1, 2, 3]), ("keep", [2], []), ("structure", [], [])])
+def test_which_classes_a_fall_back_takes_from_the_source_model(on_distrust, flagged, taken):
+    from sfda.nets.merge import taken_classes
+
+    assert taken_classes(on_distrust, flagged, 4) == taken

@@ -69,9 +69,9 @@ def require_kind(meta: dict, kind: str, path, use: str) -> None:
 
 def require_single(meta: dict, path, use: str) -> None:
     """Refuse to adapt a trust fall-back's merge of two networks (:mod:`sfda.nets.merge`)."""
-    from sfda.nets.merge import NAME
+    from sfda.nets.merge import is_merge
 
-    if meta.get("net") == NAME:
+    if is_merge(meta):
         raise SfdaError(f"{path} joins an adapted and a source model ({meta.get('selected_by', 'a trust fall-back')}); "
                         f"{use} starts from one network: give the source checkpoint, or the run's last.pt")
 

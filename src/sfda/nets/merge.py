@@ -50,6 +50,20 @@ def merged_log_probs(adapted: torch.Tensor, source: torch.Tensor, classes: list[
     return torch.where(taken, log_s, log_rest + log_left)
 
 
+def is_merge(meta: dict) -> bool:
+    """Whether a checkpoint's ``meta`` describes a :class:`StructureMerge`."""
+    return meta.get("net") == NAME
+
+
+def taken_classes(on_distrust: str, flagged: list[int], num_classes: int) -> list[int]:
+    """The classes whose mask comes from the source model after a check flagged ``flagged``
+    (class indices >= 1): none with ``keep`` or no flag, every foreground class with ``source``,
+    the flagged ones with ``structure``. All of them: the source model itself."""
+    if not flagged or on_distrust == "keep":
+        return []
+    return sorted(set(flagged)) if on_distrust == "structure" else list(range(1, num_classes))
+
+
 def merge_args(adapted_meta: dict, source_meta: dict, classes: list[int]) -> dict:
     """``net_args`` of a :class:`StructureMerge` of two checkpoints' networks."""
     def part(meta: dict) -> dict:

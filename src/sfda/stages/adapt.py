@@ -26,11 +26,11 @@ from sfda.engine.selection import CRITERIA
 from sfda.errors import SfdaError
 from sfda.io.cases import load_cases
 from sfda.methods import build_method
+from sfda.nets.merge import is_merge
 from sfda.priors.table import load_prior
 from sfda.progress import say
 from sfda.stages.common import check_output, fit_spec, require, slices_for, slicing_of, write_config
 from sfda.stages.nnunet import export_nnunet, resolve_source
-from sfda.nets.merge import NAME as MERGE
 from sfda.stages.trust import check_trust
 
 
@@ -86,7 +86,7 @@ def _export(out: Path) -> None:
     chosen = out / "selected.pt" if (out / "selected.pt").exists() else out / "last.pt"
     if chosen.exists() and is_main():
         model, meta = load_model(chosen)
-        if meta.get("net") == MERGE:  # an nnU-Net folder holds one network
+        if is_merge(meta):  # an nnU-Net folder holds one network
             say(f"warning: no nnU-Net result folder: {chosen} joins two networks ({meta['selected_by']}); "
                 f"predict with `sfda predict --checkpoint {chosen}`, or export {out / 'last.pt'} yourself")
             return

@@ -27,7 +27,7 @@ from sfda.inference import predict_slices, scan_slices, volumetric
 from sfda.io.volume import read_header
 from sfda.methods import build_method
 from sfda.metrics.scan_check import scan_flags, scan_signals
-from sfda.nets.merge import StructureMerge
+from sfda.nets.merge import StructureMerge, taken_classes
 from sfda.priors.estimate import prior_from_table
 from sfda.priors.table import load_prior
 from sfda.progress import say
@@ -81,7 +81,7 @@ class ScanAdapter:
                                predict_slices(model, images, device=cfg.device, probabilities=True),
                                valid, tau, self.meta.get("source_atlas"))
         flags = scan_flags(signals, self.meta["label_names"])
-        written, decision = self.decide(model, sorted({c for c, _ in flags}))
+        written, decision = self.decide(model, [c for c, _ in flags])
         self.carried = model if written is model else None
         record = {"scan": str(path), "method": cfg.adapt, "mode": cfg.mode, "steps": run["steps"],
                   "losses": run["losses"], **signals, "warnings": [line for _, line in flags], "decision": decision,
@@ -92,14 +92,13 @@ class ScanAdapter:
             say(f"warning: {path.name}: {line}{said}")
         return written, record
 
-    def decide(self, model: torch.nn.Module, classes: list[int]) -> tuple[torch.nn.Module, str]:
-        """The model whose mask to write, given the distrusted ``classes``, and the decision in words."""
+    def decide(self, model: torch.nn.Module, flagged: list[int]) -> tuple[torch.nn.Module, str]:
+        """The model whose mask to write, given the distrusted classes, and the decision in words."""
         names = self.meta["label_names"]
+        classes = taken_classes(self.cfg.on_distrust, flagged, len(names))
         if not classes:
-            return model, "adapted"
-        if self.cfg.on_distrust == "keep":
-            return model, "adapted (distrusted, kept: on_distrust=keep)"
-        if self.cfg.on_distrust == "source" or len(classes) >= len(names) - 1:
+            return model, "adapted (distrusted, kept: on_distrust=keep)" if flagged else "adapted"
+        if len(classes) == len(names) - 1:
             return self.source, "source (safety net)"
         return (StructureMerge(model, self.source, classes).eval(),
                 f"source for {', '.join(names[c] for c in classes)} (safety net), adapted for the rest")

@@ -22,7 +22,7 @@ from sfda.engine.distributed import device_for, is_main
 from sfda.inference import trust_signals
 from sfda.io.atomic import write_json
 from sfda.metrics.trust import THRESHOLDS, VANISH, calibrated_flip, shrink_cautions, trust_flags, vanish_flags
-from sfda.nets.merge import NAME as MERGE, StructureMerge, merge_args
+from sfda.nets.merge import NAME as MERGE, StructureMerge, merge_args, taken_classes
 from sfda.progress import say
 
 
@@ -56,8 +56,8 @@ def check_trust(out: Path, source_ckpt: str, target: SliceSet, label_names: list
         say(f"warning: trust: {line}")
     for line in result["cautions"]:
         say(f"warning: trust (caution, no fall-back): {line}")
-    if flags and on_distrust != "keep":
-        classes = sorted({c for c, _ in flags}) if on_distrust == "structure" else list(range(1, k))
+    classes = taken_classes(on_distrust, [c for c, _ in flags], k)
+    if classes:
         result.update(fall_back(out, chosen, (model, meta), (source, source_meta), classes, label_names))
     write_json(out / "trust.json", result)
     return result
