@@ -72,7 +72,7 @@ def test_every_structure_is_scored_on_the_scans_own_grid(unpaired, organ_domains
     ckpt = out / "oracle-mr" / "seed0" / "last.pt"
     scan = Path(organ_domains[1]) / "imagesTr" / "m03_0000.nii.gz"
     assert main(["predict", "--checkpoint", str(ckpt), str(scan), "--out", str(out / "pred")]) == 0
-    mask = nib.load(out / "pred" / "m03_0000_seg.nii.gz")
+    mask = nib.load(out / "pred" / "m03.nii.gz")  # nnU-Net naming: m03_0000 -> m03
     image = nib.load(scan)
     assert mask.shape == image.shape and np.allclose(mask.affine, image.affine)
     truth = np.asarray(nib.load(Path(organ_domains[1]) / "labelsTr" / "m03.nii.gz").dataobj)
@@ -95,7 +95,7 @@ def _refused(tmp, organ_domains, capsys, *overrides) -> str:
 
 
 @pytest.mark.parametrize("override, words", [
-    ("domains.ct.val=[c00]", "domains.ct.train and in domains.ct.test/val"),
+    ("domains.ct.val=[c00]", "domains.ct.train and in domains.ct.val/domains.ct.test"),
     ("domains.ct.train=[c00,c00]", "domains.ct.train lists ['c00'] more than once"),
     ("domains.mr.test=[m02,zz9]", "names subject(s) zz9"),
     ("directions=[ct->pet]", "domain 'pet'"),

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sfda.cli_flags import (ADAPT, EVALUATE, HELP, IMPORT_NNUNET, PREDICT, PRIOR, REPORT,
+from sfda.cli_flags import (ADAPT, EVALUATE, HELP, IMPORT_NNUNET, NEXT_STEP, PREDICT, PRIOR, REPORT,
                             SWITCHES, TRAIN)
 
 
@@ -74,7 +74,7 @@ def _split(text: str | None, flag: str = "--subjects") -> list[str] | None:
 def cmd_index(args) -> int:
     from sfda.stages.data import describe_cases, index_cases
 
-    cl = index_cases(args.root, args.out, args.layout, args.pattern, args.label_pattern)
+    cl = index_cases(args.root, args.out, args.layout, args.pattern, args.label_pattern, args.overwrite)
     print(f"wrote {args.out}: {len(cl.cases)} cases ({cl.layout} layout)")
     if args.describe:
         print(describe_cases(args.out))
@@ -113,17 +113,26 @@ def cmd_train_prior(args) -> int:
     if "val_mae" in row:
         print(f"validation MAE of class ratios: {row['val_mae']:.4f} (all slices), "
               f"{row['val_mae_present']:.4f} (slices with the structure)")
-    print(f"regressor: {cfg.out}/last.pt")
+    print(f"regressor to use: {cfg.out}/selected.pt")
     return 0
 
 
 def _print_last(out) -> None:
+    """The run's last figures and, last, the one model file to use (``done.json`` names it)."""
+    import json
+
     from sfda.stages.report import read_log
 
     log = read_log(Path(out))
     if log and "val_dice" in log[-1]:
-        print(f"last epoch {log[-1]['epoch']}: validation 3D Dice {log[-1]['val_dice']:.4f}")
-    print(f"checkpoint: {out}/last.pt")
+        print(f"last epoch {log[-1]['epoch']}: validation 3D Dice {log[-1]['val_dice']:.4f} "
+              "(validation labels: for comparison, they choose nothing)")
+    done = json.loads((Path(out) / "done.json").read_text())
+    trust = done.get("trust") or {}
+    said = {"source": " (the trust check's fall-back: the source model; the adapted weights stay in last.pt)",
+            "structures": " (the trust check's fall-back for "
+                          f"{', '.join(trust.get('fallback_structures') or [])}; see trust.json)"}
+    print(f"model to use: {out}/{done['model']}{said.get(trust.get('fallback'), '')}")
 
 
 def cmd_prior(args) -> int:
@@ -200,6 +209,7 @@ def _data_parsers(sub) -> None:
     p.add_argument("--pattern", help="e.g. {subject}/{subject}_{modality}.nii.gz")
     p.add_argument("--label-pattern", help="e.g. {subject}/{subject}_label.nii.gz")
     p.add_argument("--describe", action="store_true", help="also print the table of `data describe`")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing case list at --out")
     p.set_defaults(func=cmd_index)
     p = data.add_parser("describe", help="print subjects, modalities, shapes, spacings, labels")
     p.add_argument("cases")
@@ -213,17 +223,20 @@ def _data_parsers(sub) -> None:
 
 #: command -> (help, flags, switches, handler)
 STAGES = {
-    "train-source": ("supervised training (source model, or Oracle on target labels)", TRAIN, ("resume",),
-                     cmd_train_source),
-    "train-prior": ("train the class-ratio regressor on source slices", TRAIN, ("resume",), cmd_train_prior),
-    "prior": ("write the per-slice prior table τe", PRIOR, ("tags_from_labels",), cmd_prior),
-    "adapt": ("adapt a source checkpoint to the target domain", ADAPT, ("resume",), cmd_adapt),
-    "evaluate": ("3D metrics per subject", EVALUATE, (), cmd_evaluate),
-    "predict": ("write masks in the inputs' own geometry", PREDICT, ("entropy", "probabilities"), cmd_predict),
-    "report": ("table, curves and mask grid over evaluated runs", REPORT, (), cmd_report),
-    "import-nnunet": ("an nnU-Net v2 result folder as an sfda source checkpoint", IMPORT_NNUNET, (),
+    "train-source": ("supervised training (source model, or Oracle on target labels)", TRAIN,
+                     ("resume", "overwrite"), cmd_train_source),
+    "train-prior": ("train the class-ratio regressor on source slices", TRAIN, ("resume", "overwrite"),
+                    cmd_train_prior),
+    "prior": ("write the per-slice prior table τe", PRIOR, ("tags_from_labels", "overwrite"), cmd_prior),
+    "adapt": ("adapt a source checkpoint to the target domain", ADAPT, ("resume", "overwrite"), cmd_adapt),
+    "evaluate": ("3D metrics per subject", EVALUATE, ("overwrite",), cmd_evaluate),
+    "predict": ("write masks in the inputs' own geometry", PREDICT,
+                ("entropy", "probabilities", "continue", "overwrite"), cmd_predict),
+    "report": ("table, curves and mask grid over evaluated runs", REPORT, ("overwrite",), cmd_report),
+    "import-nnunet": ("an nnU-Net v2 result folder as an sfda source checkpoint", IMPORT_NNUNET, ("overwrite",),
                       cmd_import_nnunet),
 }
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -257,15 +270,28 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:
         args.overrides = list(args.overrides) + extra
-    from sfda.errors import SfdaError
+    from sfda.errors import SfdaError, Terminated, on_sigterm
 
+    command = args.command if args.command != "data" else f"data {args.data_cmd}"
+    next_step = NEXT_STEP.get(args.command, "run the command again")
     try:
-        return args.func(args)
+        with on_sigterm():
+            return args.func(args)
     except SfdaError as exc:
         if args.debug:
             raise
         print(f"sfda: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a write the stage did not expect to fail: a special or vanished path
+        if args.debug:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"sfda: error: {command}: cannot use{where}: {exc.strerror or exc}; choose another place",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("sfda: interrupted; rerun with --resume to continue", file=sys.stderr)
+        print(f"sfda: {command} interrupted; {next_step}", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"sfda: {command} terminated (SIGTERM); {next_step}", file=sys.stderr)
+        return 143

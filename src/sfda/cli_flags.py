@@ -28,7 +28,7 @@ EVALUATE.update(NNUNET)
 PREDICT.update(NNUNET)
 IMPORT_NNUNET = {"folder": "folder", **NNUNET_FOLD, "out": "out"}
 SWITCHES = {"resume": "resume", "tags_from_labels": "tags_from_labels", "entropy": "entropy",
-            "probabilities": "probabilities"}
+            "probabilities": "probabilities", "overwrite": "overwrite", "continue": "resume"}
 
 HELP = {"method": {"prior": "how τe is built: constant, regressor, self, source-mean or source-position",
                    "adapt": "adaent, tent, entropy, adabn (source-free) or adasource, adversarial"},
@@ -45,4 +45,15 @@ HELP = {"method": {"prior": "how τe is built: constant, regressor, self, source
         "checkpoint_name": "the fold's checkpoint file (default checkpoint_final.pth)",
         "folder": "an nnU-Net v2 result folder (TRAINER__PLANS__CONFIG)",
         "bn_subjects": "self: subjects whose target slices set its batch-norm statistics "
-        "(default: the prior's own slices)", "resume": "continue from OUT/last.pt"}
+        "(default: the prior's own slices)",
+        "resume": "continue the run in OUT from its last.pt (refused when its settings or inputs differ; "
+        "more epochs allowed)",
+        "overwrite": "replace the run (or file) already at OUT: its files are deleted first; inputs are never "
+        "touched", "continue": "continue a prediction into OUT: inputs whose mask is there already are skipped"}
+
+#: after an interruption, what to do next (default: run the command again)
+NEXT_STEP = {"train-source": "rerun it with --resume to continue",
+             "train-prior": "rerun it with --resume to continue",
+             "adapt": "rerun it with --resume to continue",
+             "predict": "rerun it with --continue to skip the masks already written",
+             "experiment": "rerun the same command: finished stages are reused, an unfinished training resumes"}

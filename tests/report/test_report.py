@@ -168,5 +168,5 @@ def test_selection_table_and_trust_notes_name_a_structure_fall_back(tmp_path):
                                                      "fallback": "structures", "fallback_structures": ["kidney"],
                                                      "cautions": ["liver shrank"]}))
     note, caution = trust_notes({"adaent": tmp_path})
-    assert note.endswith("Reported: the source model for kidney, the adapted model for the rest (fall-back).")
+    assert note.endswith("Model to use: the source model for kidney, the adapted model for the rest (fall-back).")
     assert caution == "- **adaent** (caution, no fall-back for it): liver shrank."

@@ -165,7 +165,7 @@ def test_adapt_an_nnunet_folder_predict_and_export_back(tmp_path, capsys):
     assert (tmp_path / "eval" / "metrics.json").is_file()
     image = raw / "imagesTr" / "case0_0000.nii.gz"
     assert main(["predict", "--checkpoint", str(out / "selected.pt"), str(image), "--out", str(tmp_path / "pred")]) == 0
-    mask = nib.load(tmp_path / "pred" / "case0_0000_seg.nii.gz")
+    mask = nib.load(tmp_path / "pred" / "case0.nii.gz")  # nnU-Net naming: case0_0000 -> case0
     assert mask.shape == nib.load(image).shape and np.allclose(mask.affine, nib.load(image).affine)
     # The adapted model, written back in nnU-Net's format beside (never over) the original.
     exported = out / "nnunet" / folder.name

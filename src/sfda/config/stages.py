@@ -85,12 +85,20 @@ class MethodConfig:
 
 
 @dataclass
-class RunConfig:
+class OutputConfig:
+    # Replace the run (or file) already at ``out``: that run's files are deleted first. Inputs are
+    # never written (sfda.stages.outputs); without it a folder holding another run is refused.
+    overwrite: bool = False
+
+
+@dataclass
+class RunConfig(OutputConfig):
     """Where and how a training-like stage runs."""
 
     seed: int = opt(0, low=0)
     device: str = opt("cpu")
     out: str = ""
+    # continue the run in ``out`` (the same settings and inputs, checked; more epochs allowed)
     resume: bool = False
 
 
@@ -149,7 +157,7 @@ class PriorSettings:
 
 
 @dataclass
-class PriorConfig(PriorSettings):
+class PriorConfig(PriorSettings, OutputConfig):
     """``sfda prior``: write τe for every target slice (``out``, a CSV)."""
 
     data: DataConfig = opt(DataConfig())
@@ -203,7 +211,7 @@ class NnunetSource(NnunetFold):
 
 
 @dataclass
-class NnunetImportConfig(NnunetFold):
+class NnunetImportConfig(NnunetFold, OutputConfig):
     """``sfda import-nnunet``: one fold of an nnU-Net v2 result folder as an sfda source checkpoint."""
 
     folder: str = ""
@@ -220,7 +228,7 @@ class AdaptConfig(RunConfig, AdaptSettings, NnunetSource):
 
 
 @dataclass
-class EvaluateConfig(NnunetSource):
+class EvaluateConfig(NnunetSource, OutputConfig):
     """``sfda evaluate``: 3D metrics per subject of a checkpoint on labelled cases."""
 
     checkpoint: str = ""
@@ -230,7 +238,7 @@ class EvaluateConfig(NnunetSource):
 
 
 @dataclass
-class PredictConfig(DistrustSettings, NnunetSource):
+class PredictConfig(DistrustSettings, NnunetSource, OutputConfig):
     """``sfda predict``: masks in each input's own geometry, optionally adapting to each scan first."""
 
     checkpoint: str = ""
@@ -239,6 +247,9 @@ class PredictConfig(DistrustSettings, NnunetSource):
     entropy: bool = False
     probabilities: bool = False
     device: str = "cpu"
+    # continue a run into ``out`` (the same checkpoint and settings, checked): inputs whose mask is
+    # there already are skipped (`--continue`, as nnU-Net's --continue_prediction)
+    resume: bool = False
     # Test-time adaptation per scan (sfda.stages.predict_adapt): a source-free method, or "" (none).
     adapt: str = opt("", choices=("", "adaent", "tent", "entropy", "adabn"))
     # gradient steps per scan, each on a batch of optim.batch_size of the scan's slices
@@ -254,7 +265,7 @@ class PredictConfig(DistrustSettings, NnunetSource):
 
 
 @dataclass
-class ReportConfig:
+class ReportConfig(OutputConfig):
     """``sfda report``: table, curves and mask grid over evaluated runs."""
 
     runs: list[str] = opt([])

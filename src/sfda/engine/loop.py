@@ -114,7 +114,8 @@ def _end_epoch(model, method, spec: FitSpec, selector: Selector, log: list[dict]
 
 def _finish(model, spec: FitSpec, selector: Selector, log: list[dict]) -> None:
     selection = selector.finish(model, log, spec.meta)
-    write_json(spec.out / "done.json", {"epochs": len(log), "final": log[-1] if log else {}, "selection": selection})
+    write_json(spec.out / "done.json", {"epochs": len(log), "final": log[-1] if log else {}, "selection": selection,
+                                        "model": "selected.pt"})
 
 
 def _check_distributed(method, spec: FitSpec, dist) -> None:
@@ -131,7 +132,7 @@ def _fit_without_gradients(model, method, spec: FitSpec, selector: Selector, dev
     Every rank computes the same statistics; rank 0 writes them."""
     from sfda.methods.adabn import reestimate_bn
 
-    reestimate_bn(model, spec.data.images, batch_size=spec.optim.batch_size, device=str(device))
+    reestimate_bn(model, spec.data.images, batch_size=spec.optim.batch_size, device=str(device), seed=spec.seed)
     if not dist.main:
         ddp.barrier(dist)
         return {"log": []}

@@ -25,8 +25,14 @@ def adapt_scan(model: torch.nn.Module, method, images: np.ndarray, valid: np.nda
     t0 = time.perf_counter()
     model.to(device)
     if not method.trains:
-        reestimate_bn(model, images, device=device)
+        reestimate_bn(model, images, device=device, seed=seed)
         return {"steps": 0, "losses": [], "seconds": time.perf_counter() - t0}
+    with torch.random.fork_rng():  # dropout (ENet) draws from the scan's seed too
+        torch.manual_seed(seed)
+        return _steps(model, method, images, valid, prior, steps, optim, seed, device, t0)
+
+
+def _steps(model, method, images, valid, prior, steps: int, optim, seed: int, device, t0: float) -> dict:
     gen = torch.Generator().manual_seed(seed)
     x, mask = torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(valid)
     tau = None if prior is None else torch.from_numpy(np.asarray(prior, dtype=np.float32))

@@ -19,7 +19,7 @@ class AdaBN(Method):
 
 
 @torch.no_grad()
-def reestimate_bn(model, images, batch_size: int = 32, device: str = "cpu") -> None:
+def reestimate_bn(model, images, batch_size: int = 32, device: str = "cpu", seed: int = 0) -> None:
     """Replace BN running statistics by the mean and variance over *all* of ``images`` (N, C, H, W).
 
     Every pixel of every slice counts once (no batch, the last partial one included, weighs more
@@ -28,6 +28,8 @@ def reestimate_bn(model, images, batch_size: int = 32, device: str = "cpu") -> N
     within that pass earlier layers normalise each batch with its own statistics, so the inputs
     a layer sees are those of batches of ``batch_size``; with one batch holding every slice the
     statistics are exact. Used alone (AdaBN) or as the starting point of a gradient method.
+    The training-mode pass draws dropout masks (ENet) from a generator seeded with ``seed``, so the
+    same seed gives the same statistics; the caller's random state is left as it was.
     """
     require_bn(model)
     model.to(device)
@@ -45,8 +47,10 @@ def reestimate_bn(model, images, batch_size: int = 32, device: str = "cpu") -> N
     hooks = [m.register_forward_pre_hook(add) for m in layers]
     model.train()
     try:
-        for start in range(0, len(images), batch_size):
-            model(torch.from_numpy(np.asarray(images[start:start + batch_size])).to(device))
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            for start in range(0, len(images), batch_size):
+                model(torch.from_numpy(np.asarray(images[start:start + batch_size])).to(device))
     finally:
         for h in hooks:
             h.remove()

@@ -11,6 +11,7 @@ image is taken there: only source-free methods are accepted.
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from pathlib import Path
 
@@ -29,18 +30,33 @@ from sfda.methods import build_method
 from sfda.nets.merge import is_merge
 from sfda.priors.table import load_prior
 from sfda.progress import say
-from sfda.stages.common import check_output, fit_spec, require, slices_for, slicing_of, write_config
-from sfda.stages.nnunet import export_nnunet, resolve_source
+from sfda.stages.common import check_output, check_subjects, fit_spec, require, slices_for, slicing_of, write_config
+from sfda.stages.freshness import Stage
+from sfda.stages.outputs import case_files, claim_folder
+from sfda.stages.nnunet import check_source, export_nnunet, resolve_source
 from sfda.stages.trust import check_trust
 
 
-def adapt(cfg: AdaptConfig, progress: bool = True) -> Path:
-    """Adapt a source checkpoint to target slices with ``cfg.method.name``."""
+def adapt(cfg: AdaptConfig, progress: bool = True, run: Stage | None = None) -> Path:
+    """Adapt a source checkpoint to target slices with ``cfg.method.name``. The model to use is
+    ``out/selected.pt`` (the selected epoch, or the trust check's fall-back; ``done.json`` says which).
+    ``run``: the stage's identity (default: its config and inputs), checked by ``--resume``."""
     for value, option in ((cfg.out, "--out"), (cfg.checkpoint or cfg.nnunet, "--checkpoint (or --nnunet)"),
                           (cfg.data.cases, "--cases"), (cfg.data.modality, "--modality")):
         require(value, option)
     check_output(cfg.out)
     check_device(cfg.device)  # before any output is written
+    check_source(cfg)
+    cl = load_cases(cfg.data.cases)
+    check_subjects(cfg.data)
+    run = run or Stage(cfg, [p for p in (cfg.data.cases, cfg.checkpoint, cfg.prior) if p], command="adapt")
+    reads = [cfg.data.cases, cfg.checkpoint, cfg.nnunet, cfg.prior, *case_files(cl)]
+    with claim_folder(cfg.out, run, reads, resume=cfg.resume, overwrite=cfg.overwrite):
+        _adapt(copy.deepcopy(cfg), cl, progress)
+    return Path(cfg.out)
+
+
+def _adapt(cfg: AdaptConfig, cl, progress: bool) -> None:
     resolve_source(cfg)
     ckpt = load_checkpoint(cfg.checkpoint)
     require_kind(ckpt["meta"], "segmentation", cfg.checkpoint, "adapt")
@@ -48,7 +64,7 @@ def adapt(cfg: AdaptConfig, progress: bool = True) -> Path:
     model = model_from_checkpoint(ckpt, cfg.checkpoint)
     method = build_method(cfg.method.name, cfg.method)
     _check_source_use(method, cfg)
-    cl, force = load_cases(cfg.data.cases), slicing_of(ckpt["meta"])
+    force = slicing_of(ckpt["meta"])
     # Target labels are never read for adaptation: with_labels=False.
     target = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, cfg.data, with_labels=False,
                         progress=progress, **force)
@@ -67,7 +83,7 @@ def adapt(cfg: AdaptConfig, progress: bool = True) -> Path:
     if cfg.method.adabn_init and method.trains and not (cfg.resume and (Path(cfg.out) / "last.pt").exists()):
         from sfda.methods.adabn import reestimate_bn
 
-        reestimate_bn(model, target.images, device=device_for(cfg.device))
+        reestimate_bn(model, target.images, device=device_for(cfg.device), seed=cfg.seed)
     write_config(cfg, Path(cfg.out) / "config.yaml")
     src_meta = ckpt["meta"]
     meta = {**src_meta, "stage": f"adapt:{method.name}", "modality": cfg.data.modality,
@@ -77,7 +93,6 @@ def adapt(cfg: AdaptConfig, progress: bool = True) -> Path:
     check_trust(Path(cfg.out), cfg.checkpoint, target, cl.label_names, cfg.on_distrust, cfg.device, prior)
     if src_meta.get("nnunet"):
         _export(Path(cfg.out))
-    return Path(cfg.out)
 
 
 def _export(out: Path) -> None:

@@ -18,7 +18,7 @@ from sfda.engine.distributed import is_main
 from sfda.engine.loop import FitSpec
 from sfda.errors import SfdaError
 from sfda.errors import require as require_that
-from sfda.io.cases import CaseList, select_cases
+from sfda.io.cases import CaseList, check_split_lists, select_cases
 from sfda.nets import net_kind
 
 
@@ -42,6 +42,12 @@ def check_output(path: str | Path, option: str = "--out", file: bool = False) ->
         raise SfdaError(f"{option} {p} lies under {existing}, which is a file; choose another place")
     if not os.access(existing, os.W_OK):
         raise SfdaError(f"{option} {p}: cannot write to {existing} (permission denied); choose another place")
+
+
+def check_subjects(data: DataConfig) -> None:
+    """A stage's subject lists obey the experiment's split rule (:func:`check_split_lists`)."""
+    check_split_lists(data.subjects, data.val_subjects,
+                      names=("--subjects (data.subjects)", "--val-subjects (data.val_subjects)", "test"))
 
 
 def slices_for(cl: CaseList, subjects: list[str] | None, modality: str, data: DataConfig, *,

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sfda.errors import SfdaError
 from sfda.io.cases import CaseList, load_cases, save_cases
 from sfda.io.layouts import describe, index_dataset
+from sfda.stages.outputs import case_files, claim_file
 
 
 def index_cases(root: str, out: str, layout: str = "auto", pattern: str | None = None,
-                label_pattern: str | None = None) -> CaseList:
-    """Scan ``root`` (a known layout, or ``pattern``) into the case list ``out``."""
+                label_pattern: str | None = None, overwrite: bool = False) -> CaseList:
+    """Scan ``root`` (a known layout, or ``pattern``) into the case list ``out``; an existing
+    ``out`` only with ``overwrite``, never a scan or label the list names."""
     cl = index_dataset(root, layout, pattern, label_pattern)
+    claim_file(out, case_files(cl), overwrite=overwrite)
     save_cases(out, cl)
     return cl
 
@@ -25,4 +29,7 @@ def write_phantom(out: str, subjects: int = 8, seed: int = 0) -> CaseList:
     """The built-in synthetic spine phantom (wat/inn) in ``out``."""
     from sfda.data.phantom import make_phantom
 
-    return make_phantom(Path(out), n_subjects=subjects, seed=seed)
+    folder = Path(out)
+    if folder.is_dir() and any(folder.iterdir()):
+        raise SfdaError(f"{folder} is not empty; the phantom goes into a new or empty folder")
+    return make_phantom(folder, n_subjects=subjects, seed=seed)

@@ -3,6 +3,7 @@ slices for the report's figures."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 from pathlib import Path
@@ -21,23 +22,34 @@ from sfda.io.volume import read_volume
 from sfda.metrics.subjects import score_subjects, score_volumes
 from sfda.progress import bar
 from sfda.stages.common import check_output, require, slices_for, slicing_of, write_config
-from sfda.stages.nnunet import resolve_source
+from sfda.stages.freshness import Stage, digest
+from sfda.stages.nnunet import check_source, resolve_source
+from sfda.stages.outputs import case_files, claim_folder
 
 METRICS = ("dice", "hd_mm", "hd95_mm", "assd_mm")
 
 
-def evaluate(cfg: EvaluateConfig, progress: bool = True) -> dict:
-    """Write ``out/metrics.json``, ``out/metrics.csv``, ``out/examples.npz`` and the config; return metrics."""
+def evaluate(cfg: EvaluateConfig, progress: bool = True, run: Stage | None = None) -> dict:
+    """Write ``out/metrics.json``, ``out/metrics.csv``, ``out/examples.npz`` and the config; return metrics.
+    ``run``: the stage's identity (default: its config, checkpoint and case list)."""
     for value, option in ((cfg.checkpoint or cfg.nnunet, "--checkpoint (or --nnunet)"), (cfg.data.cases, "--cases"),
                           (cfg.data.modality, "--modality"), (cfg.out, "--out")):
         require(value, option)
     check_output(cfg.out)
     check_device(cfg.device)  # a missing GPU is a user error, not a torch traceback
+    check_source(cfg)
+    cl = load_cases(cfg.data.cases)
+    run = run or Stage(cfg, [p for p in (cfg.data.cases, cfg.checkpoint) if p], command="evaluate")
+    reads = [cfg.data.cases, cfg.checkpoint, cfg.nnunet, *case_files(cl)]
+    with claim_folder(cfg.out, run, reads, overwrite=cfg.overwrite):
+        return _evaluate(copy.deepcopy(cfg), cl, progress)
+
+
+def _evaluate(cfg: EvaluateConfig, cl, progress: bool) -> dict:
     resolve_source(cfg)
     model, meta = load_model(cfg.checkpoint)
     require_kind(meta, "segmentation", cfg.checkpoint, "evaluate")
     model.to(cfg.device)
-    cl = load_cases(cfg.data.cases)
     ss = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, cfg.data, with_labels=True, progress=progress,
                     **slicing_of(meta))
     if ss.size or ss.spacing:  # resampled slices: score masks on each scan's own voxels
@@ -45,7 +57,8 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True) -> dict:
     else:
         pred, _ = predict_slices(model, ss.images, device=cfg.device)  # labels only: no (N, K, H, W) array
         result = score_subjects(ss, pred, cl.label_names)
-    result.update({"checkpoint": str(cfg.checkpoint), "modality": cfg.data.modality, "subjects": ss.subjects()})
+    result.update({"checkpoint": str(cfg.checkpoint), "checkpoint_digest": digest(cfg.checkpoint),
+                   "modality": cfg.data.modality, "subjects": ss.subjects()})
     out_dir = Path(cfg.out)
     write_json(out_dir / "metrics.json", result)
     write_text(out_dir / "metrics.csv", rows_csv(result["per_subject"]))

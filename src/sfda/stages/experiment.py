@@ -27,8 +27,10 @@ from sfda.errors import SfdaError
 from sfda.io.atomic import write_json
 from sfda.io.cases import save_cases
 from sfda.io.layouts import index_dataset
+from sfda.io.lock import FolderLock
 from sfda.stages.common import check_output
-from sfda.stages.freshness import Stage
+from sfda.stages.freshness import RECORD, Stage
+from sfda.stages.outputs import folder_kind, refuse_overlap
 from sfda.stages.experiment_domains import Domain, check_config, parse_direction, resolve
 from sfda.stages.experiment_results import selection_info, write_results
 
@@ -60,12 +62,11 @@ class Runner:
         return False
 
     def _train(self, cfg, stage: Stage, run) -> None:
-        """Run a training stage into ``cfg.out``, resuming only a run of this very config."""
-        folder = Path(cfg.out)
-        cfg.resume = not self.cfg.rerun and stage.can_resume(folder)
-        stage.start(folder)
-        run(cfg, progress=self.progress)
-        stage.finish(folder)
+        """Run a training stage into ``cfg.out``, resuming only a run of this very config; any other
+        run there is the experiment's own stale one, replaced."""
+        cfg.resume = not self.cfg.rerun and stage.can_resume(Path(cfg.out))
+        cfg.overwrite = not cfg.resume
+        run(cfg, progress=self.progress, run=stage)
 
     def index(self):
         """The merged case list and the domains, checked; nothing is written yet (but the phantom)."""
@@ -130,6 +131,7 @@ class Runner:
         stage = Stage(pcfg, inputs, self.out)
         if not self._fresh(stage, folder, "prior", "prior.done.json"):
             stage.start(folder, "prior.done.json")
+            pcfg.overwrite = True  # a stale prior of this experiment's
             make_prior(pcfg, progress=self.progress)
             stage.finish(folder, "prior.done.json")
         return path
@@ -161,10 +163,8 @@ class Runner:
         stage = Stage(cfg, [self.cases, ckpt], self.out)
         if self._fresh(stage, out, "evaluate"):
             return json.loads((out / "metrics.json").read_text())
-        stage.start(out)
-        result = evaluate(cfg, progress=self.progress)
-        stage.finish(out)
-        return result
+        cfg.overwrite = True  # a stale evaluation of this experiment's
+        return evaluate(cfg, progress=self.progress, run=stage)
 
     def score_adapted(self, run: Path, tgt: Domain) -> tuple[dict, dict]:
         """Score the label-free selected epoch (reported) and the last; read the best validation epoch."""
@@ -205,9 +205,33 @@ def run_experiment(cfg: ExperimentConfig, out: str, progress: bool = True) -> di
     out_dir = Path(out)
     check_output(out_dir)
     check_config(cfg)  # directions, domains and splits: before anything is written
+    refuse_overlap(out_dir, _data_roots(cfg))
+    if folder_kind(out_dir) in ("run", "old", "foreign") and not _is_experiment(out_dir):
+        raise SfdaError(f"--out {out_dir} holds files that are not an experiment's; choose a new or empty folder")
     runner = Runner(cfg, out_dir, progress)
     cl, domains = runner.index()  # subjects and channels checked against the data: still nothing written
     out_dir.mkdir(parents=True, exist_ok=True)
+    lock = FolderLock(out_dir)
+    try:
+        return _run(cfg, runner, out_dir, cl, domains)
+    finally:
+        lock.release()
+
+
+def _data_roots(cfg: ExperimentConfig) -> list[str]:
+    return [d.root for d in cfg.domains.values()] if cfg.domains else [cfg.data.root]
+
+
+def _is_experiment(folder: Path) -> bool:
+    """An experiment's folder: its record, or (made before sfda recorded runs) its case list and results."""
+    record = folder / RECORD
+    if record.exists():
+        return json.loads(record.read_text()).get("command") == "experiment"
+    return (folder / "cases.json").exists()
+
+
+def _run(cfg: ExperimentConfig, runner: Runner, out_dir: Path, cl, domains) -> dict:
+    write_json(out_dir / RECORD, {"command": "experiment"})
     save_config(cfg, out_dir / "config.yaml")
     runner.save_index(cl, domains)
     per_direction = {}

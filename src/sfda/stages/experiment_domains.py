@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sfda.data.resample import check_resample
 from sfda.errors import SfdaError
-from sfda.io.cases import Case, CaseList
+from sfda.io.cases import Case, CaseList, check_split_lists
 from sfda.io.layouts import index_dataset
 
 
@@ -45,20 +45,7 @@ def check_split(split, where: str = "split") -> None:
     for name in ("train", "test"):
         if not getattr(split, name):
             raise SfdaError(f"{where}.{name} is empty; list subjects, e.g. {where}.{name}=[A1,B1]")
-    for name in ("train", "val", "test"):
-        names = list(getattr(split, name))
-        twice = sorted({s for s in names if names.count(s) > 1})
-        if twice:
-            raise SfdaError(f"{where}.{name} lists {twice} more than once; list each subject once")
-    overlap = set(split.train) & (set(split.test) | set(split.val))
-    if overlap:
-        raise SfdaError(f"subjects {sorted(overlap)} are in {where}.train and in {where}.test/val; "
-                        "train on other subjects than you validate or test on")
-    # Validation labels choose the "best by validation labels" column: on test subjects it
-    # would be chosen on the labels it is scored with.
-    if set(split.val) & set(split.test):
-        raise SfdaError(f"subjects {sorted(set(split.val) & set(split.test))} are in {where}.val and "
-                        f"{where}.test; validate on other subjects, or leave {where}.val empty ({where}.val=[])")
+    check_split_lists(split.train, split.val, split.test, tuple(f"{where}.{n}" for n in ("train", "val", "test")))
 
 
 def check_config(cfg) -> None:

@@ -29,7 +29,7 @@ def _seed_report(cfg, out_dir: Path, folder: Path, src: str, tgt: str, seed: int
     """The report of one direction and seed; returns its collapse and trust warnings."""
     runs = {m: (out_dir / f"oracle-{tgt}" / f"seed{seed}") if m == "oracle" else folder / m for m in cfg.methods}
     runs = {m: r for m, r in runs.items() if (r / "eval").exists()}
-    report(ReportConfig(runs=[str(r) for r in runs.values()], out=str(folder / "report"),
+    report(ReportConfig(runs=[str(r) for r in runs.values()], out=str(folder / "report"), overwrite=True,
                         title=f"{src} → {tgt}, seed {seed}", names=list(runs)))
     adapted = {f"{m} (seed {seed})": r for m, r in runs.items() if m not in ("noadapt", "oracle")}
     return collapse_notes(adapted), trust_notes(adapted)

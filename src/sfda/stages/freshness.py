@@ -15,8 +15,10 @@ from pathlib import Path
 from sfda.config import config_to_dict
 from sfda.io.atomic import write_json
 
-#: keys that say where a stage writes or whether it resumes, not what it computes
-_IGNORED = ("out", "resume")
+#: the run's record in its folder
+RECORD = "stage.json"
+#: keys that say where a stage writes, whether it resumes or replaces a run, not what it computes
+_IGNORED = ("out", "resume", "overwrite")
 #: options added after runs were made, left out of the fingerprint while at these defaults,
 #: so a run made before they existed (which computed the same thing) is still reused
 _ADDED = {"data.size": [], "data.spacing": [], "data.dims": 2}
@@ -44,15 +46,18 @@ def _flat(d: dict, prefix: str = "") -> dict:
 class Stage:
     """One stage's identity: its config (less where it writes) and its inputs' content."""
 
-    def __init__(self, cfg, inputs: list[str | Path], root: str | Path = ""):
+    def __init__(self, cfg, inputs: list[str | Path], root: str | Path = "", command: str = ""):
         """``root``: the experiment's folder; paths inside it are recorded relative to it, so a
-        moved or copied experiment folder is still recognised."""
+        moved or copied experiment folder is still recognised. ``command``: the `sfda` command
+        that runs it, named in refusals."""
+        self.command = command
         def rel(v):
             return v.replace(str(root), "<out>", 1) if root and isinstance(v, str) else v
 
         self.config = {k: rel(v) for k, v in _flat(config_to_dict(cfg)).items()
                        if k not in _IGNORED and not (k in _ADDED and v == _ADDED[k])}
-        self.inputs = {rel(str(p)): digest(p) for p in inputs}
+        # a missing input is recorded as such: the stage itself then says what is missing and why
+        self.inputs = {rel(str(p)): digest(p) if Path(p).is_file() else "missing" for p in inputs}
         blob = json.dumps({"config": self.config, "inputs": self.inputs}, sort_keys=True, default=str)
         self.fingerprint = hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -66,25 +71,29 @@ class Stage:
         return self._changes(folder)
 
     def _changes(self, folder: Path) -> str:
-        path = folder / "stage.json"
-        if not path.exists():
+        if not (folder / RECORD).exists():
             return "it finished before sfda kept fingerprints, so its config and inputs cannot be checked"
-        old = json.loads(path.read_text())
-        keys = sorted(k for k in set(old["config"]) | set(self.config) if old["config"].get(k) != self.config.get(k))
-        said = [f"{k} {old['config'].get(k)!r} -> {self.config.get(k)!r}" for k in keys[:3]]
-        said += [f"input {p} changed" for p in self.inputs if old["inputs"].get(p) != self.inputs[p]][:3]
-        return "; ".join(said) or "its config or inputs changed"
+        return "; ".join(self.differences(folder)[:6]) or "its config or inputs changed"
+
+    def differences(self, folder: Path, allowed: tuple[str, ...] = ()) -> list[str]:
+        """What differs between this stage and the run recorded in ``folder`` (config keys, with the
+        old and new value, and changed inputs), less the ``allowed`` keys."""
+        old = json.loads((folder / RECORD).read_text())
+        keys = sorted(k for k in set(old["config"]) | set(self.config)
+                      if old["config"].get(k) != self.config.get(k) and k not in allowed)
+        said = [f"{k} {old['config'].get(k)!r} -> {self.config.get(k)!r}" for k in keys]
+        return said + [f"input {p} changed" for p in self.inputs if old["inputs"].get(p) != self.inputs[p]]
 
     def can_resume(self, folder: Path) -> bool:
         """An unfinished run in ``folder`` was started with this very config and inputs."""
-        path = folder / "stage.json"
+        path = folder / RECORD
         return path.exists() and json.loads(path.read_text()).get("fingerprint") == self.fingerprint
 
     def start(self, folder: Path, marker: str = "done.json") -> None:
         """Before running: forget a stale ``done.json`` and record what is about to run."""
         (folder / marker).unlink(missing_ok=True)
-        write_json(folder / "stage.json", {"fingerprint": self.fingerprint, "config": self.config,
-                                           "inputs": self.inputs})
+        write_json(folder / RECORD, {"fingerprint": self.fingerprint, "config": self.config, "inputs": self.inputs,
+                                     **({"command": self.command} if self.command else {})})
 
     def finish(self, folder: Path, marker: str = "done.json") -> None:
         """After running: stamp the fingerprint into the stage's ``done.json``."""

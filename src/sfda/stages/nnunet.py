@@ -22,7 +22,8 @@ from sfda.errors import SfdaError
 from sfda.io.nnunet_results import NnunetModel, read_result_folder, write_result_folder
 from sfda.nets import build_net
 from sfda.nets.nnunet_nets import PREFIX, SUPPORTED, total_strides
-from sfda.stages.common import check_output, require, write_config
+from sfda.stages.common import require, write_config
+from sfda.stages.outputs import claim_file
 
 
 _READERS = ("SimpleITKIO", "NibabelIO")  # read the file's own voxel order, as sfda does
@@ -127,7 +128,7 @@ def import_nnunet(cfg: NnunetImportConfig) -> Path:
     """Write ``cfg.out``: the folder's fold as an sfda source checkpoint (weights unchanged)."""
     require(cfg.folder, "--folder (an nnU-Net result folder)")
     require(cfg.out, "--out")
-    check_output(cfg.out, file=True)
+    claim_file(cfg.out, [cfg.folder], overwrite=cfg.overwrite)
     model = read_result_folder(cfg.folder, cfg.fold, cfg.checkpoint_name)
     meta, net_args = nnunet_meta(model)
     meta["config"] = config_to_dict(cfg)
@@ -157,18 +158,25 @@ def _refuse_before_writing(cfg) -> None:
                         "label statistics to make one from); or use tent")
 
 
-def resolve_source(cfg) -> None:
-    """A stage given ``--nnunet FOLDER`` instead of ``--checkpoint``: import the fold to
-    ``<out>/source.pt`` and use that (stages pass files)."""
+def check_source(cfg) -> None:
+    """What a stage given ``--nnunet`` refuses before it reads or writes anything."""
     if not cfg.nnunet:
         return
     if cfg.checkpoint:
         raise SfdaError("give --checkpoint or --nnunet, not both")
     require(cfg.out, "--out")
     _refuse_before_writing(cfg)
+
+
+def resolve_source(cfg) -> None:
+    """A stage given ``--nnunet FOLDER`` instead of ``--checkpoint``: import the fold to
+    ``<out>/source.pt`` and use that (stages pass files)."""
+    if not cfg.nnunet:
+        return
+    check_source(cfg)
     out = Path(cfg.out) / "source.pt"
     import_nnunet(NnunetImportConfig(folder=cfg.nnunet, fold=cfg.fold, checkpoint_name=cfg.checkpoint_name,
-                                     out=str(out)))
+                                     out=str(out), overwrite=True))  # inside the stage's own folder
     cfg.checkpoint = str(out)
 
 

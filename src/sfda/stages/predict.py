@@ -6,6 +6,8 @@ Only the checkpoint is needed: its metadata says how to normalise and slice.
 from __future__ import annotations
 
 import copy
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +18,13 @@ from sfda.engine.distributed import check_device
 from sfda.errors import SfdaError
 from sfda.inference import fold_batchnorm, stream_volume
 from sfda.io.cases import load_cases
-from sfda.progress import bar
+from sfda.progress import bar, say
 from sfda.io.volume import is_volume_path, read_volume, volume_suffix, write_volume
 from sfda.io.volume_scan import check_image_file
 from sfda.stages.common import check_output, require, write_config
-from sfda.stages.nnunet import resolve_source
+from sfda.stages.freshness import Stage
+from sfda.stages.nnunet import check_source, resolve_source
+from sfda.stages.outputs import case_files, claim_folder
 
 
 def collect_inputs(inputs: list[str], modality: str | None) -> list[Path]:
@@ -52,10 +56,52 @@ def _stem(path: Path) -> str:
     return path.name[: -len(volume_suffix(path))]
 
 
-def _predict_one(model, meta: dict, path: Path, cfg: PredictConfig, out_dir: Path, adapter=None) -> Path:
+#: nnU-Net's channel suffix: ``case_0000.nii.gz`` is channel 0 of case ``case``
+_CHANNEL = re.compile(r"^(.+)_(\d{4})$")
+
+
+def output_files(files: list[Path], label_names: list[str], cfg: PredictConfig, out_dir: Path) -> list[dict]:
+    """Every input's output files, each name used once. A mask is ``<name>_seg<ext>``, or, where every
+    input follows nnU-Net's naming (``case_0000.nii.gz``), ``case<ext>`` as nnU-Net writes it. Inputs
+    that share a name are told apart by their folders (``d1/scan``, ``d2/scan`` -> ``d1_scan``, ``d2_scan``)."""
+    stems = [_stem(f) for f in files]
+    channels = [_CHANNEL.match(s) for s in stems]
+    nnunet = all(channels)
+    names = [m.group(1) for m in channels] if nnunet else stems
+    names = _apart(files, names)
+    rows, owner = [], {}
+    for path, name in zip(files, names):
+        ext = volume_suffix(path)
+        row = {"mask": out_dir / (f"{name}{ext}" if nnunet else f"{name}_seg{ext}"),
+               "entropy": out_dir / f"{name}_entropy{ext}" if cfg.entropy else None,
+               "probabilities": [out_dir / f"{name}_prob_{c}{ext}" for c in label_names] if cfg.probabilities else []}
+        for out in [o for o in (row["mask"], row["entropy"], *row["probabilities"]) if o is not None]:
+            if out.name in owner:
+                raise SfdaError(f"inputs {owner[out.name]} and {path} would both be written as {out.name}; give "
+                                "each scan once (sfda reads one channel per scan: with nnU-Net naming, _0000)")
+            owner[out.name] = path
+        rows.append(row)
+    return rows
+
+
+def _apart(files: list[Path], names: list[str]) -> list[str]:
+    """Names shared by several inputs get as many of their folders' names as tell them apart."""
+    parents = [Path(os.path.realpath(f)).parent.parts for f in files]
+    out = list(names)
+    for depth in range(1, max(len(p) for p in parents)):
+        shared = {n for n in out if out.count(n) > 1}
+        if not shared:
+            break
+        out = ["_".join([*parents[i][-depth:], names[i]]) if out[i] in shared or names[i] in shared else out[i]
+               for i in range(len(files))]
+    return out
+
+
+def _predict_one(model, meta: dict, path: Path, cfg: PredictConfig, files: dict, adapter=None) -> Path:
     """One input, streamed (its stored type in memory, one batch of slices at a time); returns its mask.
     With ``adapter`` (``--adapt``): the model adapted to this scan first (or the source model, if the
-    safety net distrusts it), and the scan's record appended to ``adapt.jsonl``."""
+    safety net distrusts it), and the scan's record appended to ``adapt.jsonl``. The mask is written
+    last, so a mask on disk means the scan is done (``--continue``)."""
     vol = read_volume(path, dtype=None, check_finite=False)  # scanned already; intensity_stats checks again
     if adapter is not None:
         from sfda.stages.predict_adapt import append_record
@@ -63,21 +109,20 @@ def _predict_one(model, meta: dict, path: Path, cfg: PredictConfig, out_dir: Pat
         model, record = adapter(path, _stem(path), vol)
     out = stream_volume(model, meta, vol.array, str(path), cfg.device, entropy=cfg.entropy,
                         probabilities=cfg.probabilities, spacing=vol.spacing)
-    ext, stem = volume_suffix(path), _stem(path)
-    mask_path = out_dir / f"{stem}_seg{ext}"
-    write_volume(mask_path, out.pop("labels"), like=vol, dtype=np.uint8)
     if cfg.entropy:
-        write_volume(out_dir / f"{stem}_entropy{ext}", out.pop("entropy"), like=vol, dtype=np.float32)
-    for k, name in enumerate(meta["label_names"] if cfg.probabilities else []):
-        write_volume(out_dir / f"{stem}_prob_{name}{ext}", out["probabilities"][k], like=vol, dtype=np.float32)
+        write_volume(files["entropy"], out.pop("entropy"), like=vol, dtype=np.float32)
+    for k, prob_path in enumerate(files["probabilities"]):
+        write_volume(prob_path, out["probabilities"][k], like=vol, dtype=np.float32)
+    write_volume(files["mask"], out.pop("labels"), like=vol, dtype=np.uint8)
     if adapter is not None:
-        append_record(out_dir / "adapt.jsonl", {**record, "mask": str(mask_path)})
-    return mask_path
+        append_record(files["mask"].parent / "adapt.jsonl", {**record, "mask": str(files["mask"])})
+    return files["mask"]
 
 
 def predict(cfg: PredictConfig | None = None, progress: bool = True, **options) -> list[Path]:
-    """Write ``<name>_seg<ext>`` (uint8) per input, plus ``_entropy`` and ``_prob_<class>`` if asked,
-    and the merged config (``config.yaml``) in ``cfg.out``; with ``adapt`` also ``adapt.jsonl``.
+    """Write a mask per input (see :func:`output_files` for the names), plus entropy and probabilities
+    if asked, and the merged config (``config.yaml``) in ``cfg.out``; with ``adapt`` also ``adapt.jsonl``.
+    Returns the masks written by this call (``resume``: inputs whose mask is there are skipped).
     ``options`` set config keys, checked as in a config file:
     ``sfda.predict(checkpoint=..., inputs=[...], out=..., adapt="adaent", steps=10)``."""
     cfg = merge_into(copy.deepcopy(cfg) if cfg is not None else PredictConfig(), options)
@@ -85,6 +130,15 @@ def predict(cfg: PredictConfig | None = None, progress: bool = True, **options) 
     require(cfg.out, "--out")
     check_output(cfg.out)
     check_device(cfg.device)
+    check_source(cfg)
+    lists = [load_cases(p) for p in cfg.inputs if Path(p).suffix == ".json" and Path(p).is_file()]
+    reads = [cfg.checkpoint, cfg.nnunet, cfg.prior, *cfg.inputs, *(f for cl in lists for f in case_files(cl))]
+    run = Stage(cfg, [p for p in (cfg.checkpoint, cfg.prior) if p], command="predict")
+    with claim_folder(cfg.out, run, reads, resume=cfg.resume, overwrite=cfg.overwrite, resume_flag="--continue"):
+        return _predict(cfg, progress)
+
+
+def _predict(cfg: PredictConfig, progress: bool) -> list[Path]:
     resolve_source(cfg)
     model, meta = load_model(cfg.checkpoint)
     require_kind(meta, "segmentation", cfg.checkpoint, "predict")
@@ -95,16 +149,17 @@ def predict(cfg: PredictConfig | None = None, progress: bool = True, **options) 
         adapter = ScanAdapter(model.to(cfg.device), meta, cfg)
     else:
         model = fold_batchnorm(model).to(cfg.device)
-    files = collect_inputs(cfg.inputs, meta.get("modality"))
+    files = list({os.path.realpath(f): f for f in collect_inputs(cfg.inputs, meta.get("modality"))}.values())
     for path in files:  # every input checked before the first mask is written
         check_image_file(path)
+    outputs = output_files(files, meta["label_names"], cfg, Path(cfg.out))
     if adapter is not None:
         adapter.check_prior(files, [_stem(f) for f in files])
-    written, out_dir = [], Path(cfg.out)
-    if adapter is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "adapt.jsonl").unlink(missing_ok=True)
-    for path in bar(files, "adapting and predicting" if adapter else "predicting", progress):
-        written.append(_predict_one(model, meta, path, cfg, out_dir, adapter))
-    write_config(cfg, out_dir / "config.yaml")
+    todo = [(f, o) for f, o in zip(files, outputs) if not (cfg.resume and o["mask"].exists())]
+    if len(todo) < len(files):
+        say(f"{len(files) - len(todo)} of {len(files)} masks are in {cfg.out} already (--continue): skipped")
+    write_config(cfg, Path(cfg.out) / "config.yaml")
+    written = []
+    for path, out in bar(todo, "adapting and predicting" if adapter else "predicting", progress):
+        written.append(_predict_one(model, meta, path, cfg, out, adapter))
     return written

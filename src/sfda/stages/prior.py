@@ -21,7 +21,8 @@ from sfda.io.cases import CaseList, load_cases
 from sfda.priors.estimate import (apply_tags, constant_prior, model_prior, regressor_prior, sizes_given_present,
                                   source_mean_ratios, source_position_prior)
 from sfda.priors.table import save_prior
-from sfda.stages.common import check_output, require, slices_for, slicing_of, write_config
+from sfda.stages.common import require, slices_for, slicing_of, write_config
+from sfda.stages.outputs import case_files, claim_file
 
 
 class _Inputs:
@@ -105,13 +106,14 @@ def make_prior(cfg: PriorConfig, progress: bool = True) -> Path:
         raise SfdaError(f"unknown prior method '{cfg.method}'; choose one of: {', '.join(sorted(PRIORS))}")
     for value, option in ((cfg.out, "--out"), (cfg.data.cases, "--cases"), (cfg.data.modality, "--modality")):
         require(value, option)
-    check_output(cfg.out, file=True)
+    cl = load_cases(cfg.data.cases)
+    claim_file(cfg.out, [cfg.data.cases, cfg.regressor, cfg.checkpoint, cfg.tags, *case_files(cl)],
+               overwrite=cfg.overwrite)
     kind, build = PRIORS[cfg.method]
     model, slicing = None, {}
     if kind:
         model, meta = _model(cfg, kind)
         slicing = slicing_of(meta)  # the target slices as the network was trained to see them
-    cl = load_cases(cfg.data.cases)
     target = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, cfg.data,
                         with_labels=cfg.tags_from_labels, progress=progress, **slicing)
     inputs = _Inputs(cfg, cl, target, slicing, progress)

@@ -17,6 +17,8 @@ from sfda.errors import SfdaError
 from sfda.io.atomic import write_json, write_text
 from sfda.report import plot_curves, plot_fractions, plot_grid, results_markdown, write_report
 from sfda.stages.common import check_output, require, write_config
+from sfda.stages.freshness import Stage, digest
+from sfda.stages.outputs import claim_folder
 
 
 def read_log(run: Path) -> list[dict]:
@@ -74,14 +76,27 @@ def trust_notes(runs: dict[str, Path]) -> list[str]:
         trust = json.loads(path.read_text()) if path.exists() else {"warnings": []}
         if trust["warnings"]:
             taken = ", ".join(trust.get("fallback_structures") or [])
-            fallback = {"source": " Reported: the source model (fall-back).",
-                        "structures": f" Reported: the source model for {taken}, the adapted model for the rest "
+            fallback = {"source": " Model to use: the source model (fall-back).",
+                        "structures": f" Model to use: the source model for {taken}, the adapted model for the rest "
                                       "(fall-back)."}.get(trust.get("fallback"), "")
+            fallback += _evaluated(run) if trust.get("fallback") else ""
             notes.append(f"- **{name}**: {'; '.join(trust['warnings'])}.{fallback}")
         if trust.get("cautions"):
             kept = "no fall-back for it" if trust.get("fallback") else "the adapted model is reported"
             notes.append(f"- **{name}** (caution, {kept}): {'; '.join(trust['cautions'])}.")
     return notes
+
+
+def _evaluated(run: Path) -> str:
+    """Which file the run's figures are of, when it is not the model to use (``selected.pt``)."""
+    metrics = _metrics(run) or {}
+    chosen = run / "selected.pt"
+    if not metrics.get("checkpoint") or not chosen.exists():
+        return ""
+    if metrics.get("checkpoint_digest", "") == digest(chosen) or Path(metrics["checkpoint"]).resolve() == chosen.resolve():
+        return " Its figures above are of that model."
+    return (f" Its figures above are of {Path(metrics['checkpoint']).name}, not of the model to use: evaluate "
+            f"{chosen} for them.")
 
 
 def report(cfg: ReportConfig) -> Path:
@@ -95,6 +110,12 @@ def report(cfg: ReportConfig) -> Path:
     for name, run in runs.items():
         if not run.is_dir():
             raise SfdaError(f"run folder {run} not found")
+    reads = [run / name for run in runs.values() for name in ("log.jsonl", "trust.json", "eval")]
+    with claim_folder(cfg.out, Stage(cfg, [], command="report"), reads, overwrite=cfg.overwrite):
+        return _report(cfg, runs)
+
+
+def _report(cfg: ReportConfig, runs: dict[str, Path]) -> Path:
     out_dir, title = Path(cfg.out), cfg.title
     summaries = {n: m["summary"] for n, r in runs.items() if (m := _metrics(r))}
     if not summaries:

@@ -20,17 +20,28 @@ from sfda.priors.estimate import position_table
 from sfda.methods.regression import RatioRegression
 from sfda.nets import build_net
 from sfda.nets.monai_nets import PREFIX as MONAI
-from sfda.stages.common import check_output, checkpoint_meta, fit_spec, require, slices_for, write_config
+from sfda.stages.common import (check_output, check_subjects, checkpoint_meta, fit_spec, require, slices_for,
+                                write_config)
+from sfda.stages.freshness import Stage
+from sfda.stages.outputs import case_files, claim_folder
 
 
-def _supervised(cfg, stage: str, method, progress: bool, **spec_kw) -> dict:
-    """Shared by train-source and train-prior: labelled slices in, a network trained by ``method``."""
+def _supervised(cfg, stage: str, method, progress: bool, run: Stage | None = None, **spec_kw) -> dict:
+    """Shared by train-source and train-prior: labelled slices in, a network trained by ``method``.
+    ``run``: the stage's identity (default: its config and case list), checked by ``--resume``."""
     for value, option in ((cfg.out, "--out"), (cfg.data.cases, "--cases"), (cfg.data.modality, "--modality")):
         require(value, option)
     check_output(cfg.out)
     check_device(cfg.device)  # before any output is written
     cl = load_cases(cfg.data.cases)
+    check_subjects(cfg.data)
     dims_args = spatial_args(cfg)  # before any volume is read
+    run = run or Stage(cfg, [cfg.data.cases], command="train-source" if stage == "source" else "train-prior")
+    with claim_folder(cfg.out, run, [cfg.data.cases, *case_files(cl)], resume=cfg.resume, overwrite=cfg.overwrite):
+        return _train(cfg, cl, stage, method, progress, dims_args, **spec_kw)
+
+
+def _train(cfg, cl, stage: str, method, progress: bool, dims_args: dict, **spec_kw) -> dict:
     train = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, cfg.data, with_labels=True, progress=progress)
     val = (slices_for(cl, cfg.data.val_subjects, cfg.data.modality, cfg.data, with_labels=True, progress=progress)
            if cfg.data.val_subjects else None)
@@ -77,9 +88,10 @@ def _atlas(train, k: int) -> dict:
     return label_atlas(train.labels, train.valid_mask(), k)
 
 
-def train_source(cfg: TrainConfig, progress: bool = True) -> Path:
-    """Supervised training with cross-entropy on labelled slices (source model, or Oracle on target)."""
-    _supervised(cfg, "source", Supervised(), progress)
+def train_source(cfg: TrainConfig, progress: bool = True, run: Stage | None = None) -> Path:
+    """Supervised training with cross-entropy on labelled slices (source model, or Oracle on target).
+    The model to use is ``out/selected.pt``."""
+    _supervised(cfg, "source", Supervised(), progress, run)
     return Path(cfg.out)
 
 
@@ -94,10 +106,12 @@ def _calibrate_flip(cfg: TrainConfig, train, most: int = 256) -> None:
     model, meta = load_model(path)
     flip = trust_signals(model.to(cfg.device), train.images[rows], train.valid_mask()[rows],
                          {"slicing": meta["slicing"]}, len(meta["label_names"]), cfg.device)["flip_agreement"]
-    update_meta(path, source_flip=flip)
+    for name in ("last.pt", "selected.pt"):  # selected.pt: the model to use, the last epoch here
+        if (Path(cfg.out) / name).exists():
+            update_meta(Path(cfg.out) / name, source_flip=flip)
 
 
-def train_prior(cfg: PriorTrainConfig, progress: bool = True) -> dict:
+def train_prior(cfg: PriorTrainConfig, progress: bool = True, run: Stage | None = None) -> dict:
     """Train the class-ratio regressor on labelled source slices; returns its validation error."""
-    out = _supervised(cfg, "prior", RatioRegression(), progress, regression=True)
+    out = _supervised(cfg, "prior", RatioRegression(), progress, run, regression=True)
     return out["log"][-1] if out["log"] else {}

@@ -60,7 +60,16 @@ def check_trust(out: Path, source_ckpt: str, target: SliceSet, label_names: list
     if classes:
         result.update(fall_back(out, chosen, (model, meta), (source, source_meta), classes, label_names))
     write_json(out / "trust.json", result)
+    record_decision(out, result)
     return result
+
+
+def record_decision(out: Path, result: dict) -> None:
+    """``done.json`` names the model to use and what the trust check decided about it."""
+    done = json.loads((out / "done.json").read_text()) if (out / "done.json").exists() else {}
+    decision = {"fallback": result.get("fallback"), "fallback_structures": result.get("fallback_structures"),
+                "warnings": result["warnings"], "cautions": result.get("cautions", [])}
+    write_json(out / "done.json", {**done, "model": "selected.pt", "trust": decision})
 
 
 def fall_back(out: Path, chosen: Path, adapted: tuple, source: tuple, classes: list[int],
