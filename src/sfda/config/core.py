@@ -159,7 +159,7 @@ def _merge(cfg: Any, values: dict, prefix: str = "") -> Any:
     for key, value in values.items():
         if key not in types:
             valid = ", ".join(prefix + k for k in types)
-            near = _nearest(type(cfg), prefix, key)
+            near = _nearest(type(cfg), prefix, key, value)
             raise SfdaError(f"unknown config key '{prefix}{key}'{near}; valid keys: {valid}")
         current = getattr(cfg, key)
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
@@ -180,13 +180,14 @@ def _dotted(cls: type, prefix: str = "") -> list[str]:
     return out
 
 
-def _nearest(cls: type, prefix: str, key: str) -> str:
-    """'; did you mean ...?' naming the keys closest to the unknown one (a typo, or a key of a
-    nested section given at the wrong level), or nothing."""
+def _nearest(cls: type, prefix: str, key: str, value: Any = None) -> str:
+    """' (did you mean ...?)' naming the keys closest to the unknown one (a typo, or a key of a
+    nested section given at the wrong level or in another section), or nothing."""
     keys = _dotted(cls, prefix)
-    near = difflib.get_close_matches(prefix + key, keys, n=3, cutoff=0.6)
-    near += [k for k in keys if k.rsplit(".", 1)[-1] == key and k not in near]
-    return f"; did you mean {' or '.join(repr(k) for k in near[:3])}?" if near else ""
+    inner = list(value) if isinstance(value, dict) else []  # slicing.dims=3 where the section is data
+    near = [k for k in keys if k.rsplit(".", 1)[-1] == key or (inner and k.rsplit(".", 1)[-1] == inner[0])]
+    near += [k for k in difflib.get_close_matches(prefix + key, keys, n=2, cutoff=0.75) if k not in near]
+    return f" (did you mean {' or '.join(repr(k) for k in near[:2])}?)" if near else ""
 
 
 def merge_into(cfg: Any, values: dict, prefix: str = "") -> Any:

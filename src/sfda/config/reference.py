@@ -87,7 +87,8 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def options(cls: type, prefix: str = "") -> list[Option]:
+@functools.lru_cache(maxsize=None)
+def options(cls: type, prefix: str = "") -> tuple[Option, ...]:
     """Every key of config class ``cls`` in declaration order, sections followed by their keys."""
     hints = typing.get_type_hints(cls)
     out = []
@@ -101,7 +102,7 @@ def options(cls: type, prefix: str = "") -> list[Option]:
                     for o in options(tp, prefix + f.name + ".")]
             continue
         out.append(Option(prefix + f.name, _type_name(tp), value, limits_text(f.metadata), text))
-    return out
+    return tuple(out)
 
 
 def _nested_default(section: Any, key: str) -> Any:
@@ -153,8 +154,11 @@ def config_yaml(cls: type, title: str = "") -> str:
     return "\n".join(out) + "\n"
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def cell(text: str) -> str:
+    """``text`` for a markdown table cell: pipes escaped, and ``<`` outside code spans (``<name>``
+    would be read as HTML)."""
+    parts = text.replace("|", "\\|").replace("\n", " ").split("`")
+    return "`".join(p if i % 2 else p.replace("<", "&lt;") for i, p in enumerate(parts))
 
 
 def config_markdown(cls: type) -> str:
@@ -162,5 +166,5 @@ def config_markdown(cls: type) -> str:
     rows = ["| key | type | default | allowed | what it does |", "|---|---|---|---|---|"]
     for o in options(cls):
         default = "" if o.section else f"`{show(o.default)}`"
-        rows.append(f"| `{o.key}` | {o.type} | {_cell(default)} | {_cell(o.limits)} | {_cell(o.description)} |")
+        rows.append(f"| `{o.key}` | {o.type} | {cell(default)} | {cell(o.limits)} | {cell(o.description)} |")
     return "\n".join(rows) + "\n"

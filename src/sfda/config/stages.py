@@ -185,7 +185,7 @@ class AdaptSettings(DistrustSettings):
     """How `sfda adapt` adapts (the experiment's ``adapt`` section)."""
 
     method: MethodConfig = opt(MethodConfig())
-    optim: OptimConfig = opt(OptimConfig(lr=1e-4, epochs=10))  # the optimiser (lr 1e-4, 10 epochs)
+    optim: OptimConfig = opt(OptimConfig(lr=1e-4, epochs=10))  # the optimiser
     # Which epoch `selected.pt` holds, chosen without target labels (sfda.engine.selection.CRITERIA):
     # last, average, holdout_objective, holdout_kl or holdout_entropy.
     select: str = "last"
