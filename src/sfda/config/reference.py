@@ -155,10 +155,11 @@ def config_yaml(cls: type, title: str = "") -> str:
 
 
 def cell(text: str) -> str:
-    """``text`` for a markdown table cell: pipes escaped, and ``<`` outside code spans (``<name>``
-    would be read as HTML)."""
+    """``text`` for a markdown table cell: pipes escaped, and outside code spans ``<`` (``<name>``
+    would be read as HTML) and brackets (``[x][]`` would be read as a link)."""
     parts = text.replace("|", "\\|").replace("\n", " ").split("`")
-    return "`".join(p if i % 2 else p.replace("<", "&lt;") for i, p in enumerate(parts))
+    return "`".join(p if i % 2 else p.replace("<", "&lt;").replace("[", "\\[").replace("]", "\\]")
+                    for i, p in enumerate(parts))
 
 
 def config_markdown(cls: type) -> str:
