@@ -17,7 +17,7 @@ LAYERS = {
     "sfda.methods": 3,
     "sfda.engine": 4,
     "sfda.stages": 5,
-    "sfda.cli": 6, "sfda.cli_flags": 6, "sfda.__main__": 6,
+    "sfda.cli": 6, "sfda.cli_flags": 6, "sfda.cli_help": 6, "sfda.__main__": 6,
 }
 
 

@@ -14,27 +14,23 @@ import argparse
 import sys
 from pathlib import Path
 
-from sfda.cli_flags import (ADAPT, EVALUATE, HELP, IMPORT_NNUNET, NEXT_STEP, PREDICT, PRIOR, REPORT,
-                            SWITCHES, TRAIN)
+from sfda.cli_flags import ADAPT, EVALUATE, IMPORT_NNUNET, NEXT_STEP, PREDICT, PRIOR, REPORT, SWITCHES, TRAIN
+from sfda.cli_help import VersionAction, add_config_parser, config_class, epilog, flag_help
 
 
-def _help(name: str, command: str, key: str) -> str:
-    text = HELP.get(name, f"sets {key}")
-    return text.get(command, f"sets {key}") if isinstance(text, dict) else text
-
-
-def _add_config_args(p: argparse.ArgumentParser, flags: dict[str, str], switches: tuple[str, ...] = (),
+def _add_config_args(p: argparse.ArgumentParser, command: str, flags: dict[str, str], switches: tuple[str, ...] = (),
                      overrides: bool = True) -> None:
-    p.add_argument("--config", help="YAML config file; flags and key=value overrides win over it")
+    p.add_argument("--config", metavar="FILE", help="a YAML config file (start one with `sfda config "
+                   f"{command}`); flags and key=value overrides win over it")
     for name, key in flags.items():
-        p.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
-                       help=_help(name, p.prog.split()[-1], key))
+        p.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=flag_help(command, key))
     for name in switches:
         p.add_argument("--" + name.replace("_", "-"), dest=name, action="store_true",
-                       help=_help(name, p.prog.split()[-1], SWITCHES[name]))
+                       help=flag_help(command, SWITCHES[name]))
     if overrides:
-        p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. optim.lr=1e-4")
-    else:  # its positional list takes every word: settings come from --config and the flags
+        p.add_argument("overrides", nargs="*", metavar="key=value",
+                       help=f"dotted config overrides, e.g. optim.lr=1e-4 (every key: `sfda config {command}`)")
+    else:  # its positional list takes every word: other keys come from --config FILE
         p.set_defaults(overrides=[])
 
 
@@ -47,12 +43,12 @@ def _overrides(args, flags: dict[str, str]) -> list[str]:
     return out + list(args.overrides)
 
 
-def _cfg(cls, args, flags, **lists):
-    """The stage config: file, then flags, then overrides; ``lists`` set list options directly
+def _cfg(args, flags, **lists):
+    """The command's config: file, then flags, then overrides; ``lists`` set list options directly
     (paths may hold commas)."""
     from sfda.config import load_config
 
-    cfg = load_config(cls, args.config, _overrides(args, flags))
+    cfg = load_config(config_class(args.command), args.config, _overrides(args, flags))
     for key, value in lists.items():
         if value:
             setattr(cfg, key, [str(v) for v in value])
@@ -97,18 +93,16 @@ def cmd_phantom(args) -> int:
 
 
 def cmd_train_source(args) -> int:
-    from sfda.config import TrainConfig
     from sfda.stages.train import train_source
 
-    _print_last(train_source(_cfg(TrainConfig, args, TRAIN)))
+    _print_last(train_source(_cfg(args, TRAIN)))
     return 0
 
 
 def cmd_train_prior(args) -> int:
-    from sfda.config import PriorTrainConfig
     from sfda.stages.train import train_prior
 
-    cfg = _cfg(PriorTrainConfig, args, TRAIN)
+    cfg = _cfg(args, TRAIN)
     row = train_prior(cfg)
     if "val_mae" in row:
         print(f"validation MAE of class ratios: {row['val_mae']:.4f} (all slices), "
@@ -136,88 +130,91 @@ def _print_last(out) -> None:
 
 
 def cmd_prior(args) -> int:
-    from sfda.config import PriorConfig
     from sfda.stages.prior import make_prior
 
-    print(f"wrote {make_prior(_cfg(PriorConfig, args, PRIOR))}")
+    print(f"wrote {make_prior(_cfg(args, PRIOR))}")
     return 0
 
 
 def cmd_adapt(args) -> int:
-    from sfda.config import AdaptConfig
     from sfda.stages.adapt import adapt
 
-    _print_last(adapt(_cfg(AdaptConfig, args, ADAPT)))
+    _print_last(adapt(_cfg(args, ADAPT)))
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from sfda.config import EvaluateConfig
     from sfda.stages.evaluate import evaluate, summary_table
 
-    cfg = _cfg(EvaluateConfig, args, EVALUATE)
+    cfg = _cfg(args, EVALUATE)
     print(summary_table(evaluate(cfg)["summary"]))
     print(f"wrote {cfg.out}/metrics.json and metrics.csv")
     return 0
 
 
 def cmd_predict(args) -> int:
-    from sfda.config import PredictConfig
     from sfda.stages.predict import predict
 
-    cfg = _cfg(PredictConfig, args, PREDICT, inputs=args.inputs)
+    cfg = _cfg(args, PREDICT, inputs=args.inputs)
     written = predict(cfg)
     print(f"wrote {len(written)} masks to {cfg.out}")
     return 0
 
 
 def cmd_import_nnunet(args) -> int:
-    from sfda.config import NnunetImportConfig
     from sfda.stages.nnunet import import_nnunet
 
-    print(f"wrote {import_nnunet(_cfg(NnunetImportConfig, args, IMPORT_NNUNET))}")
+    print(f"wrote {import_nnunet(_cfg(args, IMPORT_NNUNET))}")
     return 0
 
 
 def cmd_report(args) -> int:
-    from sfda.config import ReportConfig
     from sfda.stages.report import report
 
-    print(f"report: {report(_cfg(ReportConfig, args, REPORT, runs=args.runs))}")
+    print(f"report: {report(_cfg(args, REPORT, runs=args.runs))}")
     return 0
 
 
 def cmd_experiment(args) -> int:
     from sfda.config import load_config
-    from sfda.config.experiment import ExperimentConfig
     from sfda.stages.experiment import run_experiment
 
-    cfg = load_config(ExperimentConfig, args.config, args.overrides)
+    cfg = load_config(config_class("experiment"), args.config, args.overrides)
     run_experiment(cfg, args.out)
     print((Path(args.out) / "results.md").read_text())
     print(f"results: {args.out}/results.json; reports: {args.out}/<direction>/seed<k>/report/report.md")
     return 0
 
 
+def _parser(sub, name: str, text: str, description: str = "") -> argparse.ArgumentParser:
+    """A command's parser; its help ends with the command's example, kept on one line."""
+    import textwrap
+
+    description = textwrap.fill(description or f"{text[:1].upper()}{text[1:]}.", 80)
+    return sub.add_parser(name.split()[-1], help=text, description=description, epilog=epilog(name),
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def _data_parsers(sub) -> None:
     data = sub.add_parser("data", help="index, describe or generate datasets")
     data = data.add_subparsers(dest="data_cmd", required=True)
-    p = data.add_parser("index", help="scan a dataset folder into a case list")
-    p.add_argument("root")
-    p.add_argument("-o", "--out", required=True)
-    p.add_argument("--layout", default="auto", help="auto, ivdm3seg, ivdm3seg-crops, nnunet or pattern")
-    p.add_argument("--pattern", help="e.g. {subject}/{subject}_{modality}.nii.gz")
-    p.add_argument("--label-pattern", help="e.g. {subject}/{subject}_label.nii.gz")
-    p.add_argument("--describe", action="store_true", help="also print the table of `data describe`")
+    p = _parser(data, "data index", "scan a dataset folder into a case list")
+    p.add_argument("root", help="the dataset folder")
+    p.add_argument("-o", "--out", required=True, help="the case list to write (JSON)")
+    p.add_argument("--layout", default="auto", help="auto, ivdm3seg, ivdm3seg-crops, nnunet or pattern "
+                   "[default %(default)s]")
+    p.add_argument("--pattern", help="pattern layout: the images, e.g. {subject}/{subject}_{modality}.nii.gz")
+    p.add_argument("--label-pattern", help="pattern layout: the labels, e.g. {subject}/{subject}_label.nii.gz")
+    p.add_argument("--describe", action="store_true", help="also print the table of `sfda data describe`")
     p.add_argument("--overwrite", action="store_true", help="replace an existing case list at --out")
     p.set_defaults(func=cmd_index)
-    p = data.add_parser("describe", help="print subjects, modalities, shapes, spacings, labels")
-    p.add_argument("cases")
+    p = _parser(data, "data describe", "print subjects, modalities, shapes, spacings, labels")
+    p.add_argument("cases", help="a case list from `sfda data index`")
     p.set_defaults(func=cmd_describe)
-    p = data.add_parser("phantom", help="write the synthetic spine phantom (wat/inn)")
-    p.add_argument("out")
-    p.add_argument("--subjects", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
+    p = _parser(data, "data phantom", "write the synthetic spine phantom (wat/inn)")
+    p.add_argument("out", help="the folder to write")
+    p.add_argument("--subjects", type=int, default=8, help="how many subjects [default %(default)s; >= 1]")
+    p.add_argument("--seed", type=int, default=0, help="the generator's seed [default %(default)s; >= 0]")
     p.set_defaults(func=cmd_phantom)
 
 
@@ -236,28 +233,34 @@ STAGES = {
     "import-nnunet": ("an nnU-Net v2 result folder as an sfda source checkpoint", IMPORT_NNUNET, ("overwrite",),
                       cmd_import_nnunet),
 }
-
+#: what a command without key=value overrides takes instead
+NO_OVERRIDES = {"predict": "Other keys (method.*, optim.*) come from --config FILE; key=value words are not read "
+                "(they would be taken for inputs).", "report": "Other keys come from --config FILE."}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sfda", description="Source-free domain adaptation for segmentation "
-                                     "(Bateson et al., MICCAI 2020).")
+                                     "(Bateson et al., MICCAI 2020).", epilog="`sfda COMMAND --help` says more; "
+                                     "`sfda config COMMAND` prints every config key of a command.")
+    parser.add_argument("--version", action=VersionAction)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
     _data_parsers(sub)
     for name, (text, flags, switches, handler) in STAGES.items():
-        p = sub.add_parser(name, help=text)
+        extra = NO_OVERRIDES.get(name, "Each flag sets one config key; key=value overrides set any other.")
+        p = _parser(sub, name, text, description=f"{text[:1].upper()}{text[1:]}. {extra}")
         if name == "predict":
             p.add_argument("inputs", nargs="+", help="volume files, folders or a case list")
         if name == "report":
             p.add_argument("runs", nargs="+", help="run folders (each with eval/ and log.jsonl)")
-        _add_config_args(p, flags, switches, overrides=name not in ("predict", "report"))
+        _add_config_args(p, name, flags, switches, overrides=name not in NO_OVERRIDES)
         p.set_defaults(func=handler)
-    p = sub.add_parser("experiment", help="the full comparison from a config")
-    p.add_argument("config")
-    p.add_argument("--out", required=True)
-    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p = _parser(sub, "experiment", "the full comparison from a config")
+    p.add_argument("config", help="an experiment config (configs/*.yaml; every key: `sfda config experiment`)")
+    p.add_argument("--out", required=True, help="the output folder")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. seeds=[0,1]")
     p.set_defaults(func=cmd_experiment)
+    add_config_parser(sub)
     return parser
 
 

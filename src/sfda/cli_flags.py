@@ -1,5 +1,5 @@
-"""The command line's flags: flag -> config key per command, and their help texts (used by
-:mod:`sfda.cli`)."""
+"""The command line's tables: flag -> config key per command, each command's config class and
+example (used by :mod:`sfda.cli` and :mod:`sfda.cli_help`)."""
 
 from __future__ import annotations
 
@@ -30,26 +30,34 @@ IMPORT_NNUNET = {"folder": "folder", **NNUNET_FOLD, "out": "out"}
 SWITCHES = {"resume": "resume", "tags_from_labels": "tags_from_labels", "entropy": "entropy",
             "probabilities": "probabilities", "overwrite": "overwrite", "continue": "resume"}
 
-HELP = {"method": {"prior": "how τe is built: constant, regressor, self, source-mean or source-position",
-                   "adapt": "adaent, tent, entropy, adabn (source-free) or adasource, adversarial"},
-        "ratios": "constant prior, e.g. 0.9,0.1", "tags": "CSV slice_id,present: slices without the structure "
-        "get (1, 0, ...)", "tags_from_labels": "tags from the target labels (experiments)",
-        "min_presence": "source-position: tag slices empty where fewer source slices hold the structure",
-        "checkpoint": {"prior": "self: the source segmentation model"},
-        "adapt": "adapt to each scan first: adaent, tent, entropy or adabn (see --steps, --mode)",
-        "steps": "gradient steps per scan (--adapt)", "mode": "episodic (each scan from the source model) "
-        "or continual (carry the adapted model on)",
-        "on_distrust": "structure (default: the distrusted structures from the source model), source (all) or keep",
-        "nnunet": "an nnU-Net v2 result folder (TRAINER__PLANS__CONFIG) as the source model, instead of "
-        "--checkpoint", "fold": "the nnU-Net fold to read (default 0)",
-        "checkpoint_name": "the fold's checkpoint file (default checkpoint_final.pth)",
-        "folder": "an nnU-Net v2 result folder (TRAINER__PLANS__CONFIG)",
-        "bn_subjects": "self: subjects whose target slices set its batch-norm statistics "
-        "(default: the prior's own slices)",
-        "resume": "continue the run in OUT from its last.pt (refused when its settings or inputs differ; "
-        "more epochs allowed)",
-        "overwrite": "replace the run (or file) already at OUT: its files are deleted first; inputs are never "
-        "touched", "continue": "continue a prediction into OUT: inputs whose mask is there already are skipped"}
+# Each flag's help is its config key's own description, default and limits (sfda.cli_help).
+
+#: command -> its config class in sfda.config (`sfda config COMMAND` prints it)
+CONFIGS = {"train-source": "TrainConfig", "train-prior": "PriorTrainConfig", "prior": "PriorConfig",
+           "adapt": "AdaptConfig", "evaluate": "EvaluateConfig", "predict": "PredictConfig",
+           "report": "ReportConfig", "import-nnunet": "NnunetImportConfig", "experiment": "ExperimentConfig"}
+
+#: command -> one example, the last lines of its help (the docs' tests run each through the parser)
+EXAMPLES = {
+    "data index": "sfda data index DATASET_FOLDER -o cases.json --describe",
+    "data describe": "sfda data describe cases.json",
+    "data phantom": "sfda data phantom phantom/ --subjects 16",
+    "train-source": "sfda train-source --cases cases.json --modality opp --subjects A1,B1,C1,D1 --net unet "
+                    "--out runs/source optim.lr=1e-3",
+    "train-prior": "sfda train-prior --cases cases.json --modality opp --subjects A1,B1,C1,D1 --out runs/prior",
+    "prior": "sfda prior --method source-position --cases cases.json --modality inn --source-modality opp "
+             "--source-subjects A1,B1,C1,D1 --out tau.csv",
+    "adapt": "sfda adapt --method adaent --checkpoint runs/source/selected.pt --prior tau.csv --cases cases.json "
+             "--modality inn --out runs/adaent",
+    "evaluate": "sfda evaluate --checkpoint runs/adaent/selected.pt --cases cases.json --modality inn "
+                "--subjects E1,F1 --out runs/adaent/eval",
+    "predict": "sfda predict --checkpoint runs/adaent/selected.pt scan.nii.gz --out masks/ --entropy",
+    "report": "sfda report runs/source runs/adaent --out report/",
+    "import-nnunet": "sfda import-nnunet --folder RESULTS/Dataset027_Abdomen/nnUNetTrainer__nnUNetPlans__2d "
+                     "--fold 0 --out source.pt",
+    "experiment": "sfda experiment configs/phantom.yaml --out demo",
+    "config": "sfda config adapt > adapt.yaml",
+}
 
 #: after an interruption, what to do next (default: run the command again)
 NEXT_STEP = {"train-source": "rerun it with --resume to continue",

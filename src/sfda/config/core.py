@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import math
 import typing
 from dataclasses import field
@@ -42,14 +43,24 @@ def _limits(cls: type) -> dict[str, dict]:
     return {f.name: f.metadata for f in dataclasses.fields(cls)}
 
 
-def _allowed(meta: dict) -> str:
+def limits_text(meta: dict) -> str:
+    """A field's limits in words (``>= 0 and <= 1``, ``one of: a, b``); empty when it has none."""
     parts = []
     if meta.get("choices"):
-        parts.append("one of: " + ", ".join(map(str, meta["choices"])))
+        parts.append("one of: " + ", ".join(repr(c) if c == "" else str(c) for c in meta["choices"]))
     for key, sign in (("low", ">="), ("above", ">"), ("high", "<=")):
         if meta.get(key) is not None:
             parts.append(f"{sign} {meta[key]:g}")
-    return " and ".join(parts) or "a valid value"
+    if meta.get("nonempty"):
+        parts.append("not empty")
+    text = " and ".join(parts)
+    if meta.get("aliases"):
+        text += " (old names: " + ", ".join(f"{a} = {b}" for a, b in meta["aliases"].items()) + ")"
+    return text
+
+
+def _allowed(meta: dict) -> str:
+    return limits_text({**meta, "aliases": None, "nonempty": False}) or "a valid value"
 
 
 def _check_value(value: Any, meta: dict, key: str) -> Any:
@@ -148,7 +159,8 @@ def _merge(cfg: Any, values: dict, prefix: str = "") -> Any:
     for key, value in values.items():
         if key not in types:
             valid = ", ".join(prefix + k for k in types)
-            raise SfdaError(f"unknown config key '{prefix}{key}'; valid keys: {valid}")
+            near = _nearest(type(cfg), prefix, key, value)
+            raise SfdaError(f"unknown config key '{prefix}{key}'{near}; valid keys: {valid}")
         current = getattr(cfg, key)
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
             _merge(current, value, prefix=f"{prefix}{key}.")
@@ -157,6 +169,25 @@ def _merge(cfg: Any, values: dict, prefix: str = "") -> Any:
         else:
             setattr(cfg, key, _coerce(value, types[key], prefix + key, limits[key]))
     return cfg
+
+
+def _dotted(cls: type, prefix: str = "") -> list[str]:
+    out = []
+    for name, tp in _field_types(cls).items():
+        out.append(prefix + name)
+        if dataclasses.is_dataclass(tp):
+            out += _dotted(tp, f"{prefix}{name}.")
+    return out
+
+
+def _nearest(cls: type, prefix: str, key: str, value: Any = None) -> str:
+    """' (did you mean ...?)' naming the keys closest to the unknown one (a typo, or a key of a
+    nested section given at the wrong level or in another section), or nothing."""
+    keys = _dotted(cls, prefix)
+    inner = list(value) if isinstance(value, dict) else []  # slicing.dims=3 where the section is data
+    near = [k for k in keys if k.rsplit(".", 1)[-1] == key or (inner and k.rsplit(".", 1)[-1] == inner[0])]
+    near += [k for k in difflib.get_close_matches(prefix + key, keys, n=2, cutoff=0.75) if k not in near]
+    return f" (did you mean {' or '.join(repr(k) for k in near[:2])}?)" if near else ""
 
 
 def merge_into(cfg: Any, values: dict, prefix: str = "") -> Any:

@@ -17,24 +17,24 @@ METHOD_CHOICES = ("noadapt", "oracle", *ADAPT_METHODS)
 class DatasetFiles:
     """Where a dataset is and how to read it (see `sfda data index`)."""
 
-    root: str = ""
-    layout: str = "auto"
-    pattern: str = ""
-    label_pattern: str = ""
+    root: str = ""  # the dataset folder
+    layout: str = "auto"  # auto, ivdm3seg, ivdm3seg-crops, nnunet or pattern (sfda.io.layouts)
+    pattern: str = ""  # pattern layout: the images, e.g. {subject}/{subject}_{modality}.nii.gz
+    label_pattern: str = ""  # pattern layout: the labels, e.g. {subject}/{subject}_label.nii.gz
 
 
 @dataclass
 class DatasetConfig(DatasetFiles):
     # > 0: generate the built-in phantom with this many subjects (into root, or OUT/phantom)
     phantom_subjects: int = opt(0, low=0)
-    phantom_seed: int = opt(0, low=0)
+    phantom_seed: int = opt(0, low=0)  # the phantom generator's seed
 
 
 @dataclass
 class SplitConfig:
-    train: list[str] = opt([])
-    val: list[str] = opt([])
-    test: list[str] = opt([])
+    train: list[str] = opt([])  # subjects for training and adaptation
+    val: list[str] = opt([])  # subjects scored after each epoch (a log; must not overlap test)
+    test: list[str] = opt([])  # subjects every result is scored on
 
 
 @dataclass
@@ -62,14 +62,14 @@ class ExperimentConfig:
     # A paired dataset (every subject scanned in every modality): `data` + `split`, and
     # directions name modalities. Unpaired cohorts: `domains`, and directions name domains.
     data: DatasetConfig = opt(DatasetConfig())
-    domains: dict[str, DomainConfig] = opt({})
-    slicing: SlicingConfig = opt(SlicingConfig())
-    directions: list[str] = opt(["wat->inn"], nonempty=True)
-    split: SplitConfig = opt(SplitConfig())
-    methods: list[str] = opt(list(METHOD_CHOICES), choices=METHOD_CHOICES, nonempty=True)
-    seeds: list[int] = opt([0], low=0, nonempty=True)
-    source: TrainSettings = opt(TrainSettings())
-    prior: ExperimentPrior = opt(ExperimentPrior())
-    adapt: ExperimentAdapt = opt(ExperimentAdapt())
-    device: str = "cpu"
-    rerun: bool = False
+    domains: dict[str, DomainConfig] = opt({})  # unpaired: name -> {root, layout, modality, train, val, test}
+    slicing: SlicingConfig = opt(SlicingConfig())  # how volumes become samples (a stage's data.* keys)
+    directions: list[str] = opt(["wat->inn"], nonempty=True)  # source->target pairs of modalities or domains
+    split: SplitConfig = opt(SplitConfig())  # paired data: the subject split
+    methods: list[str] = opt(list(METHOD_CHOICES), choices=METHOD_CHOICES, nonempty=True)  # the rows to run
+    seeds: list[int] = opt([0], low=0, nonempty=True)  # each seed retrains every model
+    source: TrainSettings = opt(TrainSettings())  # the source model's (and Oracle's) training: train-source's
+    prior: ExperimentPrior = opt(ExperimentPrior())  # how τe is built: prior's settings
+    adapt: ExperimentAdapt = opt(ExperimentAdapt())  # how each method adapts: adapt's settings
+    device: str = "cpu"  # cpu, cuda or cuda:N
+    rerun: bool = False  # run every stage again even when its done.json matches

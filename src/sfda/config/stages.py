@@ -23,41 +23,43 @@ class SlicingConfig:
     # 2: the network sees slices along ``axis``; 3: each case is one sample, a whole volume
     # (sfda.data.volumeset; a 3D network, e.g. monai.UNet, which then gets spatial_dims 3).
     dims: int = opt(2, choices=(2, 3))
-    axis: int = opt(0, choices=(0, 1, 2))
-    pad_multiple: int = opt(16, low=1)
-    # Percentile clip before the z-score (sfda.data.normalize).
+    axis: int = opt(0, choices=(0, 1, 2))  # the array axis slices are taken along (file voxel order)
+    pad_multiple: int = opt(16, low=1)  # samples are centre-padded to a multiple of this
+    # Percentile clip before the z-score (sfda.data.normalize): the lower percentile.
     clip_low: float = opt(0.5, low=0, high=100)
-    clip_high: float = opt(99.5, low=0, high=100)
+    clip_high: float = opt(99.5, low=0, high=100)  # the upper percentile of the clip
     # In-plane resampling before the network (sfda.data.resample): a fixed slice size [H, W], or a
     # fixed pixel spacing [mm, mm]; empty: each scan's own grid. Images linear, labels nearest;
     # predictions go back to each scan's own grid (probabilities resampled, then the argmax).
     # With dims 3, three values: the volume's size or voxel spacing along each of its axes.
     size: list[int] = opt([], low=1)
-    spacing: list[float] = opt([], above=0)
+    spacing: list[float] = opt([], above=0)  # a fixed pixel (voxel) spacing in mm instead of a size
 
 
 @dataclass
 class DataConfig(SlicingConfig):
     """Which images a stage reads (a case list from `sfda data index`) and how they are sliced."""
 
-    cases: str = ""
-    modality: str = ""
-    subjects: list[str] = opt([])
-    val_subjects: list[str] = opt([])
+    cases: str = ""  # the case list (JSON) written by `sfda data index`
+    modality: str = ""  # the modality (channel) to read, e.g. inn
+    subjects: list[str] = opt([])  # the subjects to read, e.g. A1,B1; empty: all
+    val_subjects: list[str] = opt([])  # subjects scored with their labels after each epoch (logged, and best.pt)
     # A folder for built slice arrays (reused while the files and slicing are unchanged).
     cache: str = ""
 
 
 @dataclass
 class OptimConfig:
-    optimizer: str = opt("adam", choices=("adam", "sgd"))
-    lr: float = opt(1e-3, above=0)
-    momentum: float = opt(0.9, low=0, high=1)
-    weight_decay: float = opt(0.0, low=0)
-    schedule: str = opt("none", choices=("none", "cosine", "step"))
-    epochs: int = opt(20, low=1)
-    batch_size: int = opt(12, low=1)
-    max_steps_per_epoch: int = opt(0, low=0)
+    """The optimiser, its learning rate and schedule, and the length of training."""
+
+    optimizer: str = opt("adam", choices=("adam", "sgd"))  # the optimiser
+    lr: float = opt(1e-3, above=0)  # the learning rate
+    momentum: float = opt(0.9, low=0, high=1)  # SGD's momentum (sgd only)
+    weight_decay: float = opt(0.0, low=0)  # L2 weight decay
+    schedule: str = opt("none", choices=("none", "cosine", "step"))  # the learning-rate schedule over the epochs
+    epochs: int = opt(20, low=1)  # passes over the training slices
+    batch_size: int = opt(12, low=1)  # samples per step (under torchrun: the global batch)
+    max_steps_per_epoch: int = opt(0, low=0)  # cut an epoch short after this many steps; 0: no cut
     # torch.compile the training step's network: 1.6x faster steps on this 2-core CPU (ENet, 128x128)
     # after ~3.5 min of compiling, so it pays only on long runs (bench/throughput.py --compile).
     compile: bool = False
@@ -67,21 +69,22 @@ class OptimConfig:
 class MethodConfig:
     """Every method's knobs in one place; each method reads only its own."""
 
+    # the adaptation method: adaent, tent, entropy, adabn (source-free) or adasource, adversarial
     name: str = "adaent"
-    lam: float = opt(1.0, low=0)
+    lam: float = opt(1.0, low=0)  # λ, the weight of the KL to the prior (adaent, adasource)
     # forward: KL(τe ‖ τ̂), Eq. 3 of the paper; reverse: KL(τ̂ ‖ τe), what the authors' released
     # code computed. The old names paper / code are accepted.
     kl: str = opt("forward", choices=("forward", "reverse"), aliases={"paper": "forward", "code": "reverse"})
     # "image": one KL per image (the paper); "batch": one KL on the batch's pooled ratios.
     kl_scope: str = opt("image", choices=("image", "batch"))
-    class_weighted_entropy: bool = False
+    class_weighted_entropy: bool = False  # the entropy weighted per class, as in the authors' code
     # target: batch-norm uses (and updates) target batch statistics; source: its running statistics stay.
     bn: str = opt("target", choices=("target", "source"))
-    adabn_init: bool = False
-    adv_weight: float = opt(1e-3, low=0)
-    disc_lr: float = opt(1e-4, above=0)
-    source_modality: str = ""
-    source_subjects: list[str] = opt([])
+    adabn_init: bool = False  # re-estimate batch-norm statistics on the target (AdaBN) before the first step
+    adv_weight: float = opt(1e-3, low=0)  # adversarial: the weight of the discriminator's loss
+    disc_lr: float = opt(1e-4, above=0)  # adversarial: the discriminator's learning rate
+    source_modality: str = ""  # adasource, adversarial: the source modality (they read source images)
+    source_subjects: list[str] = opt([])  # adasource, adversarial: the labelled source subjects
 
 
 @dataclass
@@ -95,10 +98,10 @@ class OutputConfig:
 class RunConfig(OutputConfig):
     """Where and how a training-like stage runs."""
 
-    seed: int = opt(0, low=0)
-    device: str = opt("cpu")
-    out: str = ""
-    # continue the run in ``out`` (the same settings and inputs, checked; more epochs allowed)
+    seed: int = opt(0, low=0)  # the random seed (the same seed and thread count repeat a run)
+    device: str = opt("cpu")  # cpu, cuda or cuda:N
+    out: str = ""  # the output folder
+    # continue the run in ``out`` from its last.pt (the same settings and inputs, checked; more epochs allowed)
     resume: bool = False
 
 
@@ -106,15 +109,15 @@ class RunConfig(OutputConfig):
 class TrainSettings:
     """What `sfda train-source` trains (the experiment's ``source`` section)."""
 
-    net: str = "enet"
-    net_args: dict[str, Any] = opt({})
-    optim: OptimConfig = opt(OptimConfig())
+    net: str = "enet"  # the network: enet, unet, or a MONAI one by name (monai.UNet, ...)
+    net_args: dict[str, Any] = opt({})  # the network's arguments, e.g. {width: 16} or MONAI's {channels: [...]}
+    optim: OptimConfig = opt(OptimConfig())  # the optimiser
     # Random per-image contrast, brightness and gamma (sfda.data.transforms).
     augment: bool = True
     # Shape over contrast: the probability of mirroring an image's intensities, and of a random
     # piecewise-linear intensity curve (0 = never); only with augment.
     invert: float = opt(0.0, low=0, high=1)
-    remap: float = opt(0.0, low=0, high=1)
+    remap: float = opt(0.0, low=0, high=1)  # the probability of a random piecewise-linear intensity curve
 
 
 @dataclass
@@ -147,6 +150,7 @@ class PriorSettings:
     """How τe is built (the experiment's ``prior`` section); ``method`` names an entry of
     :data:`sfda.stages.prior.PRIORS`."""
 
+    # how τe is built: source-position, source-mean, regressor, self or constant (sfda.stages.prior.PRIORS)
     method: str = "source-position"
     # constant: the class ratios every slice gets, e.g. [0.9, 0.1]
     ratios: list[float] = opt([], low=0, high=1)
@@ -161,17 +165,17 @@ class PriorConfig(PriorSettings, OutputConfig):
     """``sfda prior``: write τe for every target slice (``out``, a CSV)."""
 
     data: DataConfig = opt(DataConfig())
-    out: str = ""
-    regressor: str = ""
-    # self: the source segmentation model, and the subjects whose target slices set its batch norm
-    checkpoint: str = ""
+    out: str = ""  # the prior table to write (CSV)
+    regressor: str = ""  # regressor: the ratio regressor's checkpoint (`sfda train-prior`)
+    checkpoint: str = ""  # self: the source segmentation model
+    # self: the subjects whose target slices set its batch-norm statistics; empty: the prior's own slices
     bn_subjects: list[str] = opt([])
     # source-mean / source-position: the labelled source slices whose statistics make the prior
     source_modality: str = ""
-    source_subjects: list[str] = opt([])
+    source_subjects: list[str] = opt([])  # source-mean / source-position: the labelled source subjects
     # a CSV slice_id,present: slices without the structure get (1, 0, ...)
     tags: str = ""
-    device: str = "cpu"
+    device: str = "cpu"  # cpu, cuda or cuda:N (regressor, self)
 
 
 @dataclass
@@ -189,8 +193,9 @@ class AdaptSettings(DistrustSettings):
     """How `sfda adapt` adapts (the experiment's ``adapt`` section)."""
 
     method: MethodConfig = opt(MethodConfig())
-    optim: OptimConfig = opt(OptimConfig(lr=1e-4, epochs=10))
-    # Which epoch `selected.pt` holds, chosen without target labels (sfda.engine.selection.CRITERIA).
+    optim: OptimConfig = opt(OptimConfig(lr=1e-4, epochs=10))  # the optimiser
+    # Which epoch `selected.pt` holds, chosen without target labels (sfda.engine.selection.CRITERIA):
+    # last, average, holdout_objective, holdout_kl or holdout_entropy.
     select: str = "last"
 
 
@@ -198,8 +203,8 @@ class AdaptSettings(DistrustSettings):
 class NnunetFold:
     """Which checkpoint of an nnU-Net v2 result folder (sfda.stages.nnunet)."""
 
-    fold: str = "0"
-    checkpoint_name: str = "checkpoint_final.pth"
+    fold: str = "0"  # the nnU-Net fold to read
+    checkpoint_name: str = "checkpoint_final.pth"  # the fold's checkpoint file
 
 
 @dataclass
@@ -207,15 +212,15 @@ class NnunetSource(NnunetFold):
     """A source model from an nnU-Net v2 result folder instead of ``checkpoint``: it is imported
     to ``<out>/source.pt`` first."""
 
-    nnunet: str = ""
+    nnunet: str = ""  # an nnU-Net v2 result folder (TRAINER__PLANS__CONFIG) as the source model
 
 
 @dataclass
 class NnunetImportConfig(NnunetFold, OutputConfig):
     """``sfda import-nnunet``: one fold of an nnU-Net v2 result folder as an sfda source checkpoint."""
 
-    folder: str = ""
-    out: str = ""
+    folder: str = ""  # an nnU-Net v2 result folder (TRAINER__PLANS__CONFIG)
+    out: str = ""  # the sfda checkpoint to write
 
 
 @dataclass
@@ -223,30 +228,30 @@ class AdaptConfig(RunConfig, AdaptSettings, NnunetSource):
     """``sfda adapt``: start from a source checkpoint, adapt on target slices."""
 
     data: DataConfig = opt(DataConfig())
-    checkpoint: str = ""
-    prior: str = ""
+    checkpoint: str = ""  # the source model (OUT/selected.pt of `sfda train-source`)
+    prior: str = ""  # the prior table τe (`sfda prior`); needed by adaent, adasource
 
 
 @dataclass
 class EvaluateConfig(NnunetSource, OutputConfig):
     """``sfda evaluate``: 3D metrics per subject of a checkpoint on labelled cases."""
 
-    checkpoint: str = ""
+    checkpoint: str = ""  # the model to score (OUT/selected.pt of a training run)
     data: DataConfig = opt(DataConfig())
-    out: str = ""
-    device: str = "cpu"
+    out: str = ""  # the output folder (metrics.json, metrics.csv)
+    device: str = "cpu"  # cpu, cuda or cuda:N
 
 
 @dataclass
 class PredictConfig(DistrustSettings, NnunetSource, OutputConfig):
     """``sfda predict``: masks in each input's own geometry, optionally adapting to each scan first."""
 
-    checkpoint: str = ""
-    inputs: list[str] = opt([])
-    out: str = ""
-    entropy: bool = False
-    probabilities: bool = False
-    device: str = "cpu"
+    checkpoint: str = ""  # the model (OUT/selected.pt of a training run)
+    inputs: list[str] = opt([])  # volume files, folders or a case list (the command's positional arguments)
+    out: str = ""  # the folder for the masks
+    entropy: bool = False  # also write each scan's entropy map (<name>_entropy.nii.gz)
+    probabilities: bool = False  # also write each class's probability (<name>_prob_<class>.nii.gz)
+    device: str = "cpu"  # cpu, cuda or cuda:N
     # continue a run into ``out`` (the same checkpoint and settings, checked): inputs whose mask is
     # there already are skipped (`--continue`, as nnU-Net's --continue_prediction)
     resume: bool = False
@@ -261,15 +266,15 @@ class PredictConfig(DistrustSettings, NnunetSource, OutputConfig):
     # the method's knobs (method.name is set by `adapt`) and the optimiser's (optim.epochs is unused)
     method: MethodConfig = opt(MethodConfig())
     optim: OptimConfig = opt(OptimConfig(lr=1e-4, batch_size=12))
-    seed: int = opt(0, low=0)
+    seed: int = opt(0, low=0)  # the seed of the per-scan batches
 
 
 @dataclass
 class ReportConfig(OutputConfig):
     """``sfda report``: table, curves and mask grid over evaluated runs."""
 
-    runs: list[str] = opt([])
-    out: str = ""
-    title: str = "sfda report"
+    runs: list[str] = opt([])  # run folders, each with eval/ and log.jsonl (the command's positional arguments)
+    out: str = ""  # the folder for report.md, results.md and the figures
+    title: str = "sfda report"  # the report's title
     # a label per run, in order (default: each run folder's name)
     names: list[str] = opt([])
