@@ -43,9 +43,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
         raise SfdaError(f"could not write {dest}: {exc.strerror or exc}; "
                         "free disk space or choose another --out") from exc
+    except RuntimeError as exc:
+        tmp_path.unlink(missing_ok=True)
+        if not _write_failure(exc):
+            raise
+        raise SfdaError(f"could not write {dest}: the disk is full or refused the write; "
+                        "free disk space or choose another --out") from exc
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _write_failure(exc: RuntimeError) -> bool:
+    """torch.save reports a failed write (a full disk) as a RuntimeError of its zip writer."""
+    text = str(exc)
+    return "PytorchStreamWriter" in text or "inline_container" in text or "file write failed" in text
 
 
 def _umask() -> int:
