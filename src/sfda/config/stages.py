@@ -53,8 +53,10 @@ class OptimConfig:
     optimizer: str = opt("adam", choices=("adam", "sgd"))
     lr: float = opt(1e-3, above=0)
     momentum: float = opt(0.9, low=0, high=1)
+    nesterov: bool = False  # sgd only; nnU-Net: sgd, lr 1e-2, momentum 0.99, nesterov, poly
     weight_decay: float = opt(0.0, low=0)
-    schedule: str = opt("none", choices=("none", "cosine", "step"))
+    # set once per epoch: cosine, step (/10 at each third), poly (nnU-Net: lr * (1 - epoch/epochs)^0.9)
+    schedule: str = opt("none", choices=("none", "cosine", "step", "poly"))
     epochs: int = opt(20, low=1)
     batch_size: int = opt(12, low=1)
     max_steps_per_epoch: int = opt(0, low=0)
@@ -95,8 +97,30 @@ class RunConfig:
 
 
 @dataclass
-class TrainSettings:
-    """What `sfda train-source` trains (the experiment's ``source`` section)."""
+class SpatialConfig:
+    """Random spatial changes of each training sample (sfda.data.spatial, MONAI) moving its image,
+    labels (nearest) and valid mask together; train-source only. Probabilities are per sample; the
+    defaults change nothing. nnU-Net 2D: rotate 0.2 (180 deg), scale 0.2 ([0.7, 1.4]), mirror [0, 1]."""
+
+    rotate: float = opt(0.0, low=0, high=1)
+    # an angle drawn uniformly in [-rotate_deg, rotate_deg] (3D: one per axis)
+    rotate_deg: float = opt(180.0, low=0, high=180)
+    scale: float = opt(0.0, low=0, high=1)
+    # a factor drawn uniformly in [low, high] for every axis; as nnU-Net's and MONAI's, > 1 shrinks the content
+    scale_range: list[float] = opt([0.7, 1.4], above=0)
+    # 2D only (MONAI Rand2DElastic): control points every elastic_spacing pixels, moved by Gaussian
+    # offsets whose std (pixels) is drawn uniformly in elastic_magnitude [low, high]
+    elastic: float = opt(0.0, low=0, high=1)
+    elastic_spacing: float = opt(32.0, above=0)
+    elastic_magnitude: list[float] = opt([0.0, 4.0], low=0)
+    # the sample's axes (0: rows, 1: columns; 3D: 0-2) each mirrored with probability 0.5; never
+    # list the left/right axis where organs come in pairs
+    mirror_axes: list[int] = opt([], choices=(0, 1, 2))
+
+
+@dataclass
+class SupervisedSettings:
+    """What every supervised stage trains: the network, its optimiser, intensity augmentation."""
 
     net: str = "enet"
     net_args: dict[str, Any] = opt({})
@@ -110,6 +134,18 @@ class TrainSettings:
 
 
 @dataclass
+class TrainSettings(SupervisedSettings):
+    """What `sfda train-source` trains (the experiment's ``source`` section, and the Oracle)."""
+
+    # ce: cross-entropy (Eq. 1); dice_ce: cross-entropy + (1 - mean soft Dice over the foreground
+    # structures, pooled over the batch), as nnU-Net (sfda.losses.dice_ce).
+    loss: str = opt("ce", choices=("ce", "dice_ce"))
+    # The share of each batch drawn from samples holding a foreground structure (nnU-Net: 0.33).
+    oversample_fg: float = opt(0.0, low=0, high=1)
+    spatial: SpatialConfig = opt(SpatialConfig())
+
+
+@dataclass
 class TrainConfig(RunConfig, TrainSettings):
     """``sfda train-source`` (and the Oracle, trained on target labels)."""
 
@@ -117,7 +153,7 @@ class TrainConfig(RunConfig, TrainSettings):
 
 
 @dataclass
-class PriorTrainSettings(TrainSettings):
+class PriorTrainSettings(SupervisedSettings):
     """What `sfda train-prior` trains: the class-ratio regressor (the experiment's ``prior.regressor``)."""
 
     net: str = "regressor"

@@ -8,9 +8,11 @@ import numpy as np
 import torch
 
 from sfda.config import PriorTrainConfig, TrainConfig
-from sfda.data.transforms import IntensityAugment
+from sfda.data.spatial import SpatialAugment, check_spatial, spatial_active
+from sfda.data.transforms import Chain, IntensityAugment
 from sfda.engine.checkpoint import load_model, update_meta
 from sfda.engine.distributed import check_device, is_main
+from sfda.engine.optim import check_optim
 from sfda.engine.loop import fit
 from sfda.io.cases import load_cases
 from sfda.methods import Supervised
@@ -23,10 +25,14 @@ from sfda.nets.monai_nets import PREFIX as MONAI
 from sfda.stages.common import check_output, checkpoint_meta, fit_spec, require, slices_for, write_config
 
 
-def _supervised(cfg, stage: str, method, progress: bool, **spec_kw) -> dict:
-    """Shared by train-source and train-prior: labelled slices in, a network trained by ``method``."""
+def _supervised(cfg, stage: str, method, progress: bool, spatial=None, **spec_kw) -> dict:
+    """Shared by train-source and train-prior: labelled slices in, a network trained by ``method``;
+    ``spatial``: a :class:`sfda.config.SpatialConfig` (train-source only)."""
     for value, option in ((cfg.out, "--out"), (cfg.data.cases, "--cases"), (cfg.data.modality, "--modality")):
         require(value, option)
+    check_optim(cfg.optim)
+    if spatial is not None:
+        check_spatial(spatial, cfg.data.dims)
     check_output(cfg.out)
     check_device(cfg.device)  # before any output is written
     cl = load_cases(cfg.data.cases)
@@ -45,11 +51,22 @@ def _supervised(cfg, stage: str, method, progress: bool, **spec_kw) -> dict:
         meta["source_atlas"] = _atlas(train, len(cl.label_names))
         if train.dims == 2:
             meta["source_position"] = position_table(train.foreground_fractions(), train.positions())
-    transform = IntensityAugment(cfg.invert, cfg.remap) if cfg.augment else None
+    transform = _transform(cfg, spatial, train.dims)
     out = fit(model, method, fit_spec(cfg, train, meta, val=val, transform=transform, progress=progress, **spec_kw))
     if stage == "source" and is_main():
         _calibrate_flip(cfg, train)
     return out
+
+
+def _transform(cfg, spatial, dims: int):
+    """The training batches' transform: spatial changes first (as nnU-Net), then intensity; None
+    when neither is on (the default spatial settings add nothing, not even a random draw)."""
+    parts = []
+    if spatial is not None and spatial_active(spatial):
+        parts.append(SpatialAugment(spatial, dims))
+    if cfg.augment:
+        parts.append(IntensityAugment(cfg.invert, cfg.remap))
+    return Chain(tuple(parts)) if parts else None
 
 
 def spatial_args(cfg) -> dict:
@@ -78,8 +95,9 @@ def _atlas(train, k: int) -> dict:
 
 
 def train_source(cfg: TrainConfig, progress: bool = True) -> Path:
-    """Supervised training with cross-entropy on labelled slices (source model, or Oracle on target)."""
-    _supervised(cfg, "source", Supervised(), progress)
+    """Supervised training on labelled slices (source model, or Oracle on target): ``cfg.loss``,
+    ``cfg.oversample_fg`` and ``cfg.spatial`` on top of what train-prior shares."""
+    _supervised(cfg, "source", Supervised(cfg.loss), progress, spatial=cfg.spatial, oversample_fg=cfg.oversample_fg)
     return Path(cfg.out)
 
 
