@@ -23,7 +23,7 @@ from sfda.progress import bar
 from sfda.stages.common import check_output, require, slices_for, slicing_of, write_config
 from sfda.stages.nnunet import resolve_source
 
-METRICS = ("dice", "hd_mm", "hd95_mm", "assd_mm")
+METRICS = ("dice", "hd_mm", "hd95_mm", "assd_mm", "dice_organ_slices")
 
 
 def evaluate(cfg: EvaluateConfig, progress: bool = True) -> dict:
@@ -67,7 +67,7 @@ def native_scores(model, meta: dict, ss: SliceSet, label_names: list[str], devic
         truths.setdefault(case.subject, []).append(read_volume(case.label, dtype=None).array)
         spacing[case.subject] = vol.spacing
     return score_volumes({s: assemble_subject(v) for s, v in preds.items()},
-                         {s: assemble_subject(v) for s, v in truths.items()}, spacing, label_names)
+                         {s: assemble_subject(v) for s, v in truths.items()}, spacing, label_names, ss.axis)
 
 
 def rows_csv(rows: list[dict]) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 from sfda.config import ReportConfig
 from sfda.io.atomic import write_json, write_text
 from sfda.metrics import sample_std
-from sfda.metrics.accumulator import MEAN_KEY, headline
+from sfda.metrics.accumulator import MEAN_KEY, ORGAN_SLICES, headline
 from sfda.report import per_seed_markdown, results_markdown, selection_markdown
 from sfda.stages.report import collapse_notes, report, trust_notes
 
@@ -23,6 +23,11 @@ def selection_info(sel: dict, log: list[dict], selected: dict, last: dict, val_s
             "dice_selected": _dice(selected), "dice_last": _dice(last),
             "best_val_epoch": best["epoch"] if best else None, "best_val_dice": best["val_dice"] if best else None,
             "val_subjects": list(val_subjects)}
+
+
+ORGAN_SLICES_NOTE = ("Second score, for comparison with published abdominal CT <-> MR source-free work only (the "
+                     "full-volume 3D Dice above is the headline): per structure, 3D Dice over the slices whose "
+                     "labels hold it (`dice_organ_slices`).\n\n")
 
 
 def _seed_report(cfg, out_dir: Path, folder: Path, src: str, tgt: str, seed: int) -> tuple[list[str], list[str]]:
@@ -46,6 +51,8 @@ def _direction_markdown(cfg, src: str, tgt: str, methods: dict, per_seed: dict, 
                                                      for m in ("dice", "hd95_mm", "assd_mm"))]
     else:
         md = [f"## {src} → {tgt}\n\n" + results_markdown(table, order=order)]
+    if any(ORGAN_SLICES in c for v in methods.values() for s in v["seeds"].values() for c in s.values()):
+        md.append(ORGAN_SLICES_NOTE + results_markdown(table, order=order, metrics=(ORGAN_SLICES,)))
     if len(cfg.seeds) > 1:
         md.append(per_seed_markdown(per_seed, order))
     if any(selection.values()):
