@@ -69,6 +69,9 @@ class ExperimentConfig:
     methods: list[str] = opt(list(METHOD_CHOICES), choices=METHOD_CHOICES, nonempty=True)
     seeds: list[int] = opt([0], low=0, nonempty=True)
     source: TrainSettings = opt(TrainSettings())
+    # Changes of `source` for the Oracle, e.g. {optim: {epochs: 40}}. Empty: the Oracle of B->A is
+    # the source model of A->B (one training per domain and seed, under OUT/models/<domain>/seed<k>).
+    oracle: dict = opt({})
     prior: ExperimentPrior = opt(ExperimentPrior())
     adapt: ExperimentAdapt = opt(ExperimentAdapt())
     device: str = "cpu"

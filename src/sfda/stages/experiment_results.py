@@ -30,9 +30,10 @@ ORGAN_SLICES_NOTE = ("Second score, for comparison with published abdominal CT <
                      "labels hold it (`dice_organ_slices`).\n\n")
 
 
-def _seed_report(cfg, out_dir: Path, folder: Path, src: str, tgt: str, seed: int) -> tuple[list[str], list[str]]:
-    """The report of one direction and seed; returns its collapse and trust warnings."""
-    runs = {m: (out_dir / f"oracle-{tgt}" / f"seed{seed}") if m == "oracle" else folder / m for m in cfg.methods}
+def _seed_report(cfg, oracle: Path | None, folder: Path, src: str, tgt: str, seed: int) -> tuple[list[str], list[str]]:
+    """The report of one direction and seed (``oracle``: the Oracle's folder); returns its collapse
+    and trust warnings."""
+    runs = {m: oracle if m == "oracle" else folder / m for m in cfg.methods if m != "oracle" or oracle}
     runs = {m: r for m, r in runs.items() if (r / "eval").exists()}
     report(ReportConfig(runs=[str(r) for r in runs.values()], out=str(folder / "report"),
                         title=f"{src} → {tgt}, seed {seed}", names=list(runs)))
@@ -69,9 +70,11 @@ def _direction_markdown(cfg, src: str, tgt: str, methods: dict, per_seed: dict, 
     return md
 
 
-def write_results(cfg, out_dir: Path, per_direction: dict, test: dict[str, list[str]]) -> dict:
+def write_results(cfg, out_dir: Path, per_direction: dict, test: dict[str, list[str]],
+                  oracles: dict[tuple[str, int], Path] | None = None) -> dict:
     """``per_direction[(src, tgt)][seed] = (results, selection)`` -> reports, results.json, results.md;
-    ``test``: each target's test subjects."""
+    ``test``: each target's test subjects; ``oracles[(tgt, seed)]``: the Oracle's folder."""
+    oracles = oracles or {}
     chosen = {"last": "their last epoch", "average": "the average of their epochs' weights (`select: average`)"}.get(
         cfg.adapt.select,
         f"the epoch chosen by `{cfg.adapt.select}` on the validation subjects' unlabelled target images")
@@ -81,7 +84,8 @@ def write_results(cfg, out_dir: Path, per_direction: dict, test: dict[str, list[
     for (src, tgt), seeds in per_direction.items():
         per_seed = {seed: r for seed, (r, _) in seeds.items()}
         selection = {seed: s for seed, (_, s) in seeds.items()}
-        notes = [_seed_report(cfg, out_dir, out_dir / f"{src}-{tgt}" / f"seed{seed}", src, tgt, seed) for seed in seeds]
+        notes = [_seed_report(cfg, oracles.get((tgt, seed)), out_dir / f"{src}-{tgt}" / f"seed{seed}", src, tgt, seed)
+                 for seed in seeds]
         warnings, trust = [w for c, _ in notes for w in c], [w for _, t in notes for w in t]
         methods = _combine(per_seed, cfg.methods)
         directions.append({"source": src, "target": tgt, "test_subjects": list(test[tgt]),
