@@ -133,7 +133,7 @@ def test_a_changed_config_value_reruns_exactly_the_stages_that_depend_on_it(fini
 
 def _trainings(monkeypatch) -> list[str]:
     """Every train-source run's output folder, in order."""
-    import sfda.stages.train as train
+    from sfda.stages import train
 
     seen, real = [], train.train_source
     monkeypatch.setattr(train, "train_source", lambda cfg, progress=True: (seen.append(cfg.out), real(cfg, progress))[1])

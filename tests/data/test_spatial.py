@@ -25,7 +25,7 @@ def _sample(seed: int = 0, hw=(8, 8)):
 def test_a_quarter_turn_moves_image_labels_and_mask_as_numpy_rot90():
     image, labels, mask = _sample()
     out = apply_spatial(image, labels, mask, SpatialDraw(angles=(math.pi / 2,)), SpatialConfig())
-    turn = lambda a: np.rot90(np.asarray(a), -1, axes=(-2, -1))  # noqa: E731  MONAI's positive angle
+    turn = lambda a: np.rot90(np.asarray(a), -1, axes=(-2, -1))  # MONAI's positive angle
     assert np.allclose(out[0].numpy(), turn(image), atol=1e-4)
     assert np.array_equal(out[1].numpy(), turn(labels)) and out[1].dtype == torch.int64
     assert np.array_equal(out[2].numpy(), turn(mask)) and out[2].dtype == torch.bool

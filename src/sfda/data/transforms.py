@@ -9,8 +9,8 @@ generator the caller passes, so a run's batches repeat exactly under the same se
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
