@@ -112,7 +112,8 @@ def test_evaluate_metrics(flow):
     assert set(metrics["summary"]["foreground"]) >= {"dice", "hd_mm", "hd95_mm", "assd_mm"}
     assert set(metrics["summary"]["foreground"]["dice"]) >= {"mean", "std"}
     csv_rows = (root / "runs" / "adaent" / "eval" / "metrics.csv").read_text().splitlines()
-    assert csv_rows[0] == "subject,class,dice,hd_mm,hd95_mm,assd_mm" and len(csv_rows) == 2
+    assert csv_rows[0] == "subject,class,dice,hd_mm,hd95_mm,assd_mm,dice_organ_slices" and len(csv_rows) == 2
+    assert 0.0 <= rows[0]["dice_organ_slices"] <= 1.0
 
 
 def test_predict_keeps_input_geometry(flow):

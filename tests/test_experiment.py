@@ -60,7 +60,7 @@ def test_seeds_give_mean_and_std_and_keep_each_seed(finished):
         assert dice["mean"] == pytest.approx(sum(per_seed) / 2)
         assert dice["std"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2 ** 0.5)  # sample std (ddof 1)
     # The Oracle is trained once per target modality and seed (shared by every direction into it).
-    assert all((out / "oracle-inn" / f"seed{s}" / "done.json").exists() for s in (0, 1))
+    assert all((out / "models" / "inn" / f"seed{s}" / "done.json").exists() for s in (0, 1))
     assert (out / "wat-inn" / "seed0" / "report" / "report.md").exists()
     md = (out / "results.md").read_text()
     assert "seed 0" in md and "seed 1" in md and "holdout_kl" in md
@@ -96,7 +96,7 @@ def test_experiment_resumes_after_sigkill_and_matches(finished, tiny_cases, tmp_
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL, "the experiment finished before it could be killed"
     assert not (out / "results.json").exists()
-    source = out / "wat-inn" / "seed0" / "source" / "last.pt"
+    source = out / "models" / "wat" / "seed0" / "last.pt"
     stamp = source.stat().st_mtime_ns
     assert main(["experiment", str(_config(tmp, tiny_cases)), "--out", str(out)]) == 0
     assert source.stat().st_mtime_ns == stamp, "the finished source stage was redone"
@@ -130,6 +130,57 @@ def test_a_changed_config_value_reruns_exactly_the_stages_that_depend_on_it(fini
     adapted = [k for k in before if "/adaent/" in f"/{k}" or "/adabn/" in f"/{k}"]
     assert rerun == sorted(adapted), rerun
     assert "optim.lr 0.001 -> 0.002" in said
+
+
+def _trainings(monkeypatch) -> list[str]:
+    """Every train-source run's output folder, in order."""
+    from sfda.stages import train
+
+    seen, real = [], train.train_source
+    monkeypatch.setattr(train, "train_source", lambda cfg, progress=True, **kw: (seen.append(cfg.out), real(cfg, progress, **kw))[1])
+    return seen
+
+
+def test_one_training_is_the_source_of_one_direction_and_the_oracle_of_the_other(tiny_cases, tmp_path, monkeypatch):
+    cfg = _config(tmp_path, tiny_cases, seeds=[0], methods=["noadapt", "oracle"], directions=["wat->inn", "inn->wat"])
+    out = tmp_path / "run"
+    seen = _trainings(monkeypatch)
+    assert main(["experiment", str(cfg), "--out", str(out)]) == 0
+    assert sorted(seen) == [str(out / "models" / d / "seed0") for d in ("inn", "wat")]  # two trainings, four uses
+    results = json.loads((out / "results.json").read_text())
+    wat_inn, inn_wat = results["directions"]
+    # inn->wat's Oracle is wat->inn's source model: scored on wat's test subjects it is the same model
+    assert (out / "models" / "wat" / "seed0" / "eval" / "metrics.json").exists()
+    assert inn_wat["methods"]["oracle"] and wat_inn["methods"]["noadapt"]
+    seen.clear()
+    assert main(["experiment", str(cfg), "--out", str(out)]) == 0 and seen == []  # a rerun trains nothing
+    # the Oracle's own settings: a second model per domain
+    assert main(["experiment", str(cfg), "--out", str(out), "oracle={optim: {epochs: 1}}"]) == 0
+    assert sorted(seen) == [str(out / "models" / d / "seed0-oracle") for d in ("inn", "wat")]
+    oracle_cfg = yaml.safe_load((out / "models" / "wat" / "seed0-oracle" / "config.yaml").read_text())
+    assert oracle_cfg["optim"]["epochs"] == 1 and oracle_cfg["data"]["modality"] == "wat"
+
+
+def test_models_of_the_earlier_layout_are_kept(tiny_cases, tmp_path, monkeypatch):
+    """An experiment made when each direction trained its own source (<src>-<tgt>/seed<k>/source) and
+    Oracle (oracle-<tgt>/seed<k>) reruns without training them again."""
+    cfg = _config(tmp_path, tiny_cases, seeds=[0], methods=["noadapt", "oracle"])
+    out = tmp_path / "run"
+    assert main(["experiment", str(cfg), "--out", str(out)]) == 0
+    first = json.loads((out / "results.json").read_text())["directions"][0]["methods"]
+    (out / "wat-inn" / "seed0").mkdir(parents=True, exist_ok=True)
+    (out / "models" / "wat" / "seed0").rename(out / "wat-inn" / "seed0" / "source")
+    (out / "oracle-inn").mkdir()
+    (out / "models" / "inn" / "seed0").rename(out / "oracle-inn" / "seed0")
+    seen = _trainings(monkeypatch)
+    assert main(["experiment", str(cfg), "--out", str(out)]) == 0
+    assert seen == [] and json.loads((out / "results.json").read_text())["directions"][0]["methods"] == first
+
+
+def test_an_unknown_oracle_key_is_refused_before_anything_runs(tiny_cases, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["experiment", str(_config(tmp_path, tiny_cases)), "--out", str(out), "oracle={optim: {nope: 1}}"]) != 0
+    assert "oracle.optim.nope" in capsys.readouterr().err and not out.exists()
 
 
 def test_an_empty_validation_split_runs_without_the_best_by_labels_column(tiny_cases, tmp_path):

@@ -50,8 +50,8 @@ def test_each_stage_reads_its_own_domain(unpaired):
     (direction,) = results["directions"]
     assert (direction["source"], direction["target"]) == ("ct", "mr")
     assert direction["test_subjects"] == ["m02", "m03"]
-    src = yaml.safe_load((out / "ct-mr" / "seed0" / "source" / "config.yaml").read_text())["data"]
-    oracle = yaml.safe_load((out / "oracle-mr" / "seed0" / "config.yaml").read_text())["data"]
+    src = yaml.safe_load((out / "models" / "ct" / "seed0" / "config.yaml").read_text())["data"]
+    oracle = yaml.safe_load((out / "models" / "mr" / "seed0" / "config.yaml").read_text())["data"]
     adapt = yaml.safe_load((out / "ct-mr" / "seed0" / "adaent" / "config.yaml").read_text())
     prior = yaml.safe_load((out / "ct-mr" / "seed0" / "prior.config.yaml").read_text())
     assert (src["modality"], src["subjects"], src["val_subjects"]) == ("CT", ["c00", "c01"], ["c02"])
@@ -69,7 +69,7 @@ def test_every_structure_is_scored_on_the_scans_own_grid(unpaired, organ_domains
     assert {"liver", "right_kidney", "spleen"} <= set(summary)
     # Scored on the stored label volumes: the Dice of the labels against themselves through the
     # 32x32 grid would not be exact, so recompute one subject's Dice from a native prediction.
-    ckpt = out / "oracle-mr" / "seed0" / "last.pt"
+    ckpt = out / "models" / "mr" / "seed0" / "last.pt"
     scan = Path(organ_domains[1]) / "imagesTr" / "m03_0000.nii.gz"
     assert main(["predict", "--checkpoint", str(ckpt), str(scan), "--out", str(out / "pred")]) == 0
     mask = nib.load(out / "pred" / "m03.nii.gz")  # nnU-Net naming: m03_0000 -> m03
@@ -77,7 +77,7 @@ def test_every_structure_is_scored_on_the_scans_own_grid(unpaired, organ_domains
     assert mask.shape == image.shape and np.allclose(mask.affine, image.affine)
     truth = np.asarray(nib.load(Path(organ_domains[1]) / "labelsTr" / "m03.nii.gz").dataobj)
     pred = np.asarray(mask.dataobj)
-    rows = json.loads((out / "oracle-mr" / "seed0" / "eval" / "metrics.json").read_text())["per_subject"]
+    rows = json.loads((out / "models" / "mr" / "seed0" / "eval" / "metrics.json").read_text())["per_subject"]
     for k, name in ((1, "liver"), (2, "right_kidney"), (3, "spleen")):
         (row,) = [r for r in rows if r["subject"] == "m03" and r["class"] == name]
         a, b = pred == k, truth == k

@@ -218,3 +218,41 @@ def test_the_losses_are_dimension_free_3d_volumes_as_slices():
                           entropy_loss(flat, flat_mask, torch.tensor([1.0, 2.0, 3.0])))
     for scope in ("image", "batch"):
         assert torch.allclose(kl_prior(logits, prior, mask, scope=scope), kl_prior(flat, prior, flat_mask, scope=scope))
+
+
+# --------------------------------------------------------------------------- Dice + CE (nnU-Net)
+
+
+def test_dice_ce_is_ce_plus_one_minus_mean_foreground_batch_dice_by_hand():
+    """Two 1x3 images, three classes, the last pixel of the second image padding: every term by hand."""
+    import numpy as np
+
+    from sfda.losses import batch_soft_dice, dice_ce
+
+    logits = _logits(7, shape=(2, 3, 1, 3), scale=2.0)
+    labels = torch.tensor([[[0, 1, 2]], [[2, 1, 1]]])
+    mask = torch.tensor([[[True, True, True]], [[True, True, False]]])
+    p = torch.softmax(logits, dim=1).numpy()
+    real = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]  # (image, column) of the real pixels
+    ce = np.mean([-np.log(p[n, labels[n, 0, w], 0, w]) for n, w in real])
+    dices = []
+    for k in (1, 2):  # foreground classes only, pooled over both images
+        inter = sum(p[n, k, 0, w] for n, w in real if labels[n, 0, w] == k)
+        total = sum(p[n, k, 0, w] for n, w in real) + sum(1 for n, w in real if labels[n, 0, w] == k)
+        dices.append((2 * inter + 1e-5) / (total + 1e-5))
+    loss, logs = dice_ce(logits, labels, mask)
+    assert float(loss) == pytest.approx(ce + 1 - np.mean(dices), rel=1e-9)
+    assert logs["ce"] == pytest.approx(ce) and logs["soft_dice"] == pytest.approx(np.mean(dices))
+    assert batch_soft_dice(logits, labels, mask, include_background=True).shape == (3,)
+    # padding never counts: changing what lies under it changes nothing
+    other = labels.clone()
+    other[1, 0, 2] = 0
+    assert float(dice_ce(logits, other, mask)[0]) == pytest.approx(float(loss), rel=1e-12)
+
+
+def test_soft_dice_of_a_perfect_prediction_is_one():
+    from sfda.losses import batch_soft_dice
+
+    labels = torch.tensor([[[0, 1], [2, 1]]])
+    logits = torch.nn.functional.one_hot(labels, 3).movedim(-1, 1).double() * 1000
+    assert torch.allclose(batch_soft_dice(logits, labels), torch.ones(2, dtype=torch.float64))

@@ -97,3 +97,28 @@ def kl_prior(logits: torch.Tensor, prior: torch.Tensor, mask: torch.Tensor | Non
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Pixel cross-entropy (Eq. 1), averaged over real pixels."""
     return _masked_mean(F.cross_entropy(logits, labels, reduction="none"), mask)
+
+
+def batch_soft_dice(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None,
+                    include_background: bool = False, smooth: float = 1e-5) -> torch.Tensor:
+    """Soft Dice per class (K,) (K - 1 without the background), each pooled over the whole batch
+    (nnU-Net's batch Dice): 2 Σ p·y / (Σ p + Σ y) over every real pixel of every image, with
+    nnU-Net's ``smooth`` added above and below (a class absent from the batch scores about 0
+    unless nothing of it is predicted)."""
+    probs = F.softmax(logits, dim=1)
+    onehot = F.one_hot(labels, logits.shape[1]).movedim(-1, 1).to(probs.dtype)
+    if mask is not None:
+        m = mask.unsqueeze(1).to(probs.dtype)
+        probs, onehot = probs * m, onehot * m
+    axes = (0, *range(2, logits.ndim))
+    inter, total = (probs * onehot).sum(dim=axes), (probs + onehot).sum(dim=axes)
+    dice = (2 * inter + smooth) / (total + smooth).clamp_min(1e-8)
+    return dice if include_background else dice[1:]
+
+
+def dice_ce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """nnU-Net's loss: cross-entropy + (1 - mean batch soft Dice over the foreground classes).
+    Returns the loss and its two parts (floats, for the log)."""
+    ce = cross_entropy(logits, labels, mask)
+    dice = batch_soft_dice(logits, labels, mask).mean()
+    return ce + (1 - dice), {"ce": float(ce.detach()), "soft_dice": float(dice.detach())}

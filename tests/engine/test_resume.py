@@ -49,15 +49,40 @@ def _epochs_run(monkeypatch) -> list[int]:
     return seen
 
 
-def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_train_config, tmp_path, monkeypatch):
+def _stop_before_epoch(monkeypatch, epoch: int) -> None:
+    """The loop stops (as if killed) when it reaches ``epoch`` (1-based)."""
+    real = loop._run_epoch
+
+    def stop(model, method, spec, data, source, opt, e, *rest):
+        if e + 1 == epoch:
+            raise KeyboardInterrupt
+        return real(model, method, spec, data, source, opt, e, *rest)
+
+    monkeypatch.setattr(loop, "_run_epoch", stop)
+
+
+#: train-source's nnU-Net-like recipe: its sampling and augmentation draw from the epoch's generator too
+RECIPE = ("loss=dice_ce", "oversample_fg=0.5", "spatial.rotate=0.5", "spatial.scale=0.5", "spatial.elastic=0.5",
+          "spatial.elastic_spacing=8", "spatial.mirror_axes=[0]", "optim.optimizer=sgd", "optim.lr=0.01",
+          "optim.momentum=0.99", "optim.nesterov=true", "optim.schedule=poly")
+
+
+@pytest.mark.parametrize("recipe", [(), RECIPE], ids=["plain", "recipe"])
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_train_config, tmp_path, monkeypatch, recipe):
     full = tmp_path / "full"
-    train_source(tiny_train_config(full, "optim.epochs=3"), progress=False)
+    train_source(tiny_train_config(full, "optim.epochs=3", *recipe), progress=False)
 
     part = tmp_path / "part"
-    train_source(tiny_train_config(part, "optim.epochs=1"), progress=False)
+    if recipe:  # poly's rates depend on optim.epochs: stop a 3-epoch run after its first epoch instead
+        _stop_before_epoch(monkeypatch, 2)
+        with pytest.raises(KeyboardInterrupt):
+            train_source(tiny_train_config(part, "optim.epochs=3", *recipe), progress=False)
+        monkeypatch.undo()
+    else:
+        train_source(tiny_train_config(part, "optim.epochs=1"), progress=False)
     _assert_same_weights(full / "epoch_001.pt", part / "last.pt")
     seen = _epochs_run(monkeypatch)
-    train_source(tiny_train_config(part, "optim.epochs=3", "resume=true"), progress=False)
+    train_source(tiny_train_config(part, "optim.epochs=3", "resume=true", *recipe), progress=False)
     assert seen == [2, 3]  # epoch 1 was restored, not retrained
 
     _assert_same_weights(full / "last.pt", part / "last.pt")

@@ -10,12 +10,12 @@ from sfda.config.core import (config_to_dict, load_config, merge_into, nest, opt
                               save_config)
 from sfda.config.stages import (AdaptConfig, AdaptSettings, DataConfig, EvaluateConfig, MethodConfig,
                                 NnunetImportConfig, OptimConfig, PredictConfig, PriorConfig, PriorSettings,
-                                PriorTrainConfig, PriorTrainSettings, ReportConfig, RunConfig, SlicingConfig,
+                                PriorTrainConfig, PriorTrainSettings, ReportConfig, RunConfig, SlicingConfig, SpatialConfig,
                                 TrainConfig, TrainSettings)
 
 __all__ = [
     "AdaptConfig", "AdaptSettings", "DataConfig", "EvaluateConfig", "MethodConfig", "NnunetImportConfig", "OptimConfig",
     "PredictConfig", "PriorConfig", "PriorSettings", "PriorTrainConfig", "PriorTrainSettings", "ReportConfig",
-    "RunConfig", "SlicingConfig", "TrainConfig", "TrainSettings", "config_to_dict", "load_config", "merge_into",
+    "RunConfig", "SlicingConfig", "SpatialConfig", "TrainConfig", "TrainSettings", "config_to_dict", "load_config", "merge_into",
     "nest", "opt", "parse_override", "read_yaml", "save_config",
 ]

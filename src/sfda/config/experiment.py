@@ -69,6 +69,9 @@ class ExperimentConfig:
     methods: list[str] = opt(list(METHOD_CHOICES), choices=METHOD_CHOICES, nonempty=True)  # the rows to run
     seeds: list[int] = opt([0], low=0, nonempty=True)  # each seed retrains every model
     source: TrainSettings = opt(TrainSettings())  # the source model's (and Oracle's) training: train-source's
+    # Changes of `source` for the Oracle, e.g. {optim: {epochs: 40}}. Empty: the Oracle of B->A is
+    # the source model of A->B (one training per domain and seed, under OUT/models/<domain>/seed<k>).
+    oracle: dict = opt({})
     prior: ExperimentPrior = opt(ExperimentPrior())  # how τe is built: prior's settings
     adapt: ExperimentAdapt = opt(ExperimentAdapt())  # how each method adapts: adapt's settings
     device: str = "cpu"  # cpu, cuda or cuda:N

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sfda.config.core import opt
+from sfda.config.spatial import SpatialConfig
 
 
 @dataclass
@@ -55,8 +56,11 @@ class OptimConfig:
     optimizer: str = opt("adam", choices=("adam", "sgd"))  # the optimiser
     lr: float = opt(1e-3, above=0)  # the learning rate
     momentum: float = opt(0.9, low=0, high=1)  # SGD's momentum (sgd only)
+    nesterov: bool = False  # Nesterov momentum (sgd only); nnU-Net: sgd, lr 1e-2, momentum 0.99, nesterov, poly
     weight_decay: float = opt(0.0, low=0)  # L2 weight decay
-    schedule: str = opt("none", choices=("none", "cosine", "step"))  # the learning-rate schedule over the epochs
+    # the learning-rate schedule, set once per epoch: cosine, step (/10 at each third), poly (nnU-Net:
+    # lr * (1 - epoch/epochs)^0.9)
+    schedule: str = opt("none", choices=("none", "cosine", "step", "poly"))
     epochs: int = opt(20, low=1)  # passes over the training slices
     batch_size: int = opt(12, low=1)  # samples per step (under torchrun: the global batch)
     max_steps_per_epoch: int = opt(0, low=0)  # cut an epoch short after this many steps; 0: no cut
@@ -106,8 +110,8 @@ class RunConfig(OutputConfig):
 
 
 @dataclass
-class TrainSettings:
-    """What `sfda train-source` trains (the experiment's ``source`` section)."""
+class SupervisedSettings:
+    """What every supervised stage trains: the network, its optimiser, intensity augmentation."""
 
     net: str = "enet"  # the network: enet, unet, or a MONAI one by name (monai.UNet, ...)
     net_args: dict[str, Any] = opt({})  # the network's arguments, e.g. {width: 16} or MONAI's {channels: [...]}
@@ -121,6 +125,18 @@ class TrainSettings:
 
 
 @dataclass
+class TrainSettings(SupervisedSettings):
+    """What `sfda train-source` trains (the experiment's ``source`` section, and the Oracle)."""
+
+    # ce: cross-entropy (Eq. 1); dice_ce: cross-entropy + (1 - mean soft Dice over the foreground
+    # structures, pooled over the batch), as nnU-Net (sfda.losses.dice_ce).
+    loss: str = opt("ce", choices=("ce", "dice_ce"))
+    # The share of each batch drawn from samples holding a foreground structure (nnU-Net: 0.33).
+    oversample_fg: float = opt(0.0, low=0, high=1)
+    spatial: SpatialConfig = opt(SpatialConfig())
+
+
+@dataclass
 class TrainConfig(RunConfig, TrainSettings):
     """``sfda train-source`` (and the Oracle, trained on target labels)."""
 
@@ -128,7 +144,7 @@ class TrainConfig(RunConfig, TrainSettings):
 
 
 @dataclass
-class PriorTrainSettings(TrainSettings):
+class PriorTrainSettings(SupervisedSettings):
     """What `sfda train-prior` trains: the class-ratio regressor (the experiment's ``prior.regressor``)."""
 
     net: str = "regressor"

@@ -1,15 +1,30 @@
-"""Intensity transforms of training batches (source side only), in normalised space.
+"""Transforms of training batches (source side only), in normalised space.
 
-Tensors are (N, C, H, W) float (or (N, C, D, H, W): every draw is per image). Every random
-draw comes from the generator the caller passes, so a run's batches repeat exactly under the
-same seed.
+A batch transform maps ``(images, labels, mask, gen)`` to ``(images, labels, mask)``: images
+(N, C, H, W) float (or (N, C, D, H, W): every draw is per image), labels (N, H, W) int64 or None,
+mask (N, H, W) bool (True on real pixels). Intensity transforms change the images only; spatial
+ones (:mod:`sfda.data.spatial`) move all three together. Every random draw comes from the
+generator the caller passes, so a run's batches repeat exactly under the same seed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+
+@dataclass(frozen=True)
+class Chain:
+    """Batch transforms applied in order (each draws from the same generator, in turn)."""
+
+    transforms: tuple[Callable, ...]
+
+    def __call__(self, images: torch.Tensor, labels, mask: torch.Tensor, gen: torch.Generator) -> tuple:
+        for t in self.transforms:
+            images, labels, mask = t(images, labels, mask, gen)
+        return images, labels, mask
 
 
 @dataclass(frozen=True)
@@ -20,8 +35,8 @@ class IntensityAugment:
     invert: float = 0.0
     remap: float = 0.0
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        return augment_intensity(x, gen, self.invert, self.remap)
+    def __call__(self, images: torch.Tensor, labels, mask: torch.Tensor, gen: torch.Generator) -> tuple:
+        return augment_intensity(images, gen, self.invert, self.remap), labels, mask
 
 
 def augment_intensity(x: torch.Tensor, gen: torch.Generator, invert: float = 0.0, remap: float = 0.0) -> torch.Tensor:

@@ -18,7 +18,7 @@ import torch
 from sfda.config import OptimConfig
 from sfda.data.sliceset import SliceSet
 from sfda.engine import distributed as ddp
-from sfda.engine.batches import Tensors
+from sfda.engine.batches import Tensors, epoch_batches
 from sfda.engine.collapse import flag_collapse
 from sfda.engine.distributed import check_device
 from sfda.engine.optim import build_optimizer, build_scheduler
@@ -36,7 +36,9 @@ __all__ = ["FitSpec", "check_device", "fit"]
 @dataclass
 class FitSpec:
     """Everything the loop needs besides the model and the method; ``optim`` is the stage's own
-    :class:`OptimConfig`, ``transform`` a batch transform from :mod:`sfda.data.transforms`."""
+    :class:`OptimConfig`, ``transform`` a batch transform from :mod:`sfda.data.transforms`
+    (images, labels, mask, generator) -> (images, labels, mask); ``oversample_fg`` the share of
+    each batch drawn from samples holding a labelled structure (:func:`sfda.engine.batches.epoch_batches`)."""
 
     data: SliceSet
     out: Path
@@ -45,7 +47,8 @@ class FitSpec:
     seed: int = 0
     device: str = "cpu"
     resume: bool = False
-    transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+    transform: Callable[..., tuple] | None = None
+    oversample_fg: float = 0.0
     val: SliceSet | None = None
     source: SliceSet | None = None
     prior: np.ndarray | None = None
@@ -159,11 +162,13 @@ def _run_epoch(model, method, spec: FitSpec, data: Tensors, source, opt, epoch: 
     method.train_mode(model)
     sums: dict[str, float] = {}
     fg_pred, fg_prior, per_class, t0 = 0.0, 0.0, {}, time.perf_counter()
+    fg = data.foreground() if spec.oversample_fg > 0 else None
+    batches = epoch_batches(perm, steps, o.batch_size, fg, spec.oversample_fg, gen)
     steps_bar = bar(range(steps), f"epoch {epoch + 1}/{o.epochs}", spec.progress)
     for step in steps_bar:
-        batch = data.batch(ddp.shard(perm[step * o.batch_size:(step + 1) * o.batch_size], dist))
+        batch = data.batch(ddp.shard(batches[step], dist))
         if spec.transform is not None:
-            batch.images = spec.transform(batch.images, gen)
+            batch.images, batch.labels, batch.mask = spec.transform(batch.images, batch.labels, batch.mask, gen)
         src = source.batch(torch.randint(len(spec.source), (o.batch_size,), generator=gen)) if source else None
         # Mixed precision on CUDA only: bf16 autocast is far slower on AVX2-only CPUs.
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):

@@ -13,10 +13,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from sfda.errors import SfdaError, require
+from sfda.metrics.organ_slices import dice_organ_slices
 from sfda.metrics.overlap import check_same_shape, dice
 from sfda.metrics.surface import normalise_spacing, surface_distances
 
 SPACING_UNITS: tuple[str, ...] = ("mm", "voxel")
+#: the second Dice (:mod:`sfda.metrics.organ_slices`), in a row when the slicing axis is known
+ORGAN_SLICES = "dice_organ_slices"
 _SUFFIX = {"mm": "mm", "voxel": "vox"}
 
 
@@ -25,15 +28,17 @@ def sample_std(values: Sequence[float]) -> float:
     return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
-def metric_names(spacing_unit: str = "mm") -> tuple[str, ...]:
-    """Metric keys of a row: ``dice`` then the distances suffixed by their unit.
+def metric_names(spacing_unit: str = "mm", slice_axis: int | None = None) -> tuple[str, ...]:
+    """Metric keys of a row: ``dice`` then the distances suffixed by their unit, then (with a
+    ``slice_axis``) :data:`ORGAN_SLICES`.
 
     The suffix (``_mm`` or ``_vox``) keeps numbers in different units from being
     mixed up in reports and tables.
     """
     _check_unit(spacing_unit)
     suffix = _SUFFIX[spacing_unit]
-    return ("dice", f"hd_{suffix}", f"hd95_{suffix}", f"assd_{suffix}")
+    second = () if slice_axis is None else (ORGAN_SLICES,)
+    return ("dice", f"hd_{suffix}", f"hd95_{suffix}", f"assd_{suffix}", *second)
 
 
 def _check_unit(spacing_unit: str) -> None:
@@ -69,6 +74,7 @@ def case_metrics(
     class_names: Sequence[str],
     *,
     spacing_unit: str = "mm",
+    slice_axis: int | None = None,
 ) -> list[dict[str, Any]]:
     """One row per foreground class ``k >= 1`` of one subject.
 
@@ -76,7 +82,8 @@ def case_metrics(
     ``class_names[0]`` is the background and gets no row.  With
     ``spacing_unit="voxel"`` the given spacing is ignored, distances are in voxels
     and the keys end in ``_vox``.  Empty classes follow the rule in
-    :mod:`sfda.metrics.surface`.
+    :mod:`sfda.metrics.surface`.  With ``slice_axis`` (the slicing axis, z) each row also has
+    :data:`ORGAN_SLICES`, the Dice over the slices holding the class (:mod:`sfda.metrics.organ_slices`).
     """
     _check_unit(spacing_unit)
     require(len(class_names) >= 2, "class_names needs the background and at least one class")
@@ -84,12 +91,14 @@ def case_metrics(
     truth = _as_labels(truth_labels, "ground-truth labels", len(class_names))
     check_same_shape(pred, truth)
     sampling = None if spacing_unit == "voxel" else normalise_spacing(spacing, pred.ndim)
-    keys = metric_names(spacing_unit)
+    keys = metric_names(spacing_unit, slice_axis)
     rows = []
     for k in range(1, len(class_names)):
         p, t = pred == k, truth == k
         distances = surface_distances(p, t, sampling)
         values = (dice(p, t), distances["hd"], distances["hd95"], distances["assd"])
+        if slice_axis is not None:
+            values += (dice_organ_slices(pred, truth, k, slice_axis),)
         rows.append({"class": class_names[k], **dict(zip(keys, values))})
     return rows
 
@@ -110,13 +119,15 @@ def headline(summary: dict, metric: str = "dice") -> dict[str, float] | None:
 class MetricAccumulator:
     """Collects per-subject, per-class metrics and summarises them over subjects."""
 
-    def __init__(self, class_names: Sequence[str], spacing_unit: str = "mm") -> None:
-        """``class_names[0]`` is the background; ``spacing_unit`` is "mm" or "voxel"."""
+    def __init__(self, class_names: Sequence[str], spacing_unit: str = "mm", slice_axis: int | None = None) -> None:
+        """``class_names[0]`` is the background; ``spacing_unit`` is "mm" or "voxel"; ``slice_axis``:
+        the volumes' slicing axis, which adds :data:`ORGAN_SLICES` (see :func:`case_metrics`)."""
         _check_unit(spacing_unit)
         require(len(class_names) >= 2, "class_names needs the background and at least one class")
         self.class_names = list(class_names)
         self.spacing_unit = spacing_unit
-        self.metric_names = metric_names(spacing_unit)
+        self.slice_axis = slice_axis
+        self.metric_names = metric_names(spacing_unit, slice_axis)
         self._rows: list[dict[str, Any]] = []
         self._subjects: set[str] = set()
 
@@ -137,7 +148,8 @@ class MetricAccumulator:
                 "so stack its slices or crops before adding"
             )
         rows = case_metrics(
-            pred_labels, truth_labels, spacing, self.class_names, spacing_unit=self.spacing_unit
+            pred_labels, truth_labels, spacing, self.class_names, spacing_unit=self.spacing_unit,
+            slice_axis=self.slice_axis,
         )
         rows = [{"subject": subject, **row} for row in rows]
         self._subjects.add(subject)

@@ -36,6 +36,7 @@ METRIC_LABELS: dict[str, str] = {
     "hd_mm": "HD (mm)",
     "hd95_mm": "HD95 (mm)",
     "assd_mm": "ASSD (mm)",
+    "dice_organ_slices": "Dice over organ slices (%)",
 }
 
 MISSING = "–"
@@ -175,10 +176,10 @@ def _row(label: str, stats: dict[str, dict[str, tuple[float, float]]],
 
 
 def format_cell(metric: str, stat: tuple[float, float] | None) -> str:
-    """Dice in percent with one decimal, distances in mm with two; '–' if missing."""
+    """Dice (either) in percent with one decimal, distances in mm with two; '–' if missing."""
     if stat is None:
         return MISSING
-    scale, digits = (100.0, 1) if metric == "dice" else (1.0, 2)
+    scale, digits = (100.0, 1) if metric.startswith("dice") else (1.0, 2)
     mean, std = stat
     text = _number(mean * scale, digits)
     if math.isnan(std):

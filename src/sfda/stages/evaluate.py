@@ -26,7 +26,7 @@ from sfda.stages.freshness import Stage, digest
 from sfda.stages.nnunet import check_source, resolve_source
 from sfda.stages.outputs import case_files, claim_folder
 
-METRICS = ("dice", "hd_mm", "hd95_mm", "assd_mm")
+METRICS = ("dice", "hd_mm", "hd95_mm", "assd_mm", "dice_organ_slices")
 
 
 def evaluate(cfg: EvaluateConfig, progress: bool = True, run: Stage | None = None) -> dict:
@@ -80,7 +80,7 @@ def native_scores(model, meta: dict, ss: SliceSet, label_names: list[str], devic
         truths.setdefault(case.subject, []).append(read_volume(case.label, dtype=None).array)
         spacing[case.subject] = vol.spacing
     return score_volumes({s: assemble_subject(v) for s, v in preds.items()},
-                         {s: assemble_subject(v) for s, v in truths.items()}, spacing, label_names)
+                         {s: assemble_subject(v) for s, v in truths.items()}, spacing, label_names, ss.axis)
 
 
 def rows_csv(rows: list[dict]) -> str:

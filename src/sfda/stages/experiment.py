@@ -48,6 +48,7 @@ class Runner:
         self.cfg, self.out, self.progress = cfg, out, progress
         self.cases = str(out / "cases.json")
         self.domains: dict[str, Domain] = {}
+        self.oracles: dict[tuple[str, int], Path] = {}  # (target, seed) -> the Oracle's folder
 
     def log(self, text: str) -> None:
         if self.progress:
@@ -94,13 +95,33 @@ class Runner:
         return DataConfig(**slicing, cases=self.cases, modality=dom.modality, subjects=list(subjects),
                           val_subjects=list(val), cache=str(self.out / "cache"))
 
-    def supervised(self, out: Path, dom: Domain, seed: int) -> Path:
-        from sfda.stages.train import train_source
-
+    def _supervised_config(self, dom: Domain, seed: int, oracle: bool) -> TrainConfig:
+        """The training of ``dom``'s labelled subjects: the ``source`` settings, with ``oracle``'s
+        changes for the Oracle (where it writes is left to :meth:`supervised`)."""
         c = self.cfg
         cfg = _settings(c.source, TrainSettings, TrainConfig, data=self.data(dom, dom.train, dom.val), seed=seed,
-                        device=c.device, out=str(out))
+                        device=c.device)
+        if oracle and c.oracle:
+            merge_into(cfg, c.oracle, prefix="oracle.")
+        return cfg
+
+    def supervised(self, dom: Domain, seed: int, oracle: bool = False, legacy: Path | None = None) -> Path:
+        """A model trained on ``dom``'s labels, trained once however many roles use it: the source of
+        every direction out of ``dom`` and the Oracle of every direction into it share
+        ``OUT/models/<dom>/seed<k>`` while their settings are the same (their stage fingerprints match);
+        an Oracle with its own settings gets ``seed<k>-oracle``. ``legacy``: the folder an earlier
+        layout used (``<src>-<tgt>/seed<k>/source``, ``oracle-<tgt>/seed<k>``), kept while it holds
+        this very training finished, so older experiments are not trained again."""
+        from sfda.stages.train import train_source
+
+        cfg = self._supervised_config(dom, seed, oracle)
         stage = Stage(cfg, [self.cases], self.out)
+        same = not oracle or stage.fingerprint == Stage(self._supervised_config(dom, seed, False), [self.cases],
+                                                        self.out).fingerprint
+        out = self.out / "models" / dom.name / (f"seed{seed}" if same else f"seed{seed}-oracle")
+        if legacy is not None and stage.why_stale(legacy) is None:
+            return legacy
+        cfg.out = str(out)
         if not self._fresh(stage, out, "train"):
             self._train(cfg, stage, train_source)
         return out
@@ -181,14 +202,16 @@ class Runner:
 
     def run_seed(self, folder: Path, src: Domain, tgt: Domain, seed: int) -> tuple[dict, dict]:
         methods, results = self.cfg.methods, {}
-        source = self.supervised(folder / "source", src, seed)
+        source = self.supervised(src, seed, legacy=folder / "source")
         if "noadapt" in methods:
             noadapt = folder / "noadapt"
             noadapt.mkdir(parents=True, exist_ok=True)
             results["noadapt"] = self.score(noadapt, source / "last.pt", tgt)["summary"]
         if "oracle" in methods:
-            # One Oracle per target modality and seed, shared by every direction into that target.
-            oracle = self.supervised(self.out / f"oracle-{tgt.name}" / f"seed{seed}", tgt, seed)
+            # One Oracle per target and seed, shared by every direction into that target (and, with
+            # the source's settings, the very model the directions out of that target start from).
+            oracle = self.supervised(tgt, seed, oracle=True, legacy=self.out / f"oracle-{tgt.name}" / f"seed{seed}")
+            self.oracles[(tgt.name, seed)] = oracle
             results["oracle"] = self.score(oracle, oracle / "last.pt", tgt)["summary"]
         adapt_methods = [m for m in methods if m not in ("noadapt", "oracle")]
         prior = self.prior(folder, src, tgt, seed, source / "last.pt") if adapt_methods else None
@@ -241,4 +264,4 @@ def _run(cfg: ExperimentConfig, runner: Runner, out_dir: Path, cl, domains) -> d
             seed: runner.run_seed(out_dir / f"{src.name}-{tgt.name}" / f"seed{seed}", src, tgt, seed)
             for seed in cfg.seeds}
     targets = {tgt: list(domains[tgt].test) for _, tgt in per_direction}
-    return write_results(cfg, out_dir, per_direction, targets)
+    return write_results(cfg, out_dir, per_direction, targets, runner.oracles)

@@ -9,9 +9,13 @@ case list and one :class:`Domain` per name, so the stages never see the differen
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
+from sfda.config import merge_into
 from sfda.data.resample import check_resample
+from sfda.data.spatial import check_spatial
+from sfda.engine.optim import check_optim
 from sfda.errors import SfdaError
 from sfda.io.cases import Case, CaseList, check_split_lists
 from sfda.io.layouts import index_dataset
@@ -52,6 +56,10 @@ def check_config(cfg) -> None:
     """Every check that needs no file: directions, the choice of paired/unpaired, the splits."""
     names = direction_names(cfg)
     check_resample(cfg.slicing.size, cfg.slicing.spacing, dims=cfg.slicing.dims)
+    oracle = merge_into(copy.deepcopy(cfg.source), cfg.oracle, prefix="oracle.")  # its keys, before anything runs
+    for where, settings in (("source", cfg.source), ("oracle", oracle)):
+        check_optim(settings.optim, f"{where}.optim")
+        check_spatial(settings.spatial, cfg.slicing.dims, f"{where}.spatial")
     if not cfg.domains:
         check_split(cfg.split)
         return

@@ -9,7 +9,7 @@ import numpy as np
 from sfda.config import ReportConfig
 from sfda.io.atomic import write_json, write_text
 from sfda.metrics import sample_std
-from sfda.metrics.accumulator import MEAN_KEY, headline
+from sfda.metrics.accumulator import MEAN_KEY, ORGAN_SLICES, headline
 from sfda.report import per_seed_markdown, results_markdown, selection_markdown
 from sfda.stages.report import collapse_notes, report, trust_notes
 
@@ -25,9 +25,15 @@ def selection_info(sel: dict, log: list[dict], selected: dict, last: dict, val_s
             "val_subjects": list(val_subjects)}
 
 
-def _seed_report(cfg, out_dir: Path, folder: Path, src: str, tgt: str, seed: int) -> tuple[list[str], list[str]]:
-    """The report of one direction and seed; returns its collapse and trust warnings."""
-    runs = {m: (out_dir / f"oracle-{tgt}" / f"seed{seed}") if m == "oracle" else folder / m for m in cfg.methods}
+ORGAN_SLICES_NOTE = ("Second score, for comparison with published abdominal CT <-> MR source-free work only (the "
+                     "full-volume 3D Dice above is the headline): per structure, 3D Dice over the slices whose "
+                     "labels hold it (`dice_organ_slices`).\n\n")
+
+
+def _seed_report(cfg, oracle: Path | None, folder: Path, src: str, tgt: str, seed: int) -> tuple[list[str], list[str]]:
+    """The report of one direction and seed (``oracle``: the Oracle's folder); returns its collapse
+    and trust warnings."""
+    runs = {m: oracle if m == "oracle" else folder / m for m in cfg.methods if m != "oracle" or oracle}
     runs = {m: r for m, r in runs.items() if (r / "eval").exists()}
     report(ReportConfig(runs=[str(r) for r in runs.values()], out=str(folder / "report"), overwrite=True,
                         title=f"{src} → {tgt}, seed {seed}", names=list(runs)))
@@ -46,6 +52,8 @@ def _direction_markdown(cfg, src: str, tgt: str, methods: dict, per_seed: dict, 
                                                      for m in ("dice", "hd95_mm", "assd_mm"))]
     else:
         md = [f"## {src} → {tgt}\n\n" + results_markdown(table, order=order)]
+    if any(ORGAN_SLICES in c for v in methods.values() for s in v["seeds"].values() for c in s.values()):
+        md.append(ORGAN_SLICES_NOTE + results_markdown(table, order=order, metrics=(ORGAN_SLICES,)))
     if len(cfg.seeds) > 1:
         md.append(per_seed_markdown(per_seed, order))
     if any(selection.values()):
@@ -62,9 +70,11 @@ def _direction_markdown(cfg, src: str, tgt: str, methods: dict, per_seed: dict, 
     return md
 
 
-def write_results(cfg, out_dir: Path, per_direction: dict, test: dict[str, list[str]]) -> dict:
+def write_results(cfg, out_dir: Path, per_direction: dict, test: dict[str, list[str]],
+                  oracles: dict[tuple[str, int], Path] | None = None) -> dict:
     """``per_direction[(src, tgt)][seed] = (results, selection)`` -> reports, results.json, results.md;
-    ``test``: each target's test subjects."""
+    ``test``: each target's test subjects; ``oracles[(tgt, seed)]``: the Oracle's folder."""
+    oracles = oracles or {}
     chosen = {"last": "their last epoch", "average": "the average of their epochs' weights (`select: average`)"}.get(
         cfg.adapt.select,
         f"the epoch chosen by `{cfg.adapt.select}` on the validation subjects' unlabelled target images")
@@ -74,7 +84,8 @@ def write_results(cfg, out_dir: Path, per_direction: dict, test: dict[str, list[
     for (src, tgt), seeds in per_direction.items():
         per_seed = {seed: r for seed, (r, _) in seeds.items()}
         selection = {seed: s for seed, (_, s) in seeds.items()}
-        notes = [_seed_report(cfg, out_dir, out_dir / f"{src}-{tgt}" / f"seed{seed}", src, tgt, seed) for seed in seeds]
+        notes = [_seed_report(cfg, oracles.get((tgt, seed)), out_dir / f"{src}-{tgt}" / f"seed{seed}", src, tgt, seed)
+                 for seed in seeds]
         warnings, trust = [w for c, _ in notes for w in c], [w for _, t in notes for w in t]
         methods = _combine(per_seed, cfg.methods)
         directions.append({"source": src, "target": tgt, "test_subjects": list(test[tgt]),

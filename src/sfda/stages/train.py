@@ -8,9 +8,11 @@ import numpy as np
 import torch
 
 from sfda.config import PriorTrainConfig, TrainConfig
-from sfda.data.transforms import IntensityAugment
+from sfda.data.spatial import SpatialAugment, check_spatial, spatial_active
+from sfda.data.transforms import Chain, IntensityAugment
 from sfda.engine.checkpoint import load_model, update_meta
 from sfda.engine.distributed import check_device, is_main
+from sfda.engine.optim import check_optim
 from sfda.engine.loop import fit
 from sfda.io.cases import load_cases
 from sfda.methods import Supervised
@@ -26,11 +28,16 @@ from sfda.stages.freshness import Stage
 from sfda.stages.outputs import case_files, claim_folder
 
 
-def _supervised(cfg, stage: str, method, progress: bool, run: Stage | None = None, **spec_kw) -> dict:
+def _supervised(cfg, stage: str, method, progress: bool, run: Stage | None = None, spatial=None,
+                **spec_kw) -> dict:
     """Shared by train-source and train-prior: labelled slices in, a network trained by ``method``.
-    ``run``: the stage's identity (default: its config and case list), checked by ``--resume``."""
+    ``run``: the stage's identity (default: its config and case list), checked by ``--resume``;
+    ``spatial``: a :class:`sfda.config.SpatialConfig` (train-source only)."""
     for value, option in ((cfg.out, "--out"), (cfg.data.cases, "--cases"), (cfg.data.modality, "--modality")):
         require(value, option)
+    check_optim(cfg.optim)
+    if spatial is not None:
+        check_spatial(spatial, cfg.data.dims)
     check_output(cfg.out)
     check_device(cfg.device)  # before any output is written
     cl = load_cases(cfg.data.cases)
@@ -38,10 +45,10 @@ def _supervised(cfg, stage: str, method, progress: bool, run: Stage | None = Non
     dims_args = spatial_args(cfg)  # before any volume is read
     run = run or Stage(cfg, [cfg.data.cases], command="train-source" if stage == "source" else "train-prior")
     with claim_folder(cfg.out, run, [cfg.data.cases, *case_files(cl)], resume=cfg.resume, overwrite=cfg.overwrite):
-        return _train(cfg, cl, stage, method, progress, dims_args, **spec_kw)
+        return _train(cfg, cl, stage, method, progress, dims_args, spatial, **spec_kw)
 
 
-def _train(cfg, cl, stage: str, method, progress: bool, dims_args: dict, **spec_kw) -> dict:
+def _train(cfg, cl, stage: str, method, progress: bool, dims_args: dict, spatial, **spec_kw) -> dict:
     train = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, cfg.data, with_labels=True, progress=progress)
     val = (slices_for(cl, cfg.data.val_subjects, cfg.data.modality, cfg.data, with_labels=True, progress=progress)
            if cfg.data.val_subjects else None)
@@ -56,11 +63,22 @@ def _train(cfg, cl, stage: str, method, progress: bool, dims_args: dict, **spec_
         meta["source_atlas"] = _atlas(train, len(cl.label_names))
         if train.dims == 2:
             meta["source_position"] = position_table(train.foreground_fractions(), train.positions())
-    transform = IntensityAugment(cfg.invert, cfg.remap) if cfg.augment else None
+    transform = _transform(cfg, spatial, train.dims)
     out = fit(model, method, fit_spec(cfg, train, meta, val=val, transform=transform, progress=progress, **spec_kw))
     if stage == "source" and is_main():
         _calibrate_flip(cfg, train)
     return out
+
+
+def _transform(cfg, spatial, dims: int):
+    """The training batches' transform: spatial changes first (as nnU-Net), then intensity; None
+    when neither is on (the default spatial settings add nothing, not even a random draw)."""
+    parts = []
+    if spatial is not None and spatial_active(spatial):
+        parts.append(SpatialAugment(spatial, dims))
+    if cfg.augment:
+        parts.append(IntensityAugment(cfg.invert, cfg.remap))
+    return Chain(tuple(parts)) if parts else None
 
 
 def spatial_args(cfg) -> dict:
@@ -89,9 +107,11 @@ def _atlas(train, k: int) -> dict:
 
 
 def train_source(cfg: TrainConfig, progress: bool = True, run: Stage | None = None) -> Path:
-    """Supervised training with cross-entropy on labelled slices (source model, or Oracle on target).
-    The model to use is ``out/selected.pt``."""
-    _supervised(cfg, "source", Supervised(), progress, run)
+    """Supervised training on labelled slices (source model, or Oracle on target): ``cfg.loss``,
+    ``cfg.oversample_fg`` and ``cfg.spatial`` on top of what train-prior shares. The model to use is
+    ``out/selected.pt``."""
+    _supervised(cfg, "source", Supervised(cfg.loss), progress, run, spatial=cfg.spatial,
+                oversample_fg=cfg.oversample_fg)
     return Path(cfg.out)
 
 
