@@ -91,10 +91,9 @@ def _apart(files: list[Path], names: list[str]) -> list[str]:
     for depth in range(1, max(len(p) for p in parents)):
         shared = {n for n in out if out.count(n) > 1}
         if not shared:
-            break
-        out = ["_".join([*parents[i][-depth:], names[i]]) if out[i] in shared or names[i] in shared else out[i]
-               for i in range(len(files))]
-    return out
+            return out
+        out = ["_".join([*parents[i][-depth:], names[i]]) if out[i] in shared else out[i] for i in range(len(files))]
+    return names  # inputs of one folder with one name (channels of one case): refused by the caller
 
 
 def _predict_one(model, meta: dict, path: Path, cfg: PredictConfig, files: dict, adapter=None) -> Path:
