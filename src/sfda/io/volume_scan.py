@@ -44,14 +44,16 @@ def scan_volume(path: str | os.PathLike) -> VoxelSummary:
         raise _corrupt(p, exc) from exc
 
 
-def check_image_file(path: str | os.PathLike) -> None:
-    """Refuse an image file no normalisation can use: NaN/inf voxels, or one value everywhere."""
+def check_image_file(path: str | os.PathLike) -> VoxelSummary:
+    """Refuse an image file no normalisation can use: NaN/inf voxels, or one value everywhere;
+    returns its summary."""
     s = scan_volume(path)
     if s.non_finite:
         raise non_finite_error(path, s.non_finite)
     if s.low == s.high:
         raise SfdaError(f"{path} has constant intensity ({s.low:g}) in all {s.size} voxels, so it cannot "
                         "be normalised: check that the file holds an image")
+    return s
 
 
 def _summarise(parts) -> VoxelSummary:

@@ -25,7 +25,8 @@ from sfda.engine.distributed import check_device, device_for, is_main
 from sfda.engine.loop import FitSpec, fit
 from sfda.engine.selection import CRITERIA
 from sfda.errors import SfdaError
-from sfda.io.cases import load_cases
+from sfda.data.profile import training_profile
+from sfda.io.cases import load_cases, select_cases
 from sfda.methods import build_method
 from sfda.nets.merge import is_merge
 from sfda.priors.table import load_prior
@@ -87,7 +88,9 @@ def _adapt(cfg: AdaptConfig, cl, progress: bool) -> None:
     write_config(cfg, Path(cfg.out) / "config.yaml")
     src_meta = ckpt["meta"]
     meta = {**src_meta, "stage": f"adapt:{method.name}", "modality": cfg.data.modality,
-            "source_modality": src_meta.get("modality"), "config": config_to_dict(cfg)}
+            "source_modality": src_meta.get("modality"), "config": config_to_dict(cfg),
+            # what the adapted model is for: the target scans it adapted on
+            "profile": training_profile(select_cases(cl, cfg.data.subjects or None), cfg.data.modality)}
     fit(model, method, fit_spec(cfg, target, meta, val=val, source=source, prior=prior, val_prior=val_prior,
                                 select=cfg.select, progress=progress))
     check_trust(Path(cfg.out), cfg.checkpoint, target, cl.label_names, cfg.on_distrust, cfg.device, prior)

@@ -17,10 +17,12 @@ from sfda.engine.distributed import check_device
 from sfda.data.slices import assemble_subject
 from sfda.inference import entropy_map, predict_slices, stream_volume
 from sfda.io.atomic import atomic_path, write_json, write_text
-from sfda.io.cases import load_cases
+from sfda.data.profile import unfamiliar
+from sfda.io.cases import load_cases, select_cases
+from sfda.io.volume_scan import scan_volume
 from sfda.io.volume import read_volume
 from sfda.metrics.subjects import score_subjects, score_volumes
-from sfda.progress import bar
+from sfda.progress import bar, say
 from sfda.stages.common import check_output, require, slices_for, slicing_of, write_config
 from sfda.stages.freshness import Stage, digest
 from sfda.stages.nnunet import check_source, resolve_source
@@ -50,6 +52,11 @@ def _evaluate(cfg: EvaluateConfig, cl, progress: bool) -> dict:
     model, meta = load_model(cfg.checkpoint)
     require_kind(meta, "segmentation", cfg.checkpoint, "evaluate")
     model.to(cfg.device)
+    for case in select_cases(cl, cfg.data.subjects or None, cfg.data.modality):
+        summary = scan_volume(case.images[cfg.data.modality])
+        for why in unfamiliar(meta.get("profile"), case.spacing, case.shape, summary.low, summary.high,
+                              cfg.data.modality):
+            say(f"warning: {case.case_id} is far from the model's training scans: {why}")
     ss = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, cfg.data, with_labels=True, progress=progress,
                     **slicing_of(meta))
     if ss.size or ss.spacing:  # resampled slices: score masks on each scan's own voxels

@@ -19,7 +19,8 @@ from sfda.errors import SfdaError
 from sfda.inference import fold_batchnorm, stream_volume
 from sfda.io.cases import load_cases
 from sfda.progress import bar, say
-from sfda.io.volume import is_volume_path, read_volume, volume_suffix, write_volume
+from sfda.data.profile import unfamiliar
+from sfda.io.volume import is_volume_path, read_header, read_volume, volume_suffix, write_volume
 from sfda.io.volume_scan import check_image_file
 from sfda.stages.common import check_output, require, write_config
 from sfda.stages.freshness import Stage
@@ -150,7 +151,10 @@ def _predict(cfg: PredictConfig, progress: bool) -> list[Path]:
         model = fold_batchnorm(model).to(cfg.device)
     files = list({os.path.realpath(f): f for f in collect_inputs(cfg.inputs, meta.get("modality"))}.values())
     for path in files:  # every input checked before the first mask is written
-        check_image_file(path)
+        summary = check_image_file(path)
+        shape, spacing = read_header(path)
+        for why in unfamiliar(meta.get("profile"), spacing, shape, summary.low, summary.high):
+            say(f"warning: {path.name} is far from the model's training scans: {why}; check its masks")
     outputs = output_files(files, meta["label_names"], cfg, Path(cfg.out))
     if adapter is not None:
         adapter.check_prior(files, [_stem(f) for f in files])

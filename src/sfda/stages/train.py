@@ -14,7 +14,8 @@ from sfda.engine.checkpoint import load_model, update_meta
 from sfda.engine.distributed import check_device, is_main
 from sfda.engine.optim import check_optim
 from sfda.engine.loop import fit
-from sfda.io.cases import load_cases
+from sfda.data.profile import training_profile
+from sfda.io.cases import load_cases, select_cases
 from sfda.methods import Supervised
 from sfda.errors import SfdaError
 from sfda.metrics.trust import as_planes, label_atlas
@@ -61,6 +62,7 @@ def _train(cfg, cl, stage: str, method, progress: bool, dims_args: dict, spatial
         meta["slicing"]["window"] = list(train.hw)
     if stage == "source":  # label statistics: where each class lies (trust), how much per position (a prior)
         meta["source_atlas"] = _atlas(train, len(cl.label_names))
+        meta["profile"] = training_profile(select_cases(cl, cfg.data.subjects or None), cfg.data.modality)
         if train.dims == 2:
             meta["source_position"] = position_table(train.foreground_fractions(), train.positions())
     transform = _transform(cfg, spatial, train.dims)
