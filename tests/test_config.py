@@ -21,10 +21,10 @@ from sfda.errors import SfdaError
 def test_defaults():
     cfg = load_config(TrainConfig)
     assert cfg == TrainConfig()
-    assert cfg.net == "enet" and cfg.seed == 0 and cfg.device == "cpu" and cfg.resume is False
+    assert cfg.net == "enet" and cfg.seed == 0 and cfg.device == "auto" and cfg.resume is False
     assert cfg.optim == OptimConfig()
     assert cfg.optim.lr == 1e-3 and cfg.optim.epochs == 20 and cfg.optim.max_steps_per_epoch == 0
-    assert cfg.data.subjects == [] and cfg.data.axis == 0 and cfg.data.pad_multiple == 16
+    assert cfg.data.subjects == [] and cfg.data.axis == -1 and cfg.data.pad_multiple == 16
     adapt = load_config(AdaptConfig)
     assert adapt.method.name == "adaent" and adapt.method.kl == "forward"
     assert adapt.optim.lr == 1e-4 and adapt.optim.epochs == 10

@@ -88,7 +88,7 @@ def test_experiment_resumes_after_sigkill_and_matches(finished, tiny_cases, tmp_
     cmd = [sys.executable, "-m", "sfda", "experiment", str(_config(tmp, tiny_cases)), "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    target = out / "wat-inn" / "seed0" / "adaent" / "epoch_001.pt"
+    target = out / "wat-inn" / "seed0" / "adaent" / "last.pt"  # its first epoch done
     deadline = time.monotonic() + 300
     while not target.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.002)

@@ -70,16 +70,17 @@ RECIPE = ("loss=dice_ce", "oversample_fg=0.5", "spatial.rotate=0.5", "spatial.sc
 @pytest.mark.parametrize("recipe", [(), RECIPE], ids=["plain", "recipe"])
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_train_config, tmp_path, monkeypatch, recipe):
     full = tmp_path / "full"
+    recipe = ("keep_epochs=true", *recipe)  # the epochs' weights compared one by one
     train_source(tiny_train_config(full, "optim.epochs=3", *recipe), progress=False)
 
     part = tmp_path / "part"
-    if recipe:  # poly's rates depend on optim.epochs: stop a 3-epoch run after its first epoch instead
+    if len(recipe) > 1:  # poly's rates depend on optim.epochs: stop a 3-epoch run after its first epoch instead
         _stop_before_epoch(monkeypatch, 2)
         with pytest.raises(KeyboardInterrupt):
             train_source(tiny_train_config(part, "optim.epochs=3", *recipe), progress=False)
         monkeypatch.undo()
     else:
-        train_source(tiny_train_config(part, "optim.epochs=1"), progress=False)
+        train_source(tiny_train_config(part, "optim.epochs=1", *recipe), progress=False)
     _assert_same_weights(full / "epoch_001.pt", part / "last.pt")
     seen = _epochs_run(monkeypatch)
     train_source(tiny_train_config(part, "optim.epochs=3", "resume=true", *recipe), progress=False)
@@ -127,7 +128,7 @@ def test_adapt_resume_is_bit_identical(tiny_cases, tiny_source, tmp_path, method
 def _cli_args(cases: str, out: Path, epochs: int) -> list[str]:
     return ["train-source", "--cases", cases, "--modality", "wat", "--subjects", "P01,P02", "--out", str(out),
             "--epochs", str(epochs), "--batch-size", "4", "--seed", "0", "optim.max_steps_per_epoch=2",
-            *TINY_NET]
+            "keep_epochs=true", *TINY_NET]
 
 
 def _start_and_kill(cmd: list[str], wait_for: Path) -> None:
@@ -202,7 +203,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_train_config,
 
     monkeypatch.setattr(Supervised, "step", step)
     with pytest.raises(SfdaError) as err:
-        train_source(tiny_train_config(out, "optim.epochs=3"), progress=False)
+        train_source(tiny_train_config(out, "optim.epochs=3", "keep_epochs=true"), progress=False)
     msg = str(err.value)
     assert "non-finite loss at epoch 2, step 1" in msg and str(out / "last.pt") in msg
     # slice ids of the offending batch: P01 is case 0 and P02 case 1, 8 slices each

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sfda.config.core import opt
-from sfda.config.stages import AdaptSettings, PriorSettings, PriorTrainSettings, SlicingConfig, TrainSettings
+from sfda.config.stages import AdaptSettings, DeviceConfig, PriorSettings, PriorTrainSettings, SlicingConfig, TrainSettings
 
 ADAPT_METHODS = ("adabn", "adaent", "adasource", "adversarial", "tent", "entropy")
 METHOD_CHOICES = ("noadapt", "oracle", *ADAPT_METHODS)
@@ -58,7 +58,7 @@ class ExperimentAdapt(AdaptSettings):
 
 
 @dataclass
-class ExperimentConfig:
+class ExperimentConfig(DeviceConfig):
     # A paired dataset (every subject scanned in every modality): `data` + `split`, and
     # directions name modalities. Unpaired cohorts: `domains`, and directions name domains.
     data: DatasetConfig = opt(DatasetConfig())
@@ -74,5 +74,4 @@ class ExperimentConfig:
     oracle: dict = opt({})
     prior: ExperimentPrior = opt(ExperimentPrior())  # how τe is built: prior's settings
     adapt: ExperimentAdapt = opt(ExperimentAdapt())  # how each method adapts: adapt's settings
-    device: str = "cpu"  # cpu, cuda or cuda:N
     rerun: bool = False  # run every stage again even when its done.json matches

@@ -1,10 +1,8 @@
 """One typed config per stage. Each option is declared here once, with its default and limits.
 
-A stage's config is its *settings* (what to do: network, optimiser, method...)
-plus :class:`RunConfig` (seed, device, output folder, resume) and its inputs.
-``sfda experiment`` reuses the settings classes for its sections and fills the
-inputs itself, so it neither re-declares an option nor accepts one it would
-overwrite.
+A stage's config is its *settings* (what to do: network, optimiser, method...) plus
+:class:`RunConfig` (seed, device, output folder, resume) and its inputs. ``sfda experiment``
+reuses the settings classes for its sections and fills the inputs itself.
 """
 
 from __future__ import annotations
@@ -24,7 +22,9 @@ class SlicingConfig:
     # 2: the network sees slices along ``axis``; 3: each case is one sample, a whole volume
     # (sfda.data.volumeset; a 3D network, e.g. monai.UNet, which then gets spatial_dims 3).
     dims: int = opt(2, choices=(2, 3))
-    axis: int = opt(0, choices=(0, 1, 2))  # the array axis slices are taken along (file voxel order)
+    # The array axis slices are taken along (file voxel order); -1: the axis of the coarsest voxel
+    # spacing (the median over the training cases), as nnU-Net; the checkpoint stores the number.
+    axis: int = opt(-1, choices=(-1, 0, 1, 2))
     pad_multiple: int = opt(16, low=1)  # samples are centre-padded to a multiple of this
     # Percentile clip before the z-score (sfda.data.normalize): the lower percentile.
     clip_low: float = opt(0.5, low=0, high=100)
@@ -99,14 +99,21 @@ class OutputConfig:
 
 
 @dataclass
-class RunConfig(OutputConfig):
+class DeviceConfig:
+    # auto: CUDA when torch sees a GPU, else the CPU (said once in the log); or cpu, cuda, cuda:N
+    device: str = opt("auto")
+
+
+@dataclass
+class RunConfig(DeviceConfig, OutputConfig):
     """Where and how a training-like stage runs."""
 
     seed: int = opt(0, low=0)  # the random seed (the same seed and thread count repeat a run)
-    device: str = opt("cpu")  # cpu, cuda or cuda:N
     out: str = ""  # the output folder
     # continue the run in ``out`` from its last.pt (the same settings and inputs, checked; more epochs allowed)
     resume: bool = False
+    # Also keep each epoch's weights (epoch_NNN.pt); last.pt, selected.pt, best.pt and --resume need none.
+    keep_epochs: bool = False
 
 
 @dataclass
@@ -177,7 +184,7 @@ class PriorSettings:
 
 
 @dataclass
-class PriorConfig(PriorSettings, OutputConfig):
+class PriorConfig(PriorSettings, DeviceConfig, OutputConfig):
     """``sfda prior``: write τe for every target slice (``out``, a CSV)."""
 
     data: DataConfig = opt(DataConfig())
@@ -191,7 +198,6 @@ class PriorConfig(PriorSettings, OutputConfig):
     source_subjects: list[str] = opt([])  # source-mean / source-position: the labelled source subjects
     # a CSV slice_id,present: slices without the structure get (1, 0, ...)
     tags: str = ""
-    device: str = "cpu"  # cpu, cuda or cuda:N (regressor, self)
 
 
 @dataclass
@@ -249,17 +255,16 @@ class AdaptConfig(RunConfig, AdaptSettings, NnunetSource):
 
 
 @dataclass
-class EvaluateConfig(NnunetSource, OutputConfig):
+class EvaluateConfig(NnunetSource, DeviceConfig, OutputConfig):
     """``sfda evaluate``: 3D metrics per subject of a checkpoint on labelled cases."""
 
     checkpoint: str = ""  # the model to score (OUT/selected.pt of a training run)
     data: DataConfig = opt(DataConfig())
     out: str = ""  # the output folder (metrics.json, metrics.csv)
-    device: str = "cpu"  # cpu, cuda or cuda:N
 
 
 @dataclass
-class PredictConfig(DistrustSettings, NnunetSource, OutputConfig):
+class PredictConfig(DistrustSettings, NnunetSource, DeviceConfig, OutputConfig):
     """``sfda predict``: masks in each input's own geometry, optionally adapting to each scan first."""
 
     checkpoint: str = ""  # the model (OUT/selected.pt of a training run)
@@ -267,7 +272,6 @@ class PredictConfig(DistrustSettings, NnunetSource, OutputConfig):
     out: str = ""  # the folder for the masks
     entropy: bool = False  # also write each scan's entropy map (<name>_entropy.nii.gz)
     probabilities: bool = False  # also write each class's probability (<name>_prob_<class>.nii.gz)
-    device: str = "cpu"  # cpu, cuda or cuda:N
     # continue a run into ``out`` (the same checkpoint and settings, checked): inputs whose mask is
     # there already are skipped (`--continue`, as nnU-Net's --continue_prediction)
     resume: bool = False

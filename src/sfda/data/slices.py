@@ -11,6 +11,19 @@ from __future__ import annotations
 import numpy as np
 
 
+#: ``slicing.axis`` not set: decided by :func:`coarsest_axis`
+AUTO_AXIS = -1
+
+
+def coarsest_axis(spacings) -> tuple[int, list[float]]:
+    """The axis to slice along when none is set, and the median spacing per axis: the axis of the
+    coarsest voxel spacing (the median over the scans, per axis), as nnU-Net's 2D configuration
+    slices anisotropic scans (1.25 x 1.25 x 7.7 mm: axis 2); of equal spacings, the first (0)."""
+    median = np.median(np.asarray(spacings, dtype=float).reshape(-1, 3), axis=0)
+    axis = int(np.flatnonzero(np.isclose(median, median.max(), rtol=1e-3))[0])
+    return axis, [float(v) for v in median]
+
+
 def padded_size(size: int, multiple: int) -> int:
     return -(-size // multiple) * multiple
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from sfda.errors import SfdaError
+from sfda.progress import say
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,29 @@ class Dist:
         return self.world > 1
 
 
+#: ``auto`` resolved once per process (the log says it once)
+_AUTO: list[str] = []
+
+
+def resolve_device(device: str) -> str:
+    """The one place ``device: auto`` is decided: ``cuda`` when torch sees a GPU, else ``cpu``,
+    said once in the log (``device: cpu (auto)``). Other names come back as given."""
+    if device != "auto":
+        return device
+    if not _AUTO:
+        _AUTO.append("cuda" if torch.cuda.is_available() else "cpu")
+        if is_main():
+            say(f"device: {_AUTO[0]} (auto)")
+    return _AUTO[0]
+
+
 def check_device(device: str) -> torch.device:
     """``device`` as a torch device; a missing GPU or an unknown name is the user's error."""
+    device = resolve_device(device)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SfdaError(f"--device {device} was asked for but no CUDA GPU is available; use --device cpu")
     if device not in ("cpu",) and not device.startswith("cuda"):
-        raise SfdaError(f"unknown device '{device}'; use cpu or cuda")
+        raise SfdaError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N")
     return torch.device(device)
 
 
@@ -70,7 +88,8 @@ def context(device: torch.device) -> Dist:
 
 
 def device_for(device: str) -> str:
-    """``cuda`` under torchrun means this rank's GPU (LOCAL_RANK)."""
+    """``cuda`` (and ``auto`` on a GPU) under torchrun means this rank's GPU (LOCAL_RANK)."""
+    device = resolve_device(device)
     if device == "cuda" and world_from_env().active:
         return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     return device

@@ -58,7 +58,7 @@ class FitSpec:
     regression: bool = False
     progress: bool = True
     on_epoch: Callable[[dict], None] | None = None
-    keep_epochs: bool = True
+    keep_epochs: bool = False  # also write epoch_NNN.pt each epoch
 
 
 def fit(model: torch.nn.Module, method: Method, spec: FitSpec) -> dict:

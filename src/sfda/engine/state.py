@@ -1,7 +1,7 @@
 """What a training run leaves on disk after each epoch, and how it resumes from it.
 
 ``last.pt`` (with the optimiser, scheduler, method and selection state, to resume),
-``epoch_NNN.pt`` (unless ``keep_epochs`` is off), ``best.pt`` (best validation score:
+``epoch_NNN.pt`` (only with ``keep_epochs``), ``best.pt`` (best validation score:
 labels, so logged for comparison only) and ``log.jsonl`` (one line per epoch).
 """
 

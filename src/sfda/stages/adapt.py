@@ -21,7 +21,7 @@ import torch
 from sfda.config import AdaptConfig, MethodConfig, OptimConfig, config_to_dict, merge_into
 from sfda.data.sliceset import SliceSet
 from sfda.engine.checkpoint import load_checkpoint, load_model, model_from_checkpoint, require_kind, require_single
-from sfda.engine.distributed import check_device, device_for, is_main
+from sfda.engine.distributed import check_device, device_for, is_main, resolve_device
 from sfda.engine.loop import FitSpec, fit
 from sfda.engine.selection import CRITERIA
 from sfda.errors import SfdaError
@@ -31,7 +31,8 @@ from sfda.methods import build_method
 from sfda.nets.merge import is_merge
 from sfda.priors.table import load_prior
 from sfda.progress import say
-from sfda.stages.common import check_output, check_subjects, fit_spec, require, slices_for, slicing_of, write_config
+from sfda.stages.common import (check_output, check_subjects, fit_spec, on_device, require, slices_for, slicing_of,
+                                write_config)
 from sfda.stages.freshness import Stage
 from sfda.stages.outputs import case_files, claim_folder
 from sfda.stages.nnunet import check_source, export_nnunet, resolve_source
@@ -46,7 +47,7 @@ def adapt(cfg: AdaptConfig, progress: bool = True, run: Stage | None = None) -> 
                           (cfg.data.cases, "--cases"), (cfg.data.modality, "--modality")):
         require(value, option)
     check_output(cfg.out)
-    check_device(cfg.device)  # before any output is written
+    cfg = on_device(cfg)
     check_source(cfg)
     cl = load_cases(cfg.data.cases)
     check_subjects(cfg.data)
@@ -155,7 +156,7 @@ def _prior_array(prior, n: int, k: int) -> np.ndarray | None:
 
 def adapt_model(model: torch.nn.Module, target_images, prior=None, method: str = "adaent", *, lam: float = 1.0,
                 kl: str = "forward", epochs: int = 10, lr: float = 1e-4, batch_size: int = 12, seed: int = 0,
-                device: str = "cpu", out: str | None = None, progress: bool = False) -> torch.nn.Module:
+                device: str = "auto", out: str | None = None, progress: bool = False) -> torch.nn.Module:
     """Adapt ``model`` in place on ``target_images`` and return it (in eval mode).
 
     ``prior``: τe as K class ratios for every slice, or an (N, K) array per slice.
@@ -167,6 +168,7 @@ def adapt_model(model: torch.nn.Module, target_images, prior=None, method: str =
     if not m.source_free:
         raise SfdaError(f"method '{method}' needs labelled source images; sfda.adapt_model takes target images "
                         "only (use adaent, tent, entropy or adabn)")
+    device = resolve_device(device)
     check_device(device)
     images = np.asarray(target_images, dtype=np.float32)
     data = SliceSet.from_arrays(images)

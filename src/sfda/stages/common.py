@@ -6,25 +6,47 @@ prior table -> adapted checkpoint -> metrics), so any stage can be rerun alone.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 from sfda.config import DataConfig, config_to_dict, save_config
 from sfda.data.normalize import norm_clip, norm_params
 from sfda.data.resample import check_resample
+from sfda.data.slices import AUTO_AXIS, coarsest_axis
 from sfda.data.sliceset import SliceSet, build_sliceset
 from sfda.data.volumeset import build_volumeset
-from sfda.engine.distributed import is_main
+from sfda.engine.distributed import check_device, is_main, resolve_device
 from sfda.engine.loop import FitSpec
 from sfda.errors import SfdaError
 from sfda.errors import require as require_that
 from sfda.io.cases import CaseList, check_split_lists, select_cases
 from sfda.nets import net_kind
+from sfda.progress import say
 
 
 def require(value, option: str) -> None:
     """A required option (``--out``, ``--checkpoint``, ...) must be given."""
     require_that(bool(value), f"{option} is required")
+
+
+def on_device(cfg):
+    """A copy of ``cfg`` with ``device: auto`` decided (:func:`sfda.engine.distributed.resolve_device`)
+    and checked, so the run's record, its config.yaml and every later use name one device."""
+    check_device(cfg.device)  # a missing GPU is a user error, before any output is written
+    return dataclasses.replace(cfg, device=resolve_device(cfg.device))
+
+
+def decide_axis(slicing, cases: list, what: str = "training"):
+    """``slicing`` (a DataConfig or SlicingConfig) with ``axis`` -1 decided from ``cases``' spacings
+    (:func:`sfda.data.slices.coarsest_axis`), said in the log; a copy. A set axis comes back as is."""
+    if slicing.axis != AUTO_AXIS:
+        return slicing
+    axis, median = coarsest_axis([c.spacing for c in cases])
+    if is_main():
+        say(f"slicing axis: {axis} (auto: the coarsest voxel spacing; median {' x '.join(f'{v:g}' for v in median)} "
+            f"mm over {len(cases)} {what} cases)")
+    return dataclasses.replace(slicing, axis=axis)
 
 
 def check_output(path: str | Path, option: str = "--out", file: bool = False) -> None:
@@ -61,7 +83,10 @@ def slices_for(cl: CaseList, subjects: list[str] | None, modality: str, data: Da
     check_resample(size, spacing, dims=dims)
     cases = select_cases(cl, subjects, modality)
     build = build_volumeset if dims == 3 else build_sliceset
-    return build(cases, modality, axis=data.axis if axis is None else axis,
+    axis = data.axis if axis is None else axis
+    if axis == AUTO_AXIS:  # a stage decides it from its training cases first (decide_axis): a last resort
+        axis = coarsest_axis([c.spacing for c in cases])[0]
+    return build(cases, modality, axis=axis,
                  pad_multiple=pad_multiple or data.pad_multiple,
                  clip=clip or (data.clip_low, data.clip_high), with_labels=with_labels,
                  label_names=cl.label_names, hw=hw, size=size, spacing=spacing,
@@ -89,7 +114,7 @@ def checkpoint_meta(cfg, net_args: dict, cl: CaseList, stage: str) -> dict:
 def fit_spec(cfg, data: SliceSet, meta: dict, **kw) -> FitSpec:
     """The loop's spec from a training-like stage config (its optim section, seed, device, out)."""
     return FitSpec(data=data, out=Path(cfg.out), meta=meta, optim=cfg.optim, seed=cfg.seed, device=cfg.device,
-                   resume=cfg.resume, **kw)
+                   resume=cfg.resume, keep_epochs=cfg.keep_epochs, **kw)
 
 
 def write_config(cfg, path: str | Path) -> None:

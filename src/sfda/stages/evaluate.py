@@ -13,7 +13,6 @@ import numpy as np
 from sfda.config import EvaluateConfig
 from sfda.data.sliceset import SliceSet
 from sfda.engine.checkpoint import load_model, require_kind
-from sfda.engine.distributed import check_device
 from sfda.data.slices import assemble_subject
 from sfda.inference import entropy_map, predict_slices, stream_volume
 from sfda.io.atomic import atomic_path, write_json, write_text
@@ -23,7 +22,7 @@ from sfda.io.volume_scan import scan_volume
 from sfda.io.volume import read_volume
 from sfda.metrics.subjects import score_subjects, score_volumes
 from sfda.progress import bar, say
-from sfda.stages.common import check_output, require, slices_for, slicing_of, write_config
+from sfda.stages.common import check_output, on_device, require, slices_for, slicing_of, write_config
 from sfda.stages.freshness import Stage, digest
 from sfda.stages.nnunet import check_source, resolve_source
 from sfda.stages.outputs import case_files, claim_folder
@@ -38,7 +37,7 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True, run: Stage | None = Non
                           (cfg.data.modality, "--modality"), (cfg.out, "--out")):
         require(value, option)
     check_output(cfg.out)
-    check_device(cfg.device)  # a missing GPU is a user error, not a torch traceback
+    cfg = on_device(cfg)
     check_source(cfg)
     cl = load_cases(cfg.data.cases)
     run = run or Stage(cfg, [p for p in (cfg.data.cases, cfg.checkpoint) if p], command="evaluate")

@@ -16,6 +16,7 @@ validation labels" column).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -25,10 +26,10 @@ from sfda.config import (AdaptConfig, AdaptSettings, DataConfig, EvaluateConfig,
 from sfda.config.experiment import ExperimentConfig
 from sfda.errors import SfdaError
 from sfda.io.atomic import write_json
-from sfda.io.cases import save_cases
+from sfda.io.cases import save_cases, select_cases
 from sfda.io.layouts import index_dataset
 from sfda.io.lock import FolderLock
-from sfda.stages.common import check_output
+from sfda.stages.common import check_output, decide_axis, on_device
 from sfda.stages.freshness import RECORD, Stage
 from sfda.stages.outputs import folder_kind, refuse_overlap
 from sfda.stages.experiment_domains import Domain, check_config, parse_direction, resolve
@@ -227,12 +228,16 @@ def run_experiment(cfg: ExperimentConfig, out: str, progress: bool = True) -> di
     """Run every direction × seed × method; write results.json, results.md and the reports."""
     out_dir = Path(out)
     check_output(out_dir)
+    cfg = on_device(cfg)  # every stage's record names the device (auto resolved), as before auto existed
     check_config(cfg)  # directions, domains and splits: before anything is written
     refuse_overlap(out_dir, _data_roots(cfg))
     if folder_kind(out_dir) in ("run", "old", "foreign") and not _is_experiment(out_dir):
         raise SfdaError(f"--out {out_dir} holds files that are not an experiment's; choose a new or empty folder")
     runner = Runner(cfg, out_dir, progress)
     cl, domains = runner.index()  # subjects and channels checked against the data: still nothing written
+    # slicing.axis -1: decided once from every training case, before any stage's fingerprint is taken
+    train = list(dict.fromkeys(s for d in domains.values() for s in d.train))
+    runner.cfg = cfg = dataclasses.replace(cfg, slicing=decide_axis(cfg.slicing, select_cases(cl, train)))
     out_dir.mkdir(parents=True, exist_ok=True)
     lock = FolderLock(out_dir)
     try:

@@ -24,7 +24,7 @@ _IGNORED = ("out", "resume", "overwrite")
 _ADDED = {"data.size": [], "data.spacing": [], "data.dims": 2, "optim.nesterov": False, "loss": "ce",
           "oversample_fg": 0.0, "spatial.rotate": 0.0, "spatial.rotate_deg": 180.0, "spatial.scale": 0.0,
           "spatial.scale_range": [0.7, 1.4], "spatial.elastic": 0.0, "spatial.elastic_spacing": 32.0,
-          "spatial.elastic_magnitude": [0.0, 4.0], "spatial.mirror_axes": []}
+          "spatial.elastic_magnitude": [0.0, 4.0], "spatial.mirror_axes": [], "keep_epochs": False}
 
 
 def digest(path: str | Path) -> str:

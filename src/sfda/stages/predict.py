@@ -14,7 +14,6 @@ import numpy as np
 
 from sfda.config import PredictConfig, merge_into
 from sfda.engine.checkpoint import load_model, require_kind
-from sfda.engine.distributed import check_device
 from sfda.errors import SfdaError
 from sfda.inference import fold_batchnorm, stream_volume
 from sfda.io.cases import load_cases
@@ -22,7 +21,7 @@ from sfda.progress import bar, say
 from sfda.data.profile import unfamiliar
 from sfda.io.volume import is_volume_path, read_header, read_volume, volume_suffix, write_volume
 from sfda.io.volume_scan import check_image_file
-from sfda.stages.common import check_output, require, write_config
+from sfda.stages.common import check_output, on_device, require, write_config
 from sfda.stages.freshness import Stage
 from sfda.stages.nnunet import check_source, resolve_source
 from sfda.stages.outputs import case_files, claim_folder
@@ -129,7 +128,7 @@ def predict(cfg: PredictConfig | None = None, progress: bool = True, **options) 
     require(cfg.checkpoint or cfg.nnunet, "--checkpoint (or --nnunet)")
     require(cfg.out, "--out")
     check_output(cfg.out)
-    check_device(cfg.device)
+    cfg = on_device(cfg)
     check_source(cfg)
     lists = [load_cases(p) for p in cfg.inputs if Path(p).suffix == ".json" and Path(p).is_file()]
     reads = [cfg.checkpoint, cfg.nnunet, cfg.prior, *cfg.inputs, *(f for cl in lists for f in case_files(cl))]

@@ -8,6 +8,7 @@ the (N, K) ratios of the target slices. Image-level tags apply on top.
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 from typing import Callable
 
@@ -17,11 +18,11 @@ from sfda.config import PriorConfig
 from sfda.data.sliceset import SliceSet
 from sfda.engine.checkpoint import load_model, require_kind, require_single
 from sfda.errors import SfdaError
-from sfda.io.cases import CaseList, load_cases
+from sfda.io.cases import CaseList, load_cases, select_cases
 from sfda.priors.estimate import (apply_tags, constant_prior, model_prior, regressor_prior, sizes_given_present,
                                   source_mean_ratios, source_position_prior)
 from sfda.priors.table import save_prior
-from sfda.stages.common import require, slices_for, slicing_of, write_config
+from sfda.stages.common import decide_axis, on_device, require, slices_for, slicing_of, write_config
 from sfda.stages.outputs import case_files, claim_file
 
 
@@ -106,10 +107,14 @@ def make_prior(cfg: PriorConfig, progress: bool = True) -> Path:
         raise SfdaError(f"unknown prior method '{cfg.method}'; choose one of: {', '.join(sorted(PRIORS))}")
     for value, option in ((cfg.out, "--out"), (cfg.data.cases, "--cases"), (cfg.data.modality, "--modality")):
         require(value, option)
+    cfg = on_device(cfg)
     cl = load_cases(cfg.data.cases)
     claim_file(cfg.out, [cfg.data.cases, cfg.regressor, cfg.checkpoint, cfg.tags, *case_files(cl)],
                overwrite=cfg.overwrite)
     kind, build = PRIORS[cfg.method]
+    if not kind:  # no checkpoint to follow: the axis a source model trained on the source subjects takes
+        source = cfg.source_subjects if cfg.method.startswith("source") else cfg.data.subjects
+        cfg = dataclasses.replace(cfg, data=decide_axis(cfg.data, select_cases(cl, source or None)))
     model, slicing = None, {}
     if kind:
         model, meta = _model(cfg, kind)

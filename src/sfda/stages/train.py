@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from sfda.config import PriorTrainConfig, TrainConfig
 from sfda.data.spatial import SpatialAugment, check_spatial, spatial_active
 from sfda.data.transforms import Chain, IntensityAugment
 from sfda.engine.checkpoint import load_model, update_meta
-from sfda.engine.distributed import check_device, is_main
+from sfda.engine.distributed import is_main
 from sfda.engine.optim import check_optim
 from sfda.engine.loop import fit
 from sfda.data.profile import training_profile
@@ -23,8 +24,8 @@ from sfda.priors.estimate import position_table
 from sfda.methods.regression import RatioRegression
 from sfda.nets import build_net
 from sfda.nets.monai_nets import PREFIX as MONAI
-from sfda.stages.common import (check_output, check_subjects, checkpoint_meta, fit_spec, require, slices_for,
-                                write_config)
+from sfda.stages.common import (check_output, check_subjects, checkpoint_meta, decide_axis, fit_spec, on_device,
+                                require, slices_for, write_config)
 from sfda.stages.freshness import Stage
 from sfda.stages.outputs import case_files, claim_folder
 
@@ -40,9 +41,10 @@ def _supervised(cfg, stage: str, method, progress: bool, run: Stage | None = Non
     if spatial is not None:
         check_spatial(spatial, cfg.data.dims)
     check_output(cfg.out)
-    check_device(cfg.device)  # before any output is written
+    cfg = on_device(cfg)
     cl = load_cases(cfg.data.cases)
     check_subjects(cfg.data)
+    cfg = dataclasses.replace(cfg, data=decide_axis(cfg.data, select_cases(cl, cfg.data.subjects or None)))
     dims_args = spatial_args(cfg)  # before any volume is read
     run = run or Stage(cfg, [cfg.data.cases], command="train-source" if stage == "source" else "train-prior")
     with claim_folder(cfg.out, run, [cfg.data.cases, *case_files(cl)], resume=cfg.resume, overwrite=cfg.overwrite):
