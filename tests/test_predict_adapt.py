@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -60,6 +61,12 @@ def test_a_collapsing_adaptation_falls_back_to_the_source_mask_and_says_so(train
         name = Path(r["mask"]).name
         assert np.array_equal(np.asarray(nib.load(r["mask"]).dataobj), np.asarray(nib.load(plain / name).dataobj))
         assert np.asarray(nib.load(r["mask"]).dataobj).any()  # never an empty mask where the source found one
+    with open(adapted / "volumes.csv") as fh:  # the same decisions and warnings, one row per scan
+        rows = {row["mask"]: row for row in csv.DictReader(fh)}
+    assert len(rows) == len(records)
+    for r in records:
+        row = rows[Path(r["mask"]).name]
+        assert row["decision"] == r["decision"] and row["warnings"] == "; ".join(r["warnings"])
 
 
 def test_episodic_masks_do_not_depend_on_the_order_of_the_scans(trained, tmp_path):

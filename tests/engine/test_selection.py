@@ -98,7 +98,8 @@ def test_adapt_with_select_average_writes_the_mean_of_the_epochs(tiny_cases, tin
     adapt(load_config(AdaptConfig, None, [
         f"data.cases={tiny_cases}", "data.modality=inn", "data.subjects=[P03]", f"checkpoint={checkpoint}",
         f"prior={prior}", "method.name=adaent", "optim.batch_size=4", "optim.max_steps_per_epoch=2",
-        "optim.lr=1e-2", "optim.epochs=3", "select=average", "on_distrust=keep", f"out={out}"]), progress=False)
+        "optim.lr=1e-2", "optim.epochs=3", "select=average", "on_distrust=keep", "keep_epochs=true",
+        f"out={out}"]), progress=False)
     epochs = [load_checkpoint(out / f"epoch_{e:03d}.pt")["state_dict"] for e in (1, 2, 3)]
     selected = load_checkpoint(out / "selected.pt")
     assert selected["meta"]["selected_by"] == "average"

@@ -25,6 +25,7 @@ from sfda.stages.common import check_output, on_device, require, write_config
 from sfda.stages.freshness import Stage
 from sfda.stages.nnunet import check_source, resolve_source
 from sfda.stages.outputs import case_files, claim_folder
+from sfda.stages.predict_outputs import write_summaries
 
 
 def collect_inputs(inputs: list[str], modality: str | None) -> list[Path]:
@@ -120,7 +121,8 @@ def _predict_one(model, meta: dict, path: Path, cfg: PredictConfig, files: dict,
 
 def predict(cfg: PredictConfig | None = None, progress: bool = True, **options) -> list[Path]:
     """Write a mask per input (see :func:`output_files` for the names), plus entropy and probabilities
-    if asked, and the merged config (``config.yaml``) in ``cfg.out``; with ``adapt`` also ``adapt.jsonl``.
+    if asked, ``labels.json``, ``volumes.csv`` (:mod:`sfda.stages.predict_outputs`) and the merged
+    config (``config.yaml``) in ``cfg.out``; with ``adapt`` also ``adapt.jsonl``.
     Returns the masks written by this call (``resume``: inputs whose mask is there are skipped).
     ``options`` set config keys, checked as in a config file:
     ``sfda.predict(checkpoint=..., inputs=[...], out=..., adapt="adaent", steps=10)``."""
@@ -149,10 +151,12 @@ def _predict(cfg: PredictConfig, progress: bool) -> list[Path]:
     else:
         model = fold_batchnorm(model).to(cfg.device)
     files = list({os.path.realpath(f): f for f in collect_inputs(cfg.inputs, meta.get("modality"))}.values())
+    far = {}
     for path in files:  # every input checked before the first mask is written
         summary = check_image_file(path)
         shape, spacing = read_header(path)
-        for why in unfamiliar(meta.get("profile"), spacing, shape, summary.low, summary.high):
+        far[path] = unfamiliar(meta.get("profile"), spacing, shape, summary.low, summary.high)
+        for why in far[path]:
             say(f"warning: {path.name} is far from the model's training scans: {why}; check its masks")
     outputs = output_files(files, meta["label_names"], cfg, Path(cfg.out))
     if adapter is not None:
@@ -164,4 +168,6 @@ def _predict(cfg: PredictConfig, progress: bool) -> list[Path]:
     written = []
     for path, out in bar(todo, "adapting and predicting" if adapter else "predicting", progress):
         written.append(_predict_one(model, meta, path, cfg, out, adapter))
+    write_summaries(Path(cfg.out), [(f, o["mask"]) for f, o in zip(files, outputs)], meta["label_names"], far,
+                    bool(cfg.adapt))
     return written

@@ -1,0 +1,67 @@
+"""What ``sfda predict`` writes beside the masks for a person to read.
+
+- ``labels.json``: each mask value's structure, as nnU-Net's ``dataset.json`` ``labels``
+  (``{"background": 0, "liver": 1, ...}``), from the checkpoint's label names;
+- ``volumes.csv``: one row per scan: its mask file, each structure's volume in mL (voxel count x
+  the scan's voxel volume), why the scan is far from the model's training scans (if it is) and,
+  with ``--adapt``, the safety net's decision and warnings (the record ``adapt.jsonl`` holds).
+
+``volumes.csv`` is rebuilt from the masks on disk at the end of every run, so after
+``--continue`` it still holds one row per scan, the masks of the earlier run included.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from sfda.io.atomic import write_json, write_text
+from sfda.io.volume import read_volume
+
+LABELS = "labels.json"
+VOLUMES = "volumes.csv"
+
+
+def structure_volumes(mask: np.ndarray, spacing, num_classes: int) -> list[float]:
+    """The volume in mL of each structure 1..K-1 of an integer ``mask`` (any shape) whose voxels
+    measure ``spacing`` mm along each axis."""
+    counts = np.bincount(np.asarray(mask).ravel(), minlength=num_classes)[1:num_classes]
+    voxel_ml = float(np.prod(np.asarray(spacing, dtype=float))) / 1000.0
+    return [float(c) * voxel_ml for c in counts]
+
+
+def _adapt_records(out: Path) -> dict[str, dict]:
+    """The last ``adapt.jsonl`` record of each mask (by file name)."""
+    path = out / "adapt.jsonl"
+    if not path.exists():
+        return {}
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {Path(r["mask"]).name: r for r in records if r.get("mask")}
+
+
+def write_summaries(out: Path, scans: list[tuple[Path, Path]], label_names: list[str], far: dict[Path, list[str]],
+                    adapt: bool) -> None:
+    """``labels.json`` and ``volumes.csv`` in ``out`` for ``scans`` (input, mask) whose masks are on
+    disk; ``far``: each input's reasons to be far from the training scans."""
+    write_json(out / LABELS, {name: k for k, name in enumerate(label_names)})
+    records = _adapt_records(out) if adapt else {}
+    header = ["scan", "mask", *(f"{name}_ml" for name in label_names[1:]), "far_from_training"]
+    header += ["decision", "warnings"] if adapt else []
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for scan, mask in scans:
+        if not mask.exists():
+            continue
+        vol = read_volume(mask, dtype=None, check_finite=False)
+        ml = structure_volumes(vol.array, vol.spacing, len(label_names))
+        row = [str(scan), mask.name, *(f"{v:.3f}" for v in ml), "; ".join(far.get(scan, []))]
+        if adapt:
+            record = records.get(mask.name, {})
+            row += [record.get("decision", ""), "; ".join(record.get("warnings", []))]
+        writer.writerow(row)
+    write_text(out / VOLUMES, buf.getvalue())

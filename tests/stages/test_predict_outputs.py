@@ -1,0 +1,73 @@
+"""``sfda predict``'s files for a person: labels.json and volumes.csv (structure volumes in mL)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from sfda.io.volume import write_volume
+from sfda.stages.predict import predict
+from sfda.stages.predict_outputs import structure_volumes, write_summaries
+
+NAMES = ["background", "liver", "kidney"]
+
+
+def _rows(out: Path) -> list[dict]:
+    with open(out / "volumes.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_a_cube_of_ten_voxels_at_two_mm_is_eight_ml():
+    mask = np.zeros((20, 20, 20), np.uint8)
+    mask[5:15, 5:15, 5:15] = 1
+    assert structure_volumes(mask, (2.0, 2.0, 2.0), 3) == [8.0, 0.0]
+
+
+def test_labels_and_volumes_from_the_masks_on_disk(tmp_path):
+    mask = np.zeros((20, 20, 20), np.uint8)
+    mask[5:15, 5:15, 5:15] = 1  # 1000 voxels of 8 mm³: 8 mL
+    mask[0:5, 0:5, 0:4] = 2  # 100 voxels: 0.8 mL
+    scan, seg = tmp_path / "scan.nii.gz", tmp_path / "scan_seg.nii.gz"
+    write_volume(seg, mask, np.diag([2.0, 2.0, 2.0, 1.0]))
+    (tmp_path / "adapt.jsonl").write_text(json.dumps({"mask": str(seg), "decision": "adapted",
+                                                      "warnings": ["a", "b"]}) + "\n")
+    write_summaries(tmp_path, [(scan, seg)], NAMES, {scan: ["voxel spacing 9 mm"]}, adapt=True)
+    assert json.loads((tmp_path / "labels.json").read_text()) == {"background": 0, "liver": 1, "kidney": 2}
+    (row,) = _rows(tmp_path)
+    assert row == {"scan": str(scan), "mask": "scan_seg.nii.gz", "liver_ml": "8.000", "kidney_ml": "0.800",
+                   "far_from_training": "voxel spacing 9 mm", "decision": "adapted", "warnings": "a; b"}
+
+
+@pytest.fixture
+def scans(tiny_cases, tmp_path):
+    data = Path(tiny_cases).parent / "data"
+    own = sorted(data.rglob("*_wat.nii.gz"))
+    img = nib.load(own[0])
+    far = tmp_path / "far.nii.gz"  # 9 mm voxels: far from the phantom's
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj, np.float32), np.diag([9.0, 9.0, 9.0, 1.0])), far)
+    return [*own, far]
+
+
+def test_predict_writes_one_row_per_scan_even_after_continue(tiny_source, scans, tmp_path):
+    checkpoint, _ = tiny_source
+    out = tmp_path / "o"
+    predict(checkpoint=checkpoint, inputs=[str(s) for s in scans], out=str(out), progress=False)
+    assert json.loads((out / "labels.json").read_text()) == {"background": 0, "foreground": 1}
+    rows = _rows(out)
+    assert [r["scan"] for r in rows] == [str(s) for s in scans]
+    for r in rows:
+        mask = nib.load(out / r["mask"])
+        voxel_ml = float(np.prod(mask.header.get_zooms())) / 1000
+        assert float(r["foreground_ml"]) == pytest.approx((np.asarray(mask.dataobj) == 1).sum() * voxel_ml, abs=1e-3)
+    assert [bool(r["far_from_training"]) for r in rows] == [False] * (len(scans) - 1) + [True]
+    assert "decision" not in rows[0]  # no --adapt: no safety net
+    (out / rows[1]["mask"]).unlink()  # a killed run: one mask missing
+    written = predict(checkpoint=checkpoint, inputs=[str(s) for s in scans], out=str(out), resume=True,
+                      progress=False)
+    assert len(written) == 1
+    assert _rows(out) == rows  # every scan once, the earlier masks' rows included
