@@ -141,6 +141,8 @@ def test_report(flow):
     assert "report:" in steps["report"][1]
     text = (report / "report.md").read_text()
     assert "source" in text.lower() and "adaent" in text.lower()
+    for run in ("source", "adaent"):  # what each run's figures are of: checkpoint, modality, subjects
+        assert f"| {run} | `{root / 'runs' / run / 'selected.pt'}` | inn | P03 |" in text
     for png in ("curves.png", "grid.png"):
         assert (report / png).read_bytes()[:8] == PNG, png
         assert png in text

@@ -170,3 +170,26 @@ def test_selection_table_and_trust_notes_name_a_structure_fall_back(tmp_path):
     note, caution = trust_notes({"adaent": tmp_path})
     assert note.endswith("Model to use: the source model for kidney, the adapted model for the rest (fall-back).")
     assert caution == "- **adaent** (caution, no fall-back for it): liver shrank."
+
+
+def test_the_entropy_scale_is_nats_up_to_ln_k_and_padding_stays_blank(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from sfda.report import grid
+
+    labels: list[str] = []
+    real = matplotlib.figure.Figure.colorbar
+
+    def colorbar(self, *args, **kwargs):
+        cbar = real(self, *args, **kwargs)
+        monkeypatch.setattr(cbar, "set_label", lambda text, **kw: labels.append(text))
+        return cbar
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "colorbar", colorbar)
+    rows = _grid_rows()
+    for row in rows:
+        row["classes"] = 3
+        for e in row["entropy"].values():
+            e[:2] = np.nan  # padding
+    _assert_png(grid.plot_grid(rows, tmp_path / "grid.png"))
+    assert labels and all(text == "nats (ln 3 = 1.10)" for text in labels)

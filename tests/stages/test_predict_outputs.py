@@ -71,3 +71,13 @@ def test_predict_writes_one_row_per_scan_even_after_continue(tiny_source, scans,
                       progress=False)
     assert len(written) == 1
     assert _rows(out) == rows  # every scan once, the earlier masks' rows included
+
+
+def test_entropy_maps_are_nats_up_to_ln_k_in_the_scans_own_grid(tiny_source, scans, tmp_path):
+    checkpoint, _ = tiny_source
+    out = tmp_path / "e"
+    predict(checkpoint=checkpoint, inputs=[str(scans[0])], out=str(out), entropy=True, progress=False)
+    entropy = np.asarray(nib.load(next(out.glob("*_entropy.nii.gz"))).dataobj)
+    assert entropy.shape == nib.load(scans[0]).shape  # no padding: the scan's own voxels
+    assert np.isfinite(entropy).all() and entropy.min() >= 0 and entropy.max() <= np.log(2) + 1e-6
+    assert entropy.max() > 0

@@ -2,8 +2,8 @@
 
 Each subject takes two figure rows: the top row shows the image, the ground
 truth and every method's mask overlaid on the image; the row below puts each
-method's entropy map under its mask, on one colour scale per subject so that
-"more confident" reads the same across methods.
+method's entropy map under its mask, in nats from 0 to ln K (K classes; padding blank), so
+that "more confident" reads the same across methods and subjects.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _check_row(index: int, row: Mapping[str, Any]) -> dict[str, Any]:
     masks = {m: same_shape(f"mask {m!r}", a, int) for m, a in row["masks"].items()}
     entropy = {m: same_shape(f"entropy {m!r}", a, float) for m, a in (row.get("entropy") or {}).items()}
     return {"subject": subject, "image": image, "truth": same_shape("truth", row["truth"], int),
-            "masks": masks, "entropy": entropy}
+            "masks": masks, "entropy": entropy, "classes": row.get("classes")}
 
 
 def _method_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -96,9 +96,12 @@ def _draw_masks(axes, row: Mapping[str, Any], methods: list[str]) -> None:
 
 
 def _draw_entropy(fig, axes, row: Mapping[str, Any], methods: list[str]) -> None:
-    """Each method's entropy under its mask, one colour scale for the whole row."""
-    vmax = _entropy_max(row["entropy"])
-    _note(axes[0], "entropy\n(one scale\nper row)")
+    """Each method's entropy under its mask, in nats on one colour scale: 0 to ln K when the row
+    says its K classes, else to the row's largest value; NaN (padding) stays blank."""
+    k = row.get("classes")
+    vmax = float(np.log(k)) if k and k > 1 else _entropy_max(row["entropy"])
+    scale = f"max ln {k}\n= {vmax:.2f}" if k and k > 1 else "one scale\nper row"
+    _note(axes[0], f"entropy, nats\n({scale})")
     axes[1].set_axis_off()
     last = None
     for c, method in enumerate(methods, start=2):
@@ -109,14 +112,15 @@ def _draw_entropy(fig, axes, row: Mapping[str, Any], methods: list[str]) -> None
         else:
             _note(axes[c], "no entropy")
     if last is not None:
-        _colorbar(fig, axes[1], last)
+        _colorbar(fig, axes[1], last, f"nats (ln {k} = {vmax:.2f})" if k and k > 1 else "nats")
 
 
-def _colorbar(fig, cell, mappable) -> None:
+def _colorbar(fig, cell, mappable, label: str) -> None:
     """Entropy scale drawn inside the otherwise empty cell, so map sizes stay equal to masks."""
     cax = cell.inset_axes([0.45, 0.08, 0.12, 0.84])
     cbar = fig.colorbar(mappable, cax=cax)
     cbar.ax.tick_params(labelsize=6, length=2, pad=1)
+    cbar.set_label(label, fontsize=6, labelpad=1)
 
 
 def _n_labels(row: Mapping[str, Any]) -> int:

@@ -99,7 +99,8 @@ def rows_csv(rows: list[dict]) -> str:
 
 def save_examples(path: Path, ss: SliceSet, model, device: str = "cpu", pred: np.ndarray | None = None) -> None:
     """One slice per subject (the one with most foreground) for the report's mask grid, with the
-    model's entropy on it (probabilities computed for these slices only), on the network's grid."""
+    model's entropy on it (nats, NaN on padding; probabilities computed for these slices only) and
+    the number of classes K (its maximum is ln K), on the network's grid."""
     arrays, valid = {}, ss.valid_mask()
     ids = np.arange(len(ss))
     for subject in ss.subjects():
@@ -113,7 +114,8 @@ def save_examples(path: Path, ss: SliceSet, model, device: str = "cpu", pred: np
         probs = predict_slices(model, ss.images[best:best + 1], device=device, probabilities=True)[1]
         mask = pred[best] if pred is not None else probs[0].argmax(axis=0).astype(np.uint8)
         arrays[f"{subject}/pred"] = mask * valid[best]  # padding is no prediction (the losses never saw it)
-        arrays[f"{subject}/entropy"] = entropy_map(probs)[0].astype(np.float32)
+        arrays[f"{subject}/entropy"] = scan_entropy(probs[0], valid[best])
+        arrays[f"{subject}/classes"] = np.array(probs.shape[1])
         arrays[f"{subject}/slice_id"] = np.array(ss.slice_ids[best])
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
@@ -132,8 +134,14 @@ def _volume_example(ss: SliceSet, model, device: str, pred: np.ndarray | None, b
     p = np.moveaxis(probs, ss.axis + 1, 1)[:, j]
     mask = (planes(pred[best])[j] if pred is not None else p.argmax(axis=0)) * planes(valid)[j]
     return {f"{subject}/image": planes(ss.images[best, 0])[j], f"{subject}/truth": truth[j].astype(np.uint8),
-            f"{subject}/pred": mask.astype(np.uint8), f"{subject}/entropy": entropy_map(p[None])[0].astype(np.float32),
+            f"{subject}/pred": mask.astype(np.uint8), f"{subject}/entropy": scan_entropy(p, planes(valid)[j]),
+            f"{subject}/classes": np.array(p.shape[0]),
             f"{subject}/slice_id": np.array(f"{ss.cases[best].case_id}:{j}")}
+
+
+def scan_entropy(probs: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The entropy in nats (0 to ln K) of (K, H, W) probabilities, NaN on padding (no scan there)."""
+    return np.where(valid, entropy_map(probs[None])[0], np.nan).astype(np.float32)
 
 
 def summary_table(summary: dict) -> str:

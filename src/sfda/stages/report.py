@@ -53,8 +53,20 @@ def grid_rows(runs: dict[str, Path], max_subjects: int = 4) -> list[dict]:
         first = next(ex[s] for ex in examples.values() if s in ex)
         rows.append({"subject": f"{s} ({first['slice_id']})", "image": first["image"], "truth": first["truth"],
                      "masks": {n: ex[s]["pred"] for n, ex in examples.items() if s in ex},
-                     "entropy": {n: ex[s]["entropy"] for n, ex in examples.items() if s in ex}})
+                     "entropy": {n: ex[s]["entropy"] for n, ex in examples.items() if s in ex},
+                     "classes": max((int(ex[s]["classes"]) for ex in examples.values() if "classes" in ex.get(s, {})),
+                                    default=None)})
     return rows
+
+
+def coverage(runs: dict[str, Path]) -> str:
+    """Which checkpoint, modality and subjects each run's figures are of (its ``eval/metrics.json``)."""
+    lines = ["| run | checkpoint | modality | subjects |", "|:---|:---|:---|:---|"]
+    for name, run in runs.items():
+        if m := _metrics(run):
+            subjects = ", ".join(m.get("subjects") or []) or "?"
+            lines.append(f"| {name} | `{m.get('checkpoint', '?')}` | {m.get('modality') or '?'} | {subjects} |")
+    return "\n".join(lines)
 
 
 def collapse_notes(runs: dict[str, Path]) -> list[str]:
@@ -124,7 +136,8 @@ def _report(cfg: ReportConfig, runs: dict[str, Path]) -> Path:
     table = results_markdown(summaries, title=title)
     write_json(out_dir / "results.json", {"methods": summaries})
     figures = _figures(runs, out_dir)
-    sections = [("Results (test subjects, 3D, mean ± std over subjects)", table)]
+    sections = [("Results (test subjects, 3D, mean ± std over subjects)", table),
+                ("What the figures are of (each run's eval/metrics.json)", coverage(runs))]
     notes = collapse_notes(runs)
     if notes:
         sections.append(("Collapse warnings", "\n".join(notes)))
@@ -153,5 +166,6 @@ def _figures(runs: dict[str, Path], out_dir: Path) -> list[tuple[str, Path]]:
                                        out_dir / "fractions.png")))
     rows = grid_rows(runs)
     if rows:
-        figures.append(("Masks and entropy maps", plot_grid(rows, out_dir / "grid.png")))
+        figures.append(("Masks and entropy maps (entropy in nats, from 0 to ln K for K classes; blank: padding)",
+                        plot_grid(rows, out_dir / "grid.png")))
     return figures
