@@ -33,7 +33,10 @@ NNUNET = ["loss=dice_ce", "oversample_fg=0.33", "spatial.rotate=0.2", "spatial.r
 #: (lr 1e-2, momentum 0.99) predicted background only for 11 epochs here (~250 steps, MR)
 RECIPE = ["loss=dice_ce", "oversample_fg=0.33", "spatial.rotate=0.2", "spatial.rotate_deg=30",
           "spatial.scale=0.2", "optim.schedule=poly"]
-RECIPES = {"plain": [], "nnunet": NNUNET, "recipe": RECIPE,
+#: the recipe before these options existed (cross-entropy, no oversampling, no spatial changes, flat lr),
+#: whatever the config's source section now says
+PLAIN = ["loss=ce", "oversample_fg=0", "spatial.rotate=0", "spatial.scale=0", "optim.schedule=none"]
+RECIPES = {"plain": PLAIN, "nnunet": NNUNET, "recipe": RECIPE,
            "recipe-192": [*RECIPE, "data.size=[192, 192]"],
            "recipe-long": [*RECIPE, "optim.epochs=60"]}
 
@@ -47,12 +50,14 @@ def _domain(name: str) -> dict:
 
 
 def _overrides(dom: dict) -> list[str]:
-    """The config's source section and slicing as train-source keys."""
+    """The config's source section (network, intensity augmentation, optimiser) and slicing as
+    train-source keys; the recipe's own keys come from RECIPES."""
     src, s = dom["source"], dom["slicing"]
     out = [f"net={src['net']}", f"augment={str(src['augment']).lower()}", f"invert={src['invert']}",
            f"remap={src['remap']}", f"data.axis={s['axis']}", f"data.pad_multiple={s['pad_multiple']}",
            f"data.size={s['size']}"]
-    return out + [f"optim.{k}={v}" for k, v in src["optim"].items()]
+    return out + [f"optim.{k}={v}" for k, v in src["optim"].items() if k in ("lr", "epochs", "batch_size",
+                                                                             "max_steps_per_epoch")]
 
 
 def run(domain: str, recipe: str, out: Path, seed: int) -> dict:

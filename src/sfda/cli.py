@@ -157,7 +157,7 @@ def cmd_predict(args) -> int:
 
     cfg = _cfg(args, PREDICT, inputs=args.inputs)
     written = predict(cfg)
-    print(f"wrote {len(written)} masks to {cfg.out}")
+    print(f"wrote {len(written)} mask{'' if len(written) == 1 else 's'} to {cfg.out}")
     return 0
 
 
