@@ -14,7 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from sfda.cli_flags import ADAPT, EVALUATE, IMPORT_NNUNET, NEXT_STEP, PREDICT, PRIOR, REPORT, SWITCHES, TRAIN
+from sfda.cli_flags import (ADAPT, EVALUATE, IMPORT_NNUNET, NEGATED, NEXT_STEP, PREDICT, PRIOR, REPORT, SWITCHES,
+                            TRAIN)
 from sfda.cli_help import VersionAction, add_config_parser, config_class, epilog, flag_help
 
 
@@ -25,8 +26,9 @@ def _add_config_args(p: argparse.ArgumentParser, command: str, flags: dict[str, 
     for name, key in flags.items():
         p.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=flag_help(command, key))
     for name in switches:
-        p.add_argument("--" + name.replace("_", "-"), dest=name, action="store_true",
-                       help=flag_help(command, SWITCHES[name]))
+        text = flag_help(command, SWITCHES[name]) if name in SWITCHES else (
+            f"sets {NEGATED[name]}=false. {flag_help(command, NEGATED[name])}")
+        p.add_argument("--" + name.replace("_", "-"), dest=name, action="store_true", help=text)
     if overrides:
         p.add_argument("overrides", nargs="*", metavar="key=value",
                        help=f"dotted config overrides, e.g. optim.lr=1e-4 (every key: `sfda config {command}`)")
@@ -40,6 +42,7 @@ def _overrides(args, flags: dict[str, str]) -> list[str]:
             _split(getattr(args, name), "--" + name.replace("_", "-"))
     out = [f"{key}={getattr(args, name)}" for name, key in flags.items() if getattr(args, name) is not None]
     out += [f"{key}=true" for name, key in SWITCHES.items() if getattr(args, name, False)]
+    out += [f"{key}=false" for name, key in NEGATED.items() if getattr(args, name, False)]
     return out + list(args.overrides)
 
 
@@ -226,9 +229,9 @@ STAGES = {
                     cmd_train_prior),
     "prior": ("write the per-slice prior table τe", PRIOR, ("tags_from_labels", "overwrite"), cmd_prior),
     "adapt": ("adapt a source checkpoint to the target domain", ADAPT, ("resume", "overwrite"), cmd_adapt),
-    "evaluate": ("3D metrics per subject", EVALUATE, ("overwrite",), cmd_evaluate),
+    "evaluate": ("3D metrics per subject", EVALUATE, ("overwrite", "no_mirroring"), cmd_evaluate),
     "predict": ("write masks in the inputs' own geometry", PREDICT,
-                ("entropy", "probabilities", "continue", "overwrite"), cmd_predict),
+                ("entropy", "probabilities", "continue", "overwrite", "no_mirroring"), cmd_predict),
     "report": ("table, curves and mask grid over evaluated runs", REPORT, ("overwrite",), cmd_report),
     "import-nnunet": ("an nnU-Net v2 result folder as an sfda source checkpoint", IMPORT_NNUNET, ("overwrite",),
                       cmd_import_nnunet),

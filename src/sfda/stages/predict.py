@@ -22,6 +22,7 @@ from sfda.progress import bar, say
 from sfda.data.profile import unfamiliar
 from sfda.io.volume import is_volume_path, read_header, read_volume, volume_suffix, write_volume
 from sfda.io.volume_scan import check_image_file
+from sfda.nets.mirror import for_prediction
 from sfda.stages.common import check_output, require, write_config
 from sfda.stages.freshness import Stage
 from sfda.stages.nnunet import check_source, resolve_source
@@ -107,6 +108,7 @@ def _predict_one(model, meta: dict, path: Path, cfg: PredictConfig, files: dict,
         from sfda.stages.predict_adapt import append_record
 
         model, record = adapter(path, _stem(path), vol)
+    model = for_prediction(model, meta, cfg.mirroring)  # mirrored as nnU-Net predicts, where the model allows it
     out = stream_volume(model, meta, vol.array, str(path), cfg.device, entropy=cfg.entropy,
                         probabilities=cfg.probabilities, spacing=vol.spacing)
     if cfg.entropy:
