@@ -14,9 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from sfda.cli_flags import (ADAPT, EVALUATE, IMPORT_NNUNET, NEGATED, NEXT_STEP, PREDICT, PRIOR, REPORT, SWITCHES,
-                            TRAIN)
-from sfda.cli_help import VersionAction, add_config_parser, config_class, epilog, flag_help
+from sfda.cli_flags import ADAPT, EVALUATE, IMPORT_NNUNET, NEGATED, NEXT_STEP, PREDICT, PRIOR, REPORT, SWITCHES, TRAIN
+from sfda.cli_help import VersionAction, add_config_parser, config_class, epilog, flag_help, switch_help
 
 
 def _add_config_args(p: argparse.ArgumentParser, command: str, flags: dict[str, str], switches: tuple[str, ...] = (),
@@ -26,9 +25,7 @@ def _add_config_args(p: argparse.ArgumentParser, command: str, flags: dict[str, 
     for name, key in flags.items():
         p.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=flag_help(command, key))
     for name in switches:
-        text = flag_help(command, SWITCHES[name]) if name in SWITCHES else (
-            f"sets {NEGATED[name]}=false. {flag_help(command, NEGATED[name])}")
-        p.add_argument("--" + name.replace("_", "-"), dest=name, action="store_true", help=text)
+        p.add_argument("--" + name.replace("_", "-"), dest=name, action="store_true", help=switch_help(command, name))
     if overrides:
         p.add_argument("overrides", nargs="*", metavar="key=value",
                        help=f"dotted config overrides, e.g. optim.lr=1e-4 (every key: `sfda config {command}`)")
@@ -41,8 +38,8 @@ def _overrides(args, flags: dict[str, str]) -> list[str]:
         if name.endswith("subjects") and getattr(args, name) is not None:
             _split(getattr(args, name), "--" + name.replace("_", "-"))
     out = [f"{key}={getattr(args, name)}" for name, key in flags.items() if getattr(args, name) is not None]
-    out += [f"{key}=true" for name, key in SWITCHES.items() if getattr(args, name, False)]
-    out += [f"{key}=false" for name, key in NEGATED.items() if getattr(args, name, False)]
+    out += [f"{key}={str(name not in NEGATED).lower()}" for name, key in {**SWITCHES, **NEGATED}.items()
+            if getattr(args, name, False)]
     return out + list(args.overrides)
 
 
