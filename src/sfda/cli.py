@@ -14,7 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from sfda.cli_flags import ADAPT, EVALUATE, IMPORT_NNUNET, NEGATED, NEXT_STEP, PREDICT, PRIOR, REPORT, SWITCHES, TRAIN
+from sfda.cli_flags import (ADAPT, EVALUATE, IMPORT_NNUNET, NEGATED, NEXT_STEP, PREDICT, PRIOR, REPORT, SWITCHES, TRAIN,
+                            split_names)
 from sfda.cli_help import VersionAction, add_config_parser, config_class, epilog, flag_help, switch_help
 
 
@@ -36,7 +37,7 @@ def _add_config_args(p: argparse.ArgumentParser, command: str, flags: dict[str, 
 def _overrides(args, flags: dict[str, str]) -> list[str]:
     for name in flags:
         if name.endswith("subjects") and getattr(args, name) is not None:
-            _split(getattr(args, name), "--" + name.replace("_", "-"))
+            split_names(getattr(args, name), "--" + name.replace("_", "-"))
     out = [f"{key}={getattr(args, name)}" for name, key in flags.items() if getattr(args, name) is not None]
     out += [f"{key}={str(name not in NEGATED).lower()}" for name, key in {**SWITCHES, **NEGATED}.items()
             if getattr(args, name, False)]
@@ -53,18 +54,6 @@ def _cfg(args, flags, **lists):
         if value:
             setattr(cfg, key, [str(v) for v in value])
     return cfg
-
-
-def _split(text: str | None, flag: str = "--subjects") -> list[str] | None:
-    """``A1, B1`` -> [A1, B1]; a flag given with no names is refused (leave it out to mean all)."""
-    if text is None:
-        return None
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    if not names:
-        from sfda.errors import SfdaError
-
-        raise SfdaError(f"{flag} lists no subject; name them (e.g. {flag} A1,B1) or leave {flag} out to use all")
-    return names
 
 
 def cmd_index(args) -> int:
@@ -153,11 +142,13 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    from sfda.engine.distributed import is_main
     from sfda.stages.predict import predict
 
     cfg = _cfg(args, PREDICT, inputs=args.inputs)
     written = predict(cfg)
-    print(f"wrote {len(written)} masks to {cfg.out}")
+    if is_main():  # under torchrun one summary line: rank 0 learns every rank's masks
+        print(f"wrote {len(written)} masks to {cfg.out}" + (f" (share {cfg.shard})" if cfg.shard else ""))
     return 0
 
 

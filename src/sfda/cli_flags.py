@@ -67,3 +67,15 @@ NEXT_STEP = {"train-source": "rerun it with --resume to continue",
              "adapt": "rerun it with --resume to continue",
              "predict": "rerun it with --continue to skip the masks already written",
              "experiment": "rerun the same command: finished stages are reused, an unfinished training resumes"}
+
+
+def split_names(text: str | None, flag: str = "--subjects") -> list[str] | None:
+    """``A1, B1`` -> [A1, B1]; a flag given with no names is refused (leave it out to mean all)."""
+    if text is None:
+        return None
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names:
+        from sfda.errors import SfdaError
+
+        raise SfdaError(f"{flag} lists no subject; name them (e.g. {flag} A1,B1) or leave {flag} out to use all")
+    return names

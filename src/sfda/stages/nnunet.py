@@ -204,15 +204,16 @@ def check_source(cfg) -> None:
                         "--out OUT/fold_N); an ensemble of folds is for predict and evaluate")
 
 
-def resolve_source(cfg) -> None:
+def resolve_source(cfg, write: bool = True) -> None:
     """A stage given ``--nnunet FOLDER`` instead of ``--checkpoint``: import the fold to
     ``<out>/source.pt`` and use that (stages pass files)."""
     if not cfg.nnunet:
         return
     check_source(cfg)
     out = Path(cfg.out) / "source.pt"
-    import_nnunet(NnunetImportConfig(folder=cfg.nnunet, fold=cfg.fold, checkpoint_name=cfg.checkpoint_name,
-                                     out=str(out), overwrite=True))  # inside the stage's own folder
+    if write:  # predict under torchrun: rank 0 imports, the others wait for its file
+        import_nnunet(NnunetImportConfig(folder=cfg.nnunet, fold=cfg.fold, checkpoint_name=cfg.checkpoint_name,
+                                         out=str(out), overwrite=True))  # inside the stage's own folder
     cfg.checkpoint = str(out)
 
 
