@@ -14,8 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from sfda.cli_flags import ADAPT, EVALUATE, IMPORT_NNUNET, NEXT_STEP, PREDICT, PRIOR, REPORT, SWITCHES, TRAIN
-from sfda.cli_help import VersionAction, add_config_parser, config_class, epilog, flag_help
+from sfda.cli_flags import (ADAPT, EVALUATE, IMPORT_NNUNET, NEGATED, NEXT_STEP, PREDICT, PRIOR, REPORT, SWITCHES, TRAIN,
+                            split_names)
+from sfda.cli_help import VersionAction, add_config_parser, config_class, epilog, flag_help, switch_help
 
 
 def _add_config_args(p: argparse.ArgumentParser, command: str, flags: dict[str, str], switches: tuple[str, ...] = (),
@@ -25,8 +26,7 @@ def _add_config_args(p: argparse.ArgumentParser, command: str, flags: dict[str, 
     for name, key in flags.items():
         p.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=flag_help(command, key))
     for name in switches:
-        p.add_argument("--" + name.replace("_", "-"), dest=name, action="store_true",
-                       help=flag_help(command, SWITCHES[name]))
+        p.add_argument("--" + name.replace("_", "-"), dest=name, action="store_true", help=switch_help(command, name))
     if overrides:
         p.add_argument("overrides", nargs="*", metavar="key=value",
                        help=f"dotted config overrides, e.g. optim.lr=1e-4 (every key: `sfda config {command}`)")
@@ -37,9 +37,10 @@ def _add_config_args(p: argparse.ArgumentParser, command: str, flags: dict[str, 
 def _overrides(args, flags: dict[str, str]) -> list[str]:
     for name in flags:
         if name.endswith("subjects") and getattr(args, name) is not None:
-            _split(getattr(args, name), "--" + name.replace("_", "-"))
+            split_names(getattr(args, name), "--" + name.replace("_", "-"))
     out = [f"{key}={getattr(args, name)}" for name, key in flags.items() if getattr(args, name) is not None]
-    out += [f"{key}=true" for name, key in SWITCHES.items() if getattr(args, name, False)]
+    out += [f"{key}={str(name not in NEGATED).lower()}" for name, key in {**SWITCHES, **NEGATED}.items()
+            if getattr(args, name, False)]
     return out + list(args.overrides)
 
 
@@ -53,18 +54,6 @@ def _cfg(args, flags, **lists):
         if value:
             setattr(cfg, key, [str(v) for v in value])
     return cfg
-
-
-def _split(text: str | None, flag: str = "--subjects") -> list[str] | None:
-    """``A1, B1`` -> [A1, B1]; a flag given with no names is refused (leave it out to mean all)."""
-    if text is None:
-        return None
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    if not names:
-        from sfda.errors import SfdaError
-
-        raise SfdaError(f"{flag} lists no subject; name them (e.g. {flag} A1,B1) or leave {flag} out to use all")
-    return names
 
 
 def cmd_index(args) -> int:
@@ -153,11 +142,14 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    from sfda.engine.distributed import is_main
     from sfda.stages.predict import predict
 
     cfg = _cfg(args, PREDICT, inputs=args.inputs)
     written = predict(cfg)
-    print(f"wrote {len(written)} mask{'' if len(written) == 1 else 's'} to {cfg.out}")
+    if is_main():  # under torchrun one summary line: rank 0 learns every rank's masks
+        print(f"wrote {len(written)} mask{'' if len(written) == 1 else 's'} to {cfg.out}"
+              + (f" (share {cfg.shard})" if cfg.shard else ""))
     return 0
 
 
@@ -226,9 +218,9 @@ STAGES = {
                     cmd_train_prior),
     "prior": ("write the per-slice prior table τe", PRIOR, ("tags_from_labels", "overwrite"), cmd_prior),
     "adapt": ("adapt a source checkpoint to the target domain", ADAPT, ("resume", "overwrite"), cmd_adapt),
-    "evaluate": ("3D metrics per subject", EVALUATE, ("overwrite",), cmd_evaluate),
+    "evaluate": ("3D metrics per subject", EVALUATE, ("overwrite", "no_mirroring"), cmd_evaluate),
     "predict": ("write masks in the inputs' own geometry", PREDICT,
-                ("entropy", "probabilities", "continue", "overwrite"), cmd_predict),
+                ("entropy", "probabilities", "continue", "overwrite", "no_mirroring"), cmd_predict),
     "report": ("table, curves and mask grid over evaluated runs", REPORT, ("overwrite",), cmd_report),
     "import-nnunet": ("an nnU-Net v2 result folder as an sfda source checkpoint", IMPORT_NNUNET, ("overwrite",),
                       cmd_import_nnunet),

@@ -19,7 +19,7 @@ EVALUATE = {"checkpoint": "checkpoint", "cases": "data.cases", "modality": "data
             "subjects": "data.subjects", "out": "out", "device": "device"}
 PREDICT = {"checkpoint": "checkpoint", "out": "out", "device": "device", "adapt": "adapt", "steps": "steps",
            "mode": "mode", "prior": "prior", "lr": "optim.lr", "lam": "method.lam",
-           "batch_size": "optim.batch_size", "seed": "seed", "on_distrust": "on_distrust"}
+           "batch_size": "optim.batch_size", "seed": "seed", "on_distrust": "on_distrust", "shard": "shard"}
 REPORT = {"out": "out", "title": "title"}
 NNUNET_FOLD = {"fold": "fold", "checkpoint_name": "checkpoint_name"}
 NNUNET = {"nnunet": "nnunet", **NNUNET_FOLD}
@@ -29,6 +29,8 @@ PREDICT.update(NNUNET)
 IMPORT_NNUNET = {"folder": "folder", **NNUNET_FOLD, "out": "out"}
 SWITCHES = {"resume": "resume", "tags_from_labels": "tags_from_labels", "entropy": "entropy",
             "probabilities": "probabilities", "overwrite": "overwrite", "continue": "resume"}
+#: flags that turn a true/false option off (``--no-mirroring`` sets ``mirroring=false``)
+NEGATED = {"no_mirroring": "mirroring"}
 
 # Each flag's help is its config key's own description, default and limits (sfda.cli_help).
 
@@ -65,3 +67,15 @@ NEXT_STEP = {"train-source": "rerun it with --resume to continue",
              "adapt": "rerun it with --resume to continue",
              "predict": "rerun it with --continue to skip the masks already written",
              "experiment": "rerun the same command: finished stages are reused, an unfinished training resumes"}
+
+
+def split_names(text: str | None, flag: str = "--subjects") -> list[str] | None:
+    """``A1, B1`` -> [A1, B1]; a flag given with no names is refused (leave it out to mean all)."""
+    if text is None:
+        return None
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names:
+        from sfda.errors import SfdaError
+
+        raise SfdaError(f"{flag} lists no subject; name them (e.g. {flag} A1,B1) or leave {flag} out to use all")
+    return names

@@ -29,6 +29,14 @@ def flag_help(command: str, key: str) -> str:
     return text(config_class(command), key).replace("%", "%%")
 
 
+def switch_help(command: str, name: str) -> str:
+    """A true/false flag's help; a flag that turns an option off (``--no-mirroring``) says so first."""
+    from sfda.cli_flags import NEGATED, SWITCHES
+
+    key = SWITCHES.get(name) or NEGATED[name]
+    return flag_help(command, key) if name in SWITCHES else f"sets {key}=false. {flag_help(command, key)}"
+
+
 def epilog(command: str) -> str:
     return f"example:\n  {EXAMPLES[command]}\n" if command in EXAMPLES else ""
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sfda.config.core import opt
+from sfda.config.nnunet import NnunetFold, NnunetSource
 from sfda.config.spatial import SpatialConfig
 
 
@@ -222,24 +223,8 @@ class AdaptSettings(DistrustSettings):
 
 
 @dataclass
-class NnunetFold:
-    """Which checkpoint of an nnU-Net v2 result folder (sfda.stages.nnunet)."""
-
-    fold: str = "0"  # the nnU-Net fold to read
-    checkpoint_name: str = "checkpoint_final.pth"  # the fold's checkpoint file
-
-
-@dataclass
-class NnunetSource(NnunetFold):
-    """A source model from an nnU-Net v2 result folder instead of ``checkpoint``: it is imported
-    to ``<out>/source.pt`` first."""
-
-    nnunet: str = ""  # an nnU-Net v2 result folder (TRAINER__PLANS__CONFIG) as the source model
-
-
-@dataclass
 class NnunetImportConfig(NnunetFold, OutputConfig):
-    """``sfda import-nnunet``: one fold of an nnU-Net v2 result folder as an sfda source checkpoint."""
+    """``sfda import-nnunet``: one fold (or several, as one ensemble) of an nnU-Net v2 result folder as an sfda source checkpoint."""
 
     folder: str = ""  # an nnU-Net v2 result folder (TRAINER__PLANS__CONFIG)
     out: str = ""  # the sfda checkpoint to write
@@ -255,7 +240,15 @@ class AdaptConfig(RunConfig, AdaptSettings, NnunetSource):
 
 
 @dataclass
-class EvaluateConfig(NnunetSource, DeviceConfig, OutputConfig):
+class PredictionSettings:
+    # Average the logits over the input's flips along the axes the model allows, as nnU-Net predicts
+    # (an nnU-Net model: its checkpoint's inference_allowed_mirroring_axes, kept at import; sfda's own
+    # models allow none, so nothing changes for them); --no-mirroring: one plain pass.
+    mirroring: bool = True
+
+
+@dataclass
+class EvaluateConfig(NnunetSource, PredictionSettings, DeviceConfig, OutputConfig):
     """``sfda evaluate``: 3D metrics per subject of a checkpoint on labelled cases."""
 
     checkpoint: str = ""  # the model to score (OUT/selected.pt of a training run)
@@ -264,7 +257,7 @@ class EvaluateConfig(NnunetSource, DeviceConfig, OutputConfig):
 
 
 @dataclass
-class PredictConfig(DistrustSettings, NnunetSource, DeviceConfig, OutputConfig):
+class PredictConfig(DistrustSettings, NnunetSource, PredictionSettings, DeviceConfig, OutputConfig):
     """``sfda predict``: masks in each input's own geometry, optionally adapting to each scan first."""
 
     checkpoint: str = ""  # the model (OUT/selected.pt of a training run)
@@ -287,6 +280,9 @@ class PredictConfig(DistrustSettings, NnunetSource, DeviceConfig, OutputConfig):
     method: MethodConfig = opt(MethodConfig())
     optim: OptimConfig = opt(OptimConfig(lr=1e-4, batch_size=12))
     seed: int = opt(0, low=0)  # the seed of the per-scan batches
+    # I/N: predict only share I of N of the inputs (scans I, I+N, ... of the sorted list), for job
+    # arrays writing into one folder; empty: all (under torchrun each process takes its share of it)
+    shard: str = ""
 
 
 @dataclass

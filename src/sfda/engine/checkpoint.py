@@ -68,9 +68,15 @@ def require_kind(meta: dict, kind: str, path, use: str) -> None:
 
 
 def require_single(meta: dict, path, use: str) -> None:
-    """Refuse to adapt a trust fall-back's merge of two networks (:mod:`sfda.nets.merge`)."""
+    """Refuse to adapt a trust fall-back's merge of two networks (:mod:`sfda.nets.merge`) or an
+    ensemble of folds (:mod:`sfda.nets.ensemble`)."""
+    from sfda.nets.ensemble import is_ensemble
     from sfda.nets.merge import is_merge
 
+    if is_ensemble(meta):
+        n = len(meta["net_args"]["members"])
+        raise SfdaError(f"{path} is an ensemble of {n} networks; {use} adapts one: import and adapt each fold "
+                        "on its own (--fold N)")
     if is_merge(meta):
         raise SfdaError(f"{path} joins an adapted and a source model ({meta.get('selected_by', 'a trust fall-back')}); "
                         f"{use} starts from one network: give the source checkpoint, or the run's last.pt")

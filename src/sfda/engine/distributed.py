@@ -134,3 +134,26 @@ def barrier(dist: Dist) -> None:
         import torch.distributed as td
 
         td.barrier()
+
+
+def agree(dist: Dist, ok: bool) -> bool:
+    """Every rank learns whether rank 0 got through its part (a claim, an import): a barrier that
+    does not hang the other ranks when rank 0 stops with an error first (it sends ``ok=False``)."""
+    if not dist.active:
+        return ok
+    import torch.distributed as td
+
+    flag = [bool(ok)]
+    td.broadcast_object_list(flag, src=0)
+    return bool(flag[0])
+
+
+def gather(items: list, dist: Dist) -> list:
+    """Every rank's ``items`` joined, on every rank (rank order); a single process's own."""
+    if not dist.active:
+        return items
+    import torch.distributed as td
+
+    out: list = [None] * dist.world
+    td.all_gather_object(out, items)
+    return [x for part in out for x in part]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 
 from sfda.errors import SfdaError
@@ -16,17 +17,31 @@ from sfda.errors import SfdaError
 NAME = ".sfda.lock"
 
 
+def _flock(fd: int, wait: float) -> None:
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
+
+
 class FolderLock:
     """Hold ``folder``'s lock until :meth:`release`; refuse at once if a live process holds it."""
 
-    def __init__(self, folder: str | os.PathLike, option: str = "--out"):
+    def __init__(self, folder: str | os.PathLike, option: str = "--out", wait: float = 0.0):
+        """``wait``: seconds to keep trying while another process holds it (job-array tasks claiming
+        one folder, each for a moment); 0: refuse at once."""
         self.path = Path(folder) / NAME
         try:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise SfdaError(f"{option} {folder}: cannot write there ({exc.strerror}); choose another place") from None
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock(self.fd, wait)
         except OSError:
             owner = os.read(self.fd, 32).decode(errors="replace").strip() or "unknown"
             os.close(self.fd)

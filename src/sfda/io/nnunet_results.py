@@ -103,6 +103,24 @@ def read_result_folder(folder: str | Path, fold: str | int = 0,
     return NnunetModel(root, str(fold), configuration, plans, dataset, load_nnunet_checkpoint(path), path)
 
 
+def fold_names(folder: str | Path, fold: str | int) -> list[str]:
+    """The folds ``fold`` names: one (``0``), a list (``0,1,2``) or ``all``: every ``fold_N`` folder in
+    ``folder``, in numeric order (nnU-Net's ``fold_all``, trained on every case, only when there is none)."""
+    text = str(fold).strip()
+    if text != "all":
+        names = [f.strip() for f in text.split(",") if f.strip()]
+        if not names or len(set(names)) != len(names):
+            raise SfdaError(f"--fold {fold}: give a fold (0), several without repeats (0,1,2,3,4) or all")
+        return names
+    root = Path(folder)
+    numbered = sorted((p.name[5:] for p in root.glob("fold_*") if p.is_dir() and p.name[5:].isdigit()), key=int)
+    if numbered:
+        return numbered
+    if (root / "fold_all").is_dir():
+        return ["all"]
+    raise SfdaError(f"--fold all: {root} has no fold_N folder; give a result folder with trained folds")
+
+
 def write_result_folder(model: NnunetModel, weights: dict[str, torch.Tensor], out: str | Path) -> Path:
     """An nnU-Net result folder at ``out`` (plans, dataset and the fold's checkpoint with ``weights``
     instead of the original network's), for nnU-Net's own tools; the original is never touched."""

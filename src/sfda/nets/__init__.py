@@ -30,11 +30,12 @@ def net_names() -> list[str]:
 
 def net_kind(name: str) -> str:
     """What the network ``name`` outputs: "segmentation" or "regression"."""
+    from sfda.nets.ensemble import NAME as ENSEMBLE
     from sfda.nets.merge import NAME as MERGE
     from sfda.nets.monai_nets import PREFIX
     from sfda.nets.nnunet_nets import PREFIX as NNUNET
 
-    return "segmentation" if name.startswith((PREFIX, NNUNET)) or name == MERGE else NET_KIND[name]
+    return "segmentation" if name.startswith((PREFIX, NNUNET)) or name in (MERGE, ENSEMBLE) else NET_KIND[name]
 
 
 def _accepted_args(cls: type[nn.Module]) -> list[str]:
@@ -44,6 +45,7 @@ def _accepted_args(cls: type[nn.Module]) -> list[str]:
 
 def build_net(name: str, **kwargs: object) -> nn.Module:
     """Instantiate the network ``name`` with ``kwargs``; user mistakes become SfdaError."""
+    from sfda.nets.ensemble import NAME as ENSEMBLE, FoldEnsemble
     from sfda.nets.merge import NAME as MERGE, StructureMerge
     from sfda.nets.monai_nets import PREFIX, SUPPORTED, MonaiNet
     from sfda.nets.nnunet_nets import PREFIX as NNUNET, NnunetNet
@@ -53,6 +55,11 @@ def build_net(name: str, **kwargs: object) -> nn.Module:
             raise SfdaError(f"network {MERGE!r} is written by the trust fall-back (an adapted and a source model "
                             f"joined), not trained; choose one of: {', '.join(net_names())}")
         return StructureMerge.from_args(**kwargs)
+    if name == ENSEMBLE:  # written by the import of several nnU-Net folds, never named in a config
+        if not set(kwargs) <= {"members", "rule"} or "members" not in kwargs:
+            raise SfdaError(f"network {ENSEMBLE!r} is written by `sfda import-nnunet --fold 0,1,...` (several "
+                            f"networks averaged), not trained; choose one of: {', '.join(net_names())}")
+        return FoldEnsemble.from_args(**kwargs)
     if name.startswith(PREFIX):
         return MonaiNet(name[len(PREFIX):], **kwargs)
     if name.startswith(NNUNET):

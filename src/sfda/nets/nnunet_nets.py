@@ -89,10 +89,23 @@ class NnunetNet(nn.Module):
             return self._logits(x.transpose(-1, -2)).transpose(-1, -2)
         return self._logits(x)
 
-    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+    def mirrored(self, x: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
+        """The logits averaged over flips along ``axes`` (sfda's slice axes: 0 is H, 1 is W), each patch
+        mirrored on its own as nnU-Net does (sfda.nets.mirror.Mirrored calls this); train mode: none."""
+        if self.training or not axes:
+            return self(x)
+        own = tuple(1 - a for a in axes) if self.transpose else tuple(axes)  # nnU-Net's (rows, cols)
+        if self.transpose:
+            return self._logits(x.transpose(-1, -2), own).transpose(-1, -2)
+        return self._logits(x, own)
+
+    def _logits(self, x: torch.Tensor, mirror: tuple[int, ...] = ()) -> torch.Tensor:
+        from sfda.nets.mirror import mirrored_logits
+
+        net = (lambda t: mirrored_logits(self.net, t, mirror)) if mirror and not self.training else self.net
         if self.training or not self.patch or all(s <= p for s, p in zip(x.shape[2:], self.patch)):
-            return self.net(x)
-        return sliding_window(self.net, x, self.patch)
+            return net(x)
+        return sliding_window(net, x, self.patch)
 
     def nnunet_weights(self) -> dict[str, torch.Tensor]:
         """The state dict as nnU-Net names it (without this wrapper's prefix)."""

@@ -21,6 +21,7 @@ from sfda.io.cases import load_cases, select_cases
 from sfda.io.volume_scan import scan_volume
 from sfda.io.volume import read_volume
 from sfda.metrics.subjects import score_subjects, score_volumes
+from sfda.nets.mirror import for_prediction
 from sfda.progress import bar, say
 from sfda.stages.common import check_output, on_device, require, slices_for, slicing_of, write_config
 from sfda.stages.freshness import Stage, digest
@@ -50,7 +51,7 @@ def _evaluate(cfg: EvaluateConfig, cl, progress: bool) -> dict:
     resolve_source(cfg)
     model, meta = load_model(cfg.checkpoint)
     require_kind(meta, "segmentation", cfg.checkpoint, "evaluate")
-    model.to(cfg.device)
+    model = for_prediction(model.to(cfg.device), meta, cfg.mirroring)
     for case in select_cases(cl, cfg.data.subjects or None, cfg.data.modality):
         summary = scan_volume(case.images[cfg.data.modality])
         for why in unfamiliar(meta.get("profile"), case.spacing, case.shape, summary.low, summary.high,

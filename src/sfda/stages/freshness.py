@@ -18,13 +18,14 @@ from sfda.io.atomic import write_json
 #: the run's record in its folder
 RECORD = "stage.json"
 #: keys that say where a stage writes, whether it resumes or replaces a run, not what it computes
-_IGNORED = ("out", "resume", "overwrite")
+_IGNORED = ("out", "resume", "overwrite", "shard")  # shard: which share of the run a task writes
 #: options added after runs were made, left out of the fingerprint while at these defaults,
 #: so a run made before they existed (which computed the same thing) is still reused
 _ADDED = {"data.size": [], "data.spacing": [], "data.dims": 2, "optim.nesterov": False, "loss": "ce",
           "oversample_fg": 0.0, "spatial.rotate": 0.0, "spatial.rotate_deg": 180.0, "spatial.scale": 0.0,
           "spatial.scale_range": [0.7, 1.4], "spatial.elastic": 0.0, "spatial.elastic_spacing": 32.0,
-          "spatial.elastic_magnitude": [0.0, 4.0], "spatial.mirror_axes": [], "keep_epochs": False}
+          "spatial.elastic_magnitude": [0.0, 4.0], "spatial.mirror_axes": [], "keep_epochs": False,
+          "mirroring": True}
 
 
 def digest(path: str | Path) -> str:

@@ -6,9 +6,11 @@ slices along the axis nnU-Net slices (its ``transpose_forward``), in-plane resam
 configuration's spacing, and its normalisation (``CTNormalization``: clip to the training set's
 foreground percentiles, then its foreground mean and std; ``ZScoreNormalization``: each volume's
 own mean and std). What differs from nnU-Net's own predictor, and is said in the README: sfda
-resamples linearly (nnU-Net: cubic), does not mirror the input at prediction (nnU-Net averages
-four mirrored passes) and does not crop to the non-zero region first; slices larger than the
-patch are predicted from Gaussian-weighted patches as nnU-Net does (sfda.nets.nnunet_nets).
+resamples linearly (nnU-Net: cubic) and does not crop to the non-zero region first; slices larger
+than the patch are predicted from Gaussian-weighted patches as nnU-Net does (sfda.nets.nnunet_nets),
+and mirrored along the checkpoint's ``inference_allowed_mirroring_axes`` (kept as ``mirror_axes`` in
+sfda's slice axes; sfda.nets.mirror). Several folds make one model, ``net: ensemble``, averaging their
+logits as nnU-Net's predictor does (sfda.nets.ensemble).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from sfda.config import NnunetImportConfig, config_to_dict
 from sfda.data.normalize import norm_params
 from sfda.engine.checkpoint import save_checkpoint
 from sfda.errors import SfdaError
-from sfda.io.nnunet_results import NnunetModel, read_result_folder, write_result_folder
+from sfda.io.nnunet_results import NnunetModel, fold_names, read_result_folder, write_result_folder
 from sfda.nets import build_net
+from sfda.nets.ensemble import NAME as ENSEMBLE, FoldEnsemble, ensemble_args
 from sfda.nets.nnunet_nets import PREFIX, SUPPORTED, total_strides
 from sfda.stages.common import require, write_config
 from sfda.stages.outputs import claim_file
@@ -89,15 +92,20 @@ def _normalization(model: NnunetModel, cfg: dict) -> dict:
     raise SfdaError(f"{model.folder}: normalisation {scheme} is not supported (ZScoreNormalization, CTNormalization)")
 
 
-def _slicing(model: NnunetModel, cfg: dict, arch_kwargs: dict) -> tuple[dict, bool]:
-    """nnU-Net's axes are SimpleITK's (z, y, x) after ``transpose_forward``; sfda's arrays are (x, y, z)."""
+def _slicing(model: NnunetModel, cfg: dict, arch_kwargs: dict) -> tuple[dict, bool, list[int]]:
+    """nnU-Net's axes are SimpleITK's (z, y, x) after ``transpose_forward``; sfda's arrays are (x, y, z).
+    Also the mirroring axes in sfda's slice axes (nnU-Net's are its slice's (rows, cols))."""
     tf = [int(a) for a in model.plans.get("transpose_forward", [0, 1, 2])]
     axis, rows, cols = (2 - a for a in tf)
     transpose = rows > cols  # nnU-Net's slice is (rows, cols); sfda's slice keeps the array's axis order
     spacing = [float(v) for v in cfg["spacing"][-2:]]
     slicing = {"axis": axis, "pad_multiple": max(total_strides(arch_kwargs)), "size": [],
                "spacing": spacing[::-1] if transpose else spacing}
-    return slicing, transpose
+    allowed = model.checkpoint.get("inference_allowed_mirroring_axes") or ()
+    if any(int(a) not in (0, 1) for a in allowed):
+        raise ValueError(f"inference_allowed_mirroring_axes {tuple(allowed)} are not a 2D slice's axes")
+    mirror = sorted(sorted((rows, cols)).index((rows, cols)[int(a)]) for a in allowed)
+    return slicing, transpose, mirror
 
 
 def nnunet_meta(model: NnunetModel) -> tuple[dict, dict]:
@@ -113,31 +121,53 @@ def _meta(model: NnunetModel) -> tuple[dict, dict]:
     cfg = _configuration(model)
     name, arch_kwargs = _architecture(model, cfg)
     labels, channel = _labels_and_channel(model)
-    slicing, transpose = _slicing(model, cfg, arch_kwargs)
+    slicing, transpose, mirror = _slicing(model, cfg, arch_kwargs)
     net_args = {"arch_kwargs": arch_kwargs, "in_channels": 1, "num_classes": len(labels),
                 "transpose": transpose, "patch_size": [int(v) for v in cfg["patch_size"]]}
     meta = {"net": PREFIX + name, "net_args": net_args, "kind": "segmentation", "label_names": labels,
             "modality": channel, "stage": "source", "normalization": _normalization(model, cfg), "slicing": slicing,
+            "mirror_axes": mirror,
             "nnunet": {"folder": str(model.folder.resolve()), "fold": model.fold, "configuration": model.configuration,
                        "checkpoint": str(model.checkpoint_path.resolve()),
-                       "trainer": str(model.checkpoint.get("trainer_name", ""))}}
+                       "trainer": str(model.checkpoint.get("trainer_name", "")),
+                       "mirror_axes": [int(a) for a in model.checkpoint.get("inference_allowed_mirroring_axes") or ()]}}
     return meta, net_args
 
 
-def import_nnunet(cfg: NnunetImportConfig) -> Path:
-    """Write ``cfg.out``: the folder's fold as an sfda source checkpoint (weights unchanged)."""
-    require(cfg.folder, "--folder (an nnU-Net result folder)")
-    require(cfg.out, "--out")
-    claim_file(cfg.out, [cfg.folder], overwrite=cfg.overwrite)
-    model = read_result_folder(cfg.folder, cfg.fold, cfg.checkpoint_name)
+def _fold_net(folder: str, fold: str, checkpoint_name: str):
+    """One fold's network with its weights, and its checkpoint metadata."""
+    model = read_result_folder(folder, fold, checkpoint_name)
     meta, net_args = nnunet_meta(model)
-    meta["config"] = config_to_dict(cfg)
     net = build_net(meta["net"], **net_args)
     try:
         net.net.load_state_dict(model.checkpoint["network_weights"])
     except (RuntimeError, TypeError, AttributeError) as exc:
         raise SfdaError(f"{model.checkpoint_path}: the weights do not fit the plans' architecture "
                         f"({str(exc).splitlines()[0][:160]})") from None
+    return net, meta
+
+
+def _ensemble(members: list[tuple], folds: list[str]):
+    """Several folds' networks as one :class:`FoldEnsemble`, described by the first fold's metadata."""
+    metas = [m for _, m in members]
+    meta = {**metas[0], "net": ENSEMBLE, "net_args": ensemble_args(metas)}
+    meta["nnunet"] = {**metas[0]["nnunet"], "fold": ",".join(folds), "folds": folds,
+                      "checkpoints": [m["nnunet"]["checkpoint"] for m in metas]}
+    meta["mirror_axes"] = metas[0]["mirror_axes"] if all(m["mirror_axes"] == metas[0]["mirror_axes"]
+                                                         for m in metas) else []
+    return FoldEnsemble([n for n, _ in members]), meta
+
+
+def import_nnunet(cfg: NnunetImportConfig) -> Path:
+    """Write ``cfg.out``: the folder's fold (or folds, as one ensemble) as an sfda source checkpoint
+    (weights unchanged)."""
+    require(cfg.folder, "--folder (an nnU-Net result folder)")
+    require(cfg.out, "--out")
+    claim_file(cfg.out, [cfg.folder], overwrite=cfg.overwrite)
+    folds = fold_names(cfg.folder, cfg.fold)
+    members = [_fold_net(cfg.folder, f, cfg.checkpoint_name) for f in folds]
+    net, meta = members[0] if len(members) == 1 else _ensemble(members, folds)
+    meta["config"] = config_to_dict(cfg)
     save_checkpoint(cfg.out, net, meta)
     write_config(cfg, Path(cfg.out).parent / f"{Path(cfg.out).stem}.config.yaml")
     return Path(cfg.out)
@@ -166,17 +196,24 @@ def check_source(cfg) -> None:
         raise SfdaError("give --checkpoint or --nnunet, not both")
     require(cfg.out, "--out")
     _refuse_before_writing(cfg)
+    folds = fold_names(cfg.nnunet, cfg.fold) if Path(cfg.nnunet).is_dir() else [cfg.fold]
+    adapting = cfg.adapt if hasattr(cfg, "adapt") else hasattr(cfg, "select")  # predict --adapt, or adapt
+    if len(folds) > 1 and adapting:
+        flag = "predict --adapt" if hasattr(cfg, "adapt") else "adapt"
+        raise SfdaError(f"{flag} --nnunet adapts one fold, not {len(folds)}: run it once per fold (--fold N "
+                        "--out OUT/fold_N); an ensemble of folds is for predict and evaluate")
 
 
-def resolve_source(cfg) -> None:
+def resolve_source(cfg, write: bool = True) -> None:
     """A stage given ``--nnunet FOLDER`` instead of ``--checkpoint``: import the fold to
     ``<out>/source.pt`` and use that (stages pass files)."""
     if not cfg.nnunet:
         return
     check_source(cfg)
     out = Path(cfg.out) / "source.pt"
-    import_nnunet(NnunetImportConfig(folder=cfg.nnunet, fold=cfg.fold, checkpoint_name=cfg.checkpoint_name,
-                                     out=str(out), overwrite=True))  # inside the stage's own folder
+    if write:  # predict under torchrun: rank 0 imports, the others wait for its file
+        import_nnunet(NnunetImportConfig(folder=cfg.nnunet, fold=cfg.fold, checkpoint_name=cfg.checkpoint_name,
+                                         out=str(out), overwrite=True))  # inside the stage's own folder
     cfg.checkpoint = str(out)
 
 

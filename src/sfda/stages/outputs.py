@@ -119,12 +119,17 @@ def _empty(folder: Path) -> None:
 
 @contextlib.contextmanager
 def claim_folder(out: str | os.PathLike, stage: Stage, inputs: Iterable[str | os.PathLike], *, resume: bool = False,
-                 overwrite: bool = False, option: str = "--out", resume_flag: str = "--resume") -> Iterator[Path]:
+                 overwrite: bool = False, option: str = "--out", resume_flag: str = "--resume",
+                 share: str = "") -> Iterator[Path]:
     """Own ``out`` for the stage's run: checks above, the lock, ``stage.json``; on success its
-    fingerprint is stamped into ``done.json``."""
+    fingerprint is stamped into ``done.json``. ``share`` (``predict --shard I/N``): one of several
+    tasks writing one run into ``out`` at once: see :func:`_claim_share`."""
     folder = Path(out)
     if not is_main():
         yield folder
+        return
+    if share:
+        yield from _claim_share(folder, stage, inputs, resume, option, resume_flag, share)
         return
     check_output(folder, option)
     refuse_overlap(folder, inputs, option)
@@ -148,6 +153,27 @@ def claim_folder(out: str | os.PathLike, stage: Stage, inputs: Iterable[str | os
         _tidy(folder, created)
         raise
     lock.release()
+
+
+def _claim_share(folder: Path, stage: Stage, inputs, resume: bool, option: str, resume_flag: str,
+                 share: str) -> Iterator[Path]:
+    """A share of a run: the folder may hold the same run already (another share's record, the same
+    fingerprint: the share is not part of it); the lock is held while claiming only (tasks wait their
+    turn a minute at most); the share's end is stamped into ``done.<share>.json``."""
+    check_output(folder, option)
+    refuse_overlap(folder, inputs, option)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FolderLock(folder, option, wait=60.0)
+    try:
+        if not stage.can_resume(folder):
+            _check_owner(folder, stage, resume, False, option, resume_flag)
+            stage.start(folder)
+    finally:
+        lock.release()
+    marker = f"done.{share.replace('/', '-of-')}.json"
+    (folder / marker).unlink(missing_ok=True)
+    yield folder
+    stage.finish(folder, marker)
 
 
 def _tidy(folder: Path, created: bool, keep_record: bool = False) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 
 from sfda.config import PredictConfig, merge_into
 from sfda.engine.checkpoint import load_model, require_kind
+from sfda.engine.distributed import Dist, agree, barrier, check_device, context, device_for, gather
 from sfda.errors import SfdaError
 from sfda.inference import fold_batchnorm, stream_volume
 from sfda.io.cases import load_cases
@@ -21,6 +22,7 @@ from sfda.progress import bar, say
 from sfda.data.profile import unfamiliar
 from sfda.io.volume import is_volume_path, read_header, read_volume, volume_suffix, write_volume
 from sfda.io.volume_scan import check_image_file
+from sfda.nets.mirror import for_prediction
 from sfda.stages.common import check_output, on_device, require, write_config
 from sfda.stages.freshness import Stage
 from sfda.stages.nnunet import check_source, resolve_source
@@ -107,6 +109,7 @@ def _predict_one(model, meta: dict, path: Path, cfg: PredictConfig, files: dict,
         from sfda.stages.predict_adapt import append_record
 
         model, record = adapter(path, _stem(path), vol)
+    model = for_prediction(model, meta, cfg.mirroring)  # mirrored as nnU-Net predicts, where the model allows it
     out = stream_volume(model, meta, vol.array, str(path), cfg.device, entropy=cfg.entropy,
                         probabilities=cfg.probabilities, spacing=vol.spacing)
     if cfg.entropy:
@@ -115,7 +118,7 @@ def _predict_one(model, meta: dict, path: Path, cfg: PredictConfig, files: dict,
         write_volume(prob_path, out["probabilities"][k], like=vol, dtype=np.float32)
     write_volume(files["mask"], out.pop("labels"), like=vol, dtype=np.uint8)
     if adapter is not None:
-        append_record(files["mask"].parent / "adapt.jsonl", {**record, "mask": str(files["mask"])})
+        append_record(files["record"], {**record, "mask": str(files["mask"])})
     return files["mask"]
 
 
@@ -123,7 +126,9 @@ def predict(cfg: PredictConfig | None = None, progress: bool = True, **options) 
     """Write a mask per input (see :func:`output_files` for the names), plus entropy and probabilities
     if asked, ``labels.json``, ``volumes.csv`` (:mod:`sfda.stages.predict_outputs`) and the merged
     config (``config.yaml``) in ``cfg.out``; with ``adapt`` also ``adapt.jsonl``.
-    Returns the masks written by this call (``resume``: inputs whose mask is there are skipped).
+    Returns the masks written by this call (``resume``: inputs whose mask is there are skipped; under
+    torchrun, every rank's). ``shard`` and torchrun's ranks split the sorted inputs (:func:`share_of`):
+    rank 0 claims the folder, the others wait for it; each mask is written by one process.
     ``options`` set config keys, checked as in a config file:
     ``sfda.predict(checkpoint=..., inputs=[...], out=..., adapt="adaent", steps=10)``."""
     cfg = merge_into(copy.deepcopy(cfg) if cfg is not None else PredictConfig(), options)
@@ -132,15 +137,43 @@ def predict(cfg: PredictConfig | None = None, progress: bool = True, **options) 
     check_output(cfg.out)
     cfg = on_device(cfg)
     check_source(cfg)
+    dist = context(check_device(device_for(cfg.device)))  # under torchrun: join the group
+    index, count = share_of(cfg.shard, dist)
+    if cfg.shard and cfg.overwrite:
+        raise SfdaError(f"--overwrite with --shard {cfg.shard} would delete the other tasks' masks; empty "
+                        f"{cfg.out} (or choose a new folder) before the job array starts")
     lists = [load_cases(p) for p in cfg.inputs if Path(p).suffix == ".json" and Path(p).is_file()]
     reads = [cfg.checkpoint, cfg.nnunet, cfg.prior, *cfg.inputs, *(f for cl in lists for f in case_files(cl))]
     run = Stage(cfg, [p for p in (cfg.checkpoint, cfg.prior) if p], command="predict")
-    with claim_folder(cfg.out, run, reads, resume=cfg.resume, overwrite=cfg.overwrite, resume_flag="--continue"):
-        return _predict(cfg, progress)
+    told = [False]  # whether rank 0 has told the other ranks it claimed the folder
+    try:
+        with claim_folder(cfg.out, run, reads, resume=cfg.resume, overwrite=cfg.overwrite, resume_flag="--continue",
+                          share=cfg.shard):
+            return _predict(cfg, progress and dist.main, dist, (index, count), told)
+    except BaseException:
+        if dist.active and dist.main and not told[0]:
+            agree(dist, False)  # the other ranks stop instead of waiting for a claim that failed
+        raise
 
 
-def _predict(cfg: PredictConfig, progress: bool) -> list[Path]:
-    resolve_source(cfg)
+def share_of(shard: str, dist: Dist) -> tuple[int, int]:
+    """This process's share of the sorted inputs, (index, count): it predicts inputs index, index +
+    count, ... ``--shard I/N`` takes share I of N; torchrun's ranks split that share again."""
+    i, n = 0, 1
+    if shard:
+        parts = shard.split("/")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts) or not int(parts[0]) < int(parts[1]):
+            raise SfdaError(f"--shard {shard}: give I/N with 0 <= I < N, e.g. --shard 0/4 (the first of 4 tasks)")
+        i, n = int(parts[0]), int(parts[1])
+    return i + n * dist.rank, n * dist.world
+
+
+def _predict(cfg: PredictConfig, progress: bool, dist: Dist, share: tuple[int, int], told: list) -> list[Path]:
+    cfg.device = device_for(cfg.device)
+    resolve_source(cfg, write=dist.main)
+    told[0] = True
+    if not agree(dist, True):
+        raise SfdaError(f"rank 0 could not start the run in {cfg.out} (its error says why); nothing written here")
     model, meta = load_model(cfg.checkpoint)
     require_kind(meta, "segmentation", cfg.checkpoint, "predict")
     adapter = None
@@ -150,24 +183,39 @@ def _predict(cfg: PredictConfig, progress: bool) -> list[Path]:
         adapter = ScanAdapter(model.to(cfg.device), meta, cfg)
     else:
         model = fold_batchnorm(model).to(cfg.device)
-    files = list({os.path.realpath(f): f for f in collect_inputs(cfg.inputs, meta.get("modality"))}.values())
+    found = {os.path.realpath(f): f for f in collect_inputs(cfg.inputs, meta.get("modality"))}
+    files = sorted(found.values(), key=str)  # one order for every share
+    outputs = output_files(files, meta["label_names"], cfg, Path(cfg.out))
+    index, count = share
+    mine = [(f, o) for k, (f, o) in enumerate(zip(files, outputs)) if k % count == index]
+    far = _check_inputs([f for f, _ in mine], meta, adapter)
+    todo = [(f, o) for f, o in mine if not (cfg.resume and o["mask"].exists())]
+    if len(todo) < len(mine):
+        say(f"{len(mine) - len(todo)} of {len(mine)} masks are in {cfg.out} already (--continue): skipped")
+    write_config(cfg, Path(cfg.out) / "config.yaml")
+    record = Path(cfg.out) / ("adapt.jsonl" if count == 1 else f"adapt.{index}-of-{count}.jsonl")
+    written = []
+    for path, out in bar(todo, "adapting and predicting" if adapter else "predicting", progress):
+        written.append(_predict_one(model, meta, path, cfg, {**out, "record": record}, adapter))
+    written = gather(written, dist)
+    far = dict(gather(list(far.items()), dist))
+    barrier(dist)  # every rank's masks are written before rank 0 sums them up and stamps the run done
+    if dist.main:
+        write_summaries(Path(cfg.out), [(f, o["mask"]) for f, o in zip(files, outputs)], meta["label_names"], far,
+                        bool(cfg.adapt))
+    return written
+
+
+def _check_inputs(files: list[Path], meta: dict, adapter) -> dict[Path, list[str]]:
+    """Every input of this share checked before the first mask is written; returns why each is far
+    from the model's training scans."""
     far = {}
-    for path in files:  # every input checked before the first mask is written
+    for path in files:
         summary = check_image_file(path)
         shape, spacing = read_header(path)
         far[path] = unfamiliar(meta.get("profile"), spacing, shape, summary.low, summary.high)
         for why in far[path]:
             say(f"warning: {path.name} is far from the model's training scans: {why}; check its masks")
-    outputs = output_files(files, meta["label_names"], cfg, Path(cfg.out))
     if adapter is not None:
         adapter.check_prior(files, [_stem(f) for f in files])
-    todo = [(f, o) for f, o in zip(files, outputs) if not (cfg.resume and o["mask"].exists())]
-    if len(todo) < len(files):
-        say(f"{len(files) - len(todo)} of {len(files)} masks are in {cfg.out} already (--continue): skipped")
-    write_config(cfg, Path(cfg.out) / "config.yaml")
-    written = []
-    for path, out in bar(todo, "adapting and predicting" if adapter else "predicting", progress):
-        written.append(_predict_one(model, meta, path, cfg, out, adapter))
-    write_summaries(Path(cfg.out), [(f, o["mask"]) for f, o in zip(files, outputs)], meta["label_names"], far,
-                    bool(cfg.adapt))
-    return written
+    return far

@@ -35,11 +35,10 @@ def structure_volumes(mask: np.ndarray, spacing, num_classes: int) -> list[float
 
 
 def _adapt_records(out: Path) -> dict[str, dict]:
-    """The last ``adapt.jsonl`` record of each mask (by file name)."""
-    path = out / "adapt.jsonl"
-    if not path.exists():
-        return {}
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The last record of each mask (by file name) in ``adapt.jsonl`` (``adapt.I-of-N.jsonl`` per
+    share under torchrun or --shard)."""
+    records = [json.loads(line) for path in sorted(out.glob("adapt*.jsonl"))
+               for line in path.read_text().splitlines() if line.strip()]
     return {Path(r["mask"]).name: r for r in records if r.get("mask")}
 
 
