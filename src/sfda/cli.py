@@ -269,9 +269,12 @@ def main(argv: list[str] | None = None) -> int:
 
     command = args.command if args.command != "data" else f"data {args.data_cmd}"
     next_step = NEXT_STEP.get(args.command, "run the command again")
+    finished = False
     try:
         with on_sigterm():
-            return args.func(args)
+            rc = args.func(args)
+        finished = True
+        return rc
     except SfdaError as exc:
         if args.debug:
             raise
@@ -290,3 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated:
         print(f"sfda: {command} terminated (SIGTERM); {next_step}", file=sys.stderr)
         return 143
+    finally:
+        if "torch.distributed" in sys.modules:  # a torchrun rank: leave its process group before exiting
+            from sfda.engine.distributed import leave
+
+            leave(finished)

@@ -87,6 +87,19 @@ def context(device: torch.device) -> Dist:
     return dist
 
 
+def leave(finished: bool) -> None:
+    """Leave the process group before the interpreter exits: a rank that exits while another still
+    talks to it can abort in gloo's threads ("terminate called without an active exception"). A
+    rank that ``finished`` waits for the others first; one that failed leaves at once (torchrun
+    then stops the others)."""
+    import torch.distributed as td
+
+    if td.is_available() and td.is_initialized():
+        if finished:
+            td.barrier()
+        td.destroy_process_group()
+
+
 def device_for(device: str) -> str:
     """``cuda`` (and ``auto`` on a GPU) under torchrun means this rank's GPU (LOCAL_RANK)."""
     device = resolve_device(device)
