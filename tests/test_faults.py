@@ -54,26 +54,28 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(b"".join(v.numpy().tobytes() for _, v in sorted(state.items()))).hexdigest()
 
 
-@pytest.mark.parametrize("method", ["adabn", "adaent"])
+@pytest.mark.parametrize("method", ["adabn", "adaent", "tent", "entropy", "adasource", "adversarial"])
 def test_an_enet_adaptation_repeats_bit_for_bit(enet_source, tiny_cases, tiny_source, tmp_path, method):
     _, prior = tiny_source
+    source = ["--source-modality", "wat", "--source-subjects", "P01"] if method in ("adasource", "adversarial") else []
     digests = []
     for k in range(2):
         out = tmp_path / f"run{k}"
         rc, _, err = _run(["adapt", "--method", method, "--checkpoint", enet_source, "--cases", tiny_cases,
                            "--modality", "inn", "--subjects", "P03", "--prior", prior, "--epochs", "1", *STEPS,
-                           "--out", out])
+                           *source, "--out", out])
         assert rc == 0, err
         digests.append(_digest(out / "last.pt"))
     assert digests[0] == digests[1]
 
 
-def test_predict_adapt_with_enet_repeats_bit_for_bit(enet_source, tiny_cases, tmp_path):
+@pytest.mark.parametrize("method", ["adaent", "tent", "entropy", "adabn"])
+def test_predict_adapt_with_enet_repeats_bit_for_bit(enet_source, tiny_cases, tmp_path, method):
     scan = next((Path(tiny_cases).parent / "data").rglob("P03_inn.nii.gz"))
     masks = []
     for k in range(2):
         out = tmp_path / f"pred{k}"
-        rc, _, err = _run(["predict", "--checkpoint", enet_source, "--adapt", "adaent", "--steps", "3", scan,
+        rc, _, err = _run(["predict", "--checkpoint", enet_source, "--adapt", method, "--steps", "3", scan,
                            "--out", out])
         assert rc == 0, err
         masks.append(hashlib.sha256((out / "P03_inn_seg.nii.gz").read_bytes()).hexdigest())
