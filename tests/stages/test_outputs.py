@@ -214,3 +214,16 @@ def test_a_failed_run_leaves_no_folder_behind(tiny_cases, tmp_path):
     _refused(["train-source", "--cases", tiny_cases, "--modality", "wat", "--subjects", "P09", "--out", out,
               *TRAIN], [Path(tiny_cases)], "P09")
     assert not out.exists()
+
+
+def test_resume_into_another_commands_run_is_refused(source_run, tiny_cases, tiny_source, tmp_path):
+    run = tmp_path / "s"
+    shutil.copytree(source_run, run)
+    _, prior = tiny_source
+    _refused(["adapt", "--checkpoint", tiny_source[0], "--out", run, "--cases", tiny_cases, "--modality", "inn",
+              "--subjects", "P03", "--prior", prior, *ADAPT, "--resume"], [run], "not one of `sfda adapt`")
+    experiment = tmp_path / "exp"
+    experiment.mkdir()
+    (experiment / "stage.json").write_text('{"command": "experiment"}')
+    _refused(["train-source", "--cases", tiny_cases, "--modality", "wat", "--subjects", "P01", "--out", experiment,
+              *TRAIN, "--resume"], [experiment], "not one of `sfda train-source`")

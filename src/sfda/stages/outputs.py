@@ -91,6 +91,11 @@ def _check_owner(folder: Path, stage: Stage, resume: bool, overwrite: bool, opti
     if kind == "new":
         return
     if resume and kind == "run":
+        record = json.loads((folder / RECORD).read_text())
+        other = record.get("command") and stage.command and record["command"] != stage.command
+        if other or "config" not in record:  # another command's run (an experiment's folder has no config)
+            raise SfdaError(f"{resume_flag}: {folder} holds {_what(folder)}, not one of `sfda {stage.command}`; "
+                            f"give another {option}")
         changed = stage.differences(folder, allowed=RESUMABLE)
         if changed:
             raise SfdaError(f"{resume_flag}: {folder} holds a different run ({'; '.join(changed[:4])}); "
@@ -143,14 +148,16 @@ def claim_folder(out: str | os.PathLike, stage: Stage, inputs: Iterable[str | os
     except SfdaError:
         _tidy(folder, created, keep_record=True)
         raise
+    started = False
     try:
         _check_owner(folder, stage, resume, overwrite, option, resume_flag)
         stage.start(folder)
+        started = True
         yield folder
         stage.finish(folder)
     except BaseException:
         lock.release()
-        _tidy(folder, created)
+        _tidy(folder, created, keep_record=not started)  # a refusal leaves another run's record alone
         raise
     lock.release()
 
