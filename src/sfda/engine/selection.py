@@ -104,6 +104,11 @@ def average_weights(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Te
     return avg.result()
 
 
+def model_to_use(run: Path) -> Path:
+    """The model a run reports: ``run/selected.pt`` if it exists, else ``run/last.pt``."""
+    return run / "selected.pt" if (run / "selected.pt").exists() else run / "last.pt"
+
+
 class Selector:
     """Keeps ``selected.pt`` up to date with the epoch ``criterion`` chooses (see CRITERIA)."""
 

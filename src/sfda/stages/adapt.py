@@ -23,7 +23,7 @@ from sfda.data.sliceset import SliceSet
 from sfda.engine.checkpoint import load_checkpoint, load_model, model_from_checkpoint, require_kind, require_single
 from sfda.engine.distributed import check_device, device_for, is_main, resolve_device
 from sfda.engine.loop import FitSpec, fit
-from sfda.engine.selection import CRITERIA
+from sfda.engine.selection import CRITERIA, model_to_use
 from sfda.errors import SfdaError
 from sfda.data.profile import training_profile
 from sfda.io.cases import load_cases, select_cases
@@ -102,7 +102,7 @@ def _adapt(cfg: AdaptConfig, cl, progress: bool) -> None:
 def _export(out: Path) -> None:
     """A model imported from nnU-Net goes back as an nnU-Net result folder (``out/nnunet``): the
     reported model (``selected.pt``; the source model after a trust fall-back)."""
-    chosen = out / "selected.pt" if (out / "selected.pt").exists() else out / "last.pt"
+    chosen = model_to_use(out)
     if chosen.exists() and is_main():
         model, meta = load_model(chosen)
         if is_merge(meta):  # an nnU-Net folder holds one network

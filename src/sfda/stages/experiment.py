@@ -25,6 +25,7 @@ from sfda.config import (AdaptConfig, AdaptSettings, DataConfig, EvaluateConfig,
                          save_config)
 from sfda.config.experiment import ExperimentConfig
 from sfda.errors import SfdaError
+from sfda.engine.selection import model_to_use
 from sfda.io.atomic import write_json
 from sfda.io.cases import save_cases, select_cases
 from sfda.io.layouts import index_dataset
@@ -193,7 +194,7 @@ class Runner:
         done = json.loads((run / "done.json").read_text())
         log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
         sel = done.get("selection") or {"criterion": "last", "epoch": log[-1]["epoch"]}
-        ckpt = run / "selected.pt" if (run / "selected.pt").exists() else run / "last.pt"
+        ckpt = model_to_use(run)
         selected = self.score(run, ckpt, tgt)["summary"]
         trust = json.loads((run / "trust.json").read_text()) if (run / "trust.json").exists() else {}
         last = (selected if sel["epoch"] == log[-1]["epoch"] and not trust.get("fallback")

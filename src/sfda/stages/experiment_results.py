@@ -10,6 +10,7 @@ from sfda.config import ReportConfig
 from sfda.io.atomic import write_json, write_text
 from sfda.metrics import sample_std
 from sfda.metrics.accumulator import MEAN_KEY, ORGAN_SLICES, headline
+from sfda.metrics.trust import FLOOD
 from sfda.report import per_seed_markdown, results_markdown, selection_markdown
 from sfda.stages.report import collapse_notes, report, trust_notes
 
@@ -60,7 +61,7 @@ def _direction_markdown(cfg, src: str, tgt: str, methods: dict, per_seed: dict, 
         md.append(selection_markdown(selection))
     md.append("Collapse warnings (first flagged epoch per run; see each run's log.jsonl):\n\n" + "\n".join(warnings)
               if warnings else "No collapse flagged: every adapted model's predicted foreground stayed within "
-              "4x of the prior's, on adaptation and held-out images.\n")
+              f"{FLOOD:g}x of the prior's, on adaptation and held-out images.\n")
     md.append("Trust warnings (label-free, on the adaptation images: where the masks lie against the source "
               "atlas, whether they survive a mirrored input, whether a structure the source model finds vanished; "
               "see each run's trust.json):\n\n" + "\n".join(trust)
