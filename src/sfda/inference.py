@@ -13,7 +13,7 @@ import torch
 from sfda.data.normalize import apply_norm, norm_clip, volume_stats
 from sfda.data.resample import grid_shape, in_plane, resize, resize_volume
 from sfda.data.slices import pad_widths, padded_size, slice_shape, to_slices
-from sfda.data.volumeset import crop_centre, pad_centre
+from sfda.data.slices import crop_centre, pad_centre
 from sfda.io.slabs import slabs, take
 
 #: 3D samples (N, C, D, H, W) go through the network at most this many at a time (memory)
