@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from sfda.config import AdaptConfig, MethodConfig, OptimConfig, config_to_dict, merge_into
+from sfda.config.methods import DEFAULT_METHOD, said, source_free_methods
 from sfda.data.sliceset import SliceSet
 from sfda.engine.checkpoint import load_checkpoint, load_model, model_from_checkpoint, require_kind, require_single
 from sfda.engine.distributed import check_device, device_for, is_main, resolve_device
@@ -138,7 +139,7 @@ def _check_source_use(method, cfg: AdaptConfig) -> None:
                         "remove --source-modality/--source-subjects")
     if not method.source_free and not (m.source_modality and m.source_subjects):
         raise SfdaError(f"method '{method.name}' needs labelled source images: give --source-modality "
-                        "and --source-subjects (or use a source-free method such as adaent)")
+                        f"and --source-subjects (or use a source-free method such as {DEFAULT_METHOD})")
 
 
 def _prior_array(prior, n: int, k: int) -> np.ndarray | None:
@@ -154,7 +155,7 @@ def _prior_array(prior, n: int, k: int) -> np.ndarray | None:
     return arr
 
 
-def adapt_model(model: torch.nn.Module, target_images, prior=None, method: str = "adaent", *, lam: float = 1.0,
+def adapt_model(model: torch.nn.Module, target_images, prior=None, method: str = DEFAULT_METHOD, *, lam: float = 1.0,
                 kl: str = "forward", epochs: int = 10, lr: float = 1e-4, batch_size: int = 12, seed: int = 0,
                 device: str = "auto", out: str | None = None, progress: bool = False) -> torch.nn.Module:
     """Adapt ``model`` in place on ``target_images`` and return it (in eval mode).
@@ -167,7 +168,7 @@ def adapt_model(model: torch.nn.Module, target_images, prior=None, method: str =
     m = build_method(method, cfg)
     if not m.source_free:
         raise SfdaError(f"method '{method}' needs labelled source images; sfda.adapt_model takes target images "
-                        "only (use adaent, tent, entropy or adabn)")
+                        f"only (use {said(source_free_methods())})")
     device = resolve_device(device)
     check_device(device)
     images = np.asarray(target_images, dtype=np.float32)
