@@ -50,13 +50,6 @@ def predict_slices(model: torch.nn.Module, images: np.ndarray, batch_size: int =
     return np.concatenate(labels), (np.concatenate(probs) if probabilities else None)
 
 
-def predict_volume(model: torch.nn.Module, meta: dict, array: np.ndarray, source: str, device: str = "cpu",
-                   batch_size: int = 12) -> np.ndarray:
-    """Class probabilities (K, *shape) float32 of one volume, normalised and sliced as the
-    checkpoint's ``meta`` says (what the model saw in training)."""
-    return stream_volume(model, meta, array, source, device, batch_size, probabilities=True)["probabilities"]
-
-
 class _Grid:
     """How one volume meets the network: its normalisation, slicing axis, native and network
     in-plane sizes, and the padded size (what the checkpoint's ``meta`` says training saw)."""

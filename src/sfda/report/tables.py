@@ -33,8 +33,6 @@ METRIC_LABELS: dict[str, str] = {
 
 MISSING = "–"
 
-Summary = Mapping[str, Mapping[str, Mapping[str, float]]]
-
 
 def display_name(key: str) -> str:
     """The paper's name for a method key, so tables and figures agree."""
