@@ -24,14 +24,14 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from throughput import _child_cli, bare_step  # noqa: E402
+from measure import bare_step, child_cli  # noqa: E402
 
 from sfda.io.cases import load_cases  # noqa: E402
 
 
 def _predict(ckpt: Path, scan: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        return _child_cli(["predict", "--checkpoint", str(ckpt), scan, "--out", tmp])
+        return child_cli(["predict", "--checkpoint", str(ckpt), scan, "--out", tmp])
 
 
 def wall_time(folders: list[Path]) -> float:

@@ -30,25 +30,7 @@ from sfda.losses import cross_entropy
 from sfda.methods import Supervised, build_method
 from sfda.nets import build_net
 
-BATCH = 12
-
-
-def bare_step(size: int, steps: int, net: str = "enet", net_args: dict | None = None, batch: int = BATCH) -> float:
-    """Slices/s of forward + backward + Adam step on batches already in memory."""
-    torch.manual_seed(0)
-    net_args = net_args or {"in_channels": 1, "num_classes": 2}
-    model = build_net(net, **net_args).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.randn(batch, 1, size, size)
-    y = torch.randint(0, net_args.get("num_classes", 2), (batch, size, size))
-    for i in range(steps + 2):
-        if i == 2:
-            t0 = time.perf_counter()
-        loss = cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return steps * batch / (time.perf_counter() - t0)
+from measure import BATCH, bare_step, child_cli  # bench/, the script's own folder
 
 
 def real_path(method: str, size: int, steps: int) -> dict:
@@ -94,35 +76,18 @@ def _predict_fixture(tmp: str, shape, axis: int = 0, name: str = "v.nii.gz", con
     nib.save(nib.Nifti1Image(vol, np.diag([1.25, 1.25, 2.0, 1.0])), Path(tmp) / name)  # streamed to disk
 
 
-def _child_cli(args: list[str]) -> dict:
-    """``sfda <args>`` in a fresh process: exit code, seconds, peak RSS (VmHWM: ru_maxrss would
-    report this large parent's size, since it survives exec), and the error line if any."""
-    code = ("import sys, time; from sfda.cli import main; t = time.perf_counter(); "
-            f"rc = main({args!r}); s = time.perf_counter() - t; "
-            "hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0]; "
-            "print('RESULT', rc, s, hwm)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    line = [x for x in out.stdout.splitlines() if x.startswith("RESULT")]
-    if not line:
-        return {"failed": out.stderr.strip().splitlines()[-1:] or ["no output"]}
-    _, rc, sec, kib = line[0].split()
-    err = [x for x in out.stderr.splitlines() if x.strip()]
-    return {"rc": int(rc), "seconds": float(sec), "peak_rss_mib": int(kib) / 1024,
-            "error": err[-1] if int(rc) and err else ""}
-
-
 def predict_large(shape=(512, 512, 400)) -> dict:
     """`sfda predict` (mask only) on a synthetic float32 volume sliced along its last axis."""
     with tempfile.TemporaryDirectory() as tmp:
         _predict_fixture(tmp, shape, axis=2, name="v.nii")
-        return _child_cli(["predict", "--checkpoint", f"{tmp}/m.pt", f"{tmp}/v.nii", "--out", f"{tmp}/out"])
+        return child_cli(["predict", "--checkpoint", f"{tmp}/m.pt", f"{tmp}/v.nii", "--out", f"{tmp}/out"])
 
 
 def refuse_constant(shape=(600, 600, 600)) -> dict:
     """`sfda predict` on a constant float32 .nii.gz: it must be refused, fast and in little memory."""
     with tempfile.TemporaryDirectory() as tmp:
         _predict_fixture(tmp, shape, axis=2, constant=True)
-        return _child_cli(["predict", "--checkpoint", f"{tmp}/m.pt", f"{tmp}/v.nii.gz", "--out", f"{tmp}/out"])
+        return child_cli(["predict", "--checkpoint", f"{tmp}/m.pt", f"{tmp}/v.nii.gz", "--out", f"{tmp}/out"])
 
 
 def predict_volume(shape=(36, 256, 256), repeats: int = 3) -> dict:
@@ -165,9 +130,9 @@ def per_scan(shape=(36, 256, 256)) -> dict:
         update_meta(f"{tmp}/m.pt", source_position={"centres": [0.0, 1.0], "means": [[0.9, 0.1], [0.9, 0.1]],
                                                   "presence": [1.0, 1.0]})
         base = ["predict", "--checkpoint", f"{tmp}/m.pt", f"{tmp}/v.nii.gz"]
-        out = {"plain": _child_cli([*base, "--out", f"{tmp}/plain"]),
-               "adaent_10_steps": _child_cli([*base, "--out", f"{tmp}/adaent", "--adapt", "adaent", "--steps", "10"]),
-               "tent_10_steps": _child_cli([*base, "--out", f"{tmp}/tent", "--adapt", "tent", "--steps", "10"])}
+        out = {"plain": child_cli([*base, "--out", f"{tmp}/plain"]),
+               "adaent_10_steps": child_cli([*base, "--out", f"{tmp}/adaent", "--adapt", "adaent", "--steps", "10"]),
+               "tent_10_steps": child_cli([*base, "--out", f"{tmp}/tent", "--adapt", "tent", "--steps", "10"])}
     for name in ("adaent_10_steps", "tent_10_steps"):
         if "seconds" in out[name] and "seconds" in out["plain"]:
             out[f"{name}_vs_plain"] = out[name]["seconds"] / out["plain"]["seconds"]

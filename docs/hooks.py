@@ -13,8 +13,9 @@ def on_files(files, config):
     src = str(Path(config.config_file_path).parent / "src")  # this checkout's sources, not another install
     if src not in sys.path:
         sys.path.insert(0, src)
+    from sfda.cli import build_parser
     from sfda.cli_help import reference_pages
 
-    for path, text in reference_pages().items():
+    for path, text in reference_pages(build_parser()).items():
         files.append(File.generated(config, path, content=text))
     return files

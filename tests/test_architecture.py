@@ -64,6 +64,70 @@ def test_the_rule_itself_catches_an_upward_import():
     assert _layer("sfda.stages.adapt") > _layer("sfda.engine.loop")
 
 
+def _graph(files: dict[str, Path]) -> dict[str, set[str]]:
+    """Module -> the modules among ``files`` it imports (lazy imports inside functions too). ``from
+    pkg import name`` counts as importing ``pkg.name`` when that is a module, else ``pkg``; importing a
+    package's module is not counted as importing the package's ``__init__``."""
+    graph = {}
+    for here, path in files.items():
+        out = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                out |= {a.name for a in node.names if a.name in files}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                subs = {f"{node.module}.{a.name}" for a in node.names} & set(files)
+                out |= subs
+                if node.module in files and len(subs) < len(node.names):
+                    out.add(node.module)
+        graph[here] = out - {here}
+    return graph
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan), each sorted."""
+    index, low, stack, found = {}, {}, [], []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = stack[stack.index(v):]
+            del stack[stack.index(v):]
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+BENCH = SRC.parents[1] / "bench"
+
+
+@pytest.mark.parametrize("files", [{_module(p): p for p in SRC.rglob("*.py")},
+                                   {p.stem: p for p in BENCH.glob("*.py")}], ids=["src", "bench"])
+def test_no_import_circles(files: dict[str, Path]):
+    """The layers forbid upward imports; within a layer (or a folder), two modules that import each
+    other (directly or round a longer loop) are refused too: one of them holds what both need."""
+    assert _circles(_graph(files)) == []
+
+
+def test_the_circle_rule_sees_a_lazy_circle(tmp_path: Path):
+    (tmp_path / "a.py").write_text("from sfda.data import b\n")
+    (tmp_path / "b.py").write_text("def f():\n    from sfda.data.c import g\n")
+    (tmp_path / "c.py").write_text("import sfda.data.a\n")
+    files = {f"sfda.data.{n}": tmp_path / f"{n}.py" for n in "abc"}
+    assert _circles(_graph(files)) == [["sfda.data.a", "sfda.data.b", "sfda.data.c"]]
+    assert _circles(_graph({**files, "sfda.data.c": tmp_path / "b.py"})) == []
+
+
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: _module(p))
 def test_modules_and_functions_stay_small(path: Path):
     text = path.read_text()

@@ -108,12 +108,9 @@ def _flag_rows(p: argparse.ArgumentParser) -> list[str]:
     return rows
 
 
-def commands_markdown() -> str:
+def commands_markdown(parser: argparse.ArgumentParser) -> str:
     """The command reference: every command's usage, arguments (with each flag's config key,
-    default and limits) and example, from the parser itself."""
-    from sfda.cli import build_parser
-
-    parser = build_parser()
+    default and limits) and example, from the parser itself (:func:`sfda.cli.build_parser`'s)."""
     out = ["# Commands", "", "Generated from the `sfda` parser and the config declarations; "
            "`sfda COMMAND --help` prints the same.", "", "```text", parser.format_usage().strip(), "```", ""]
     for command, p in _subparsers(parser).items():
@@ -142,6 +139,7 @@ def config_markdown() -> str:
     return "\n".join(out)
 
 
-def reference_pages() -> dict[str, str]:
-    """Documentation path -> markdown, generated at build time (docs/hooks.py)."""
-    return {"reference/commands.md": commands_markdown(), "reference/config.md": config_markdown()}
+def reference_pages(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Documentation path -> markdown, generated at build time (docs/hooks.py) from ``parser``
+    (:func:`sfda.cli.build_parser`'s: passed in, so this module needs nothing from :mod:`sfda.cli`)."""
+    return {"reference/commands.md": commands_markdown(parser), "reference/config.md": config_markdown()}

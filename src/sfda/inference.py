@@ -13,7 +13,7 @@ import torch
 from sfda.data.normalize import apply_norm, norm_clip, volume_stats
 from sfda.data.resample import grid_shape, in_plane, resize, resize_volume
 from sfda.data.slices import pad_widths, padded_size, slice_shape, to_slices
-from sfda.data.volumeset import crop_centre, pad_centre
+from sfda.data.slices import crop_centre, pad_centre
 from sfda.io.slabs import slabs, take
 
 #: 3D samples (N, C, D, H, W) go through the network at most this many at a time (memory)
@@ -48,13 +48,6 @@ def predict_slices(model: torch.nn.Module, images: np.ndarray, batch_size: int =
         if probabilities:
             probs.append(torch.softmax(logits, dim=1).cpu().numpy())
     return np.concatenate(labels), (np.concatenate(probs) if probabilities else None)
-
-
-def predict_volume(model: torch.nn.Module, meta: dict, array: np.ndarray, source: str, device: str = "cpu",
-                   batch_size: int = 12) -> np.ndarray:
-    """Class probabilities (K, *shape) float32 of one volume, normalised and sliced as the
-    checkpoint's ``meta`` says (what the model saw in training)."""
-    return stream_volume(model, meta, array, source, device, batch_size, probabilities=True)["probabilities"]
 
 
 class _Grid:

@@ -7,7 +7,8 @@ import pytest
 
 from sfda.data.resample import check_resample, resize_volume
 from sfda.data.sliceset import case_volumes, label_ratios, subject_volumes
-from sfda.data.volumeset import VolumeSet, build_volumeset, crop_centre, pad_centre
+from sfda.data.slices import crop_centre, pad_centre
+from sfda.data.volumeset import VolumeSet, build_volumeset
 from sfda.errors import SfdaError
 from sfda.io.cases import load_cases
 

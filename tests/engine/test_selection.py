@@ -8,8 +8,19 @@ import torch
 
 from sfda.config import MethodConfig
 from sfda.engine.collapse import flag_collapse as _flag_collapse
-from sfda.engine.selection import holdout_scores, select_epoch
+from sfda.engine.selection import HoldoutStats, WeightAverage, select_epoch
+from sfda.inference import iter_outputs
 from sfda.methods import build_method
+
+
+def holdout_scores(model: torch.nn.Module, images: np.ndarray, valid: np.ndarray, prior: np.ndarray,
+                   lam: float, batch_size: int = 64) -> dict:
+    """Label-free scores of ``model`` on slices ``images`` (N, C, H, W) with prior (N, K), in one pass
+    of their own: what the end of an epoch must log while sharing the validation's forward pass."""
+    stats = HoldoutStats(valid, prior, lam)
+    for rows, logits in iter_outputs(model, images, batch_size, "cpu"):
+        stats.add(rows, logits)
+    return stats.result()
 
 
 def test_select_epoch_minimum_last_on_ties_and_fallbacks():
@@ -78,11 +89,11 @@ def test_collapse_flag_per_structure_when_the_total_looks_right(fractions, words
 
 
 def test_average_weights_means_floats_and_keeps_integer_buffers():
-    from sfda.engine.selection import average_weights
-
-    states = [{"w": torch.tensor([1.0, 3.0]), "n": torch.tensor(5)},
-              {"w": torch.tensor([3.0, 5.0]), "n": torch.tensor(9)}]
-    avg = average_weights(states)
+    average = WeightAverage()
+    for state in ({"w": torch.tensor([1.0, 3.0]), "n": torch.tensor(5)},
+                  {"w": torch.tensor([3.0, 5.0]), "n": torch.tensor(9)}):
+        average.add(state)
+    avg = average.result()
     assert torch.equal(avg["w"], torch.tensor([2.0, 4.0])) and int(avg["n"]) == 9
 
 

@@ -7,11 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sfda.config.core import opt
+from sfda.config.methods import ROWS
 from sfda.config.stages import AdaptSettings, DeviceConfig, PriorSettings, PriorTrainSettings, SlicingConfig, TrainSettings
-
-ADAPT_METHODS = ("adabn", "adaent", "adasource", "adversarial", "tent", "entropy")
-METHOD_CHOICES = ("noadapt", "oracle", *ADAPT_METHODS)
-
 
 @dataclass
 class DatasetFiles:
@@ -66,7 +63,7 @@ class ExperimentConfig(DeviceConfig):
     slicing: SlicingConfig = opt(SlicingConfig())  # how volumes become samples (a stage's data.* keys)
     directions: list[str] = opt(["wat->inn"], nonempty=True)  # source->target pairs of modalities or domains
     split: SplitConfig = opt(SplitConfig())  # paired data: the subject split
-    methods: list[str] = opt(list(METHOD_CHOICES), choices=METHOD_CHOICES, nonempty=True)  # the rows to run
+    methods: list[str] = opt(list(ROWS), choices=ROWS, nonempty=True)  # the rows to run
     seeds: list[int] = opt([0], low=0, nonempty=True)  # each seed retrains every model
     source: TrainSettings = opt(TrainSettings())  # the source model's (and Oracle's) training: train-source's
     # Changes of `source` for the Oracle, e.g. {optim: {epochs: 40}}. Empty: the Oracle of B->A is

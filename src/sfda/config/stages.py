@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sfda.config.core import opt
+from sfda.config.methods import DEFAULT_METHOD, per_scan_methods
 from sfda.config.nnunet import NnunetFold, NnunetSource
 from sfda.config.spatial import SpatialConfig
 
@@ -75,7 +76,7 @@ class MethodConfig:
     """Every method's knobs in one place; each method reads only its own."""
 
     # the adaptation method: adaent, tent, entropy, adabn (source-free) or adasource, adversarial
-    name: str = "adaent"
+    name: str = DEFAULT_METHOD
     lam: float = opt(1.0, low=0)  # λ, the weight of the KL to the prior (adaent, adasource)
     # forward: KL(τe ‖ τ̂), Eq. 3 of the paper; reverse: KL(τ̂ ‖ τe), what the authors' released
     # code computed. The old names paper / code are accepted.
@@ -269,7 +270,7 @@ class PredictConfig(DistrustSettings, NnunetSource, PredictionSettings, DeviceCo
     # there already are skipped (`--continue`, as nnU-Net's --continue_prediction)
     resume: bool = False
     # Test-time adaptation per scan (sfda.stages.predict_adapt): a source-free method, or "" (none).
-    adapt: str = opt("", choices=("", "adaent", "tent", "entropy", "adabn"))
+    adapt: str = opt("", choices=("", *per_scan_methods()))
     # gradient steps per scan, each on a batch of optim.batch_size of the scan's slices
     steps: int = opt(10, low=1)
     # episodic: every scan starts from the source model; continual: from the previous scan's model

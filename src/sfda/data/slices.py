@@ -36,6 +36,19 @@ def pad_widths(hw: tuple[int, int], target: tuple[int, int]) -> tuple[tuple[int,
     return tuple(out)
 
 
+def pad_centre(volume: np.ndarray, shape: tuple[int, ...], fill) -> np.ndarray:
+    """Pad the last ``len(shape)`` axes of ``volume`` (centred) up to ``shape``."""
+    lead = ((0, 0),) * (volume.ndim - len(shape))
+    return np.pad(volume, lead + pad_widths(volume.shape[-len(shape):], shape), constant_values=fill)
+
+
+def crop_centre(volume: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Undo :func:`pad_centre`: the centred ``shape`` of the last ``len(shape)`` axes."""
+    widths = pad_widths(shape, volume.shape[-len(shape):])
+    index = tuple(slice(b, b + n) for (b, _), n in zip(widths, shape))
+    return volume[(Ellipsis, *index)]
+
+
 def to_slices(volume: np.ndarray, axis: int, target_hw: tuple[int, int], fill: float = 0.0) -> np.ndarray:
     """(D0, D1, D2) -> (S, H, W): move ``axis`` first, pad H and W centred to ``target_hw``."""
     moved = np.moveaxis(volume, axis, 0)

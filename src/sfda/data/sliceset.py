@@ -22,7 +22,7 @@ import numpy as np
 
 from sfda.data.normalize import apply_norm, volume_stats
 from sfda.data.resample import grid_shape, grid_spacing, in_plane, resize
-from sfda.data.slices import assemble_subject, common_target, from_slices, relative_positions, to_slices
+from sfda.data.slices import assemble_subject, common_target, crop_centre, from_slices, relative_positions, to_slices
 from sfda.errors import SfdaError
 from sfda.io.atomic import atomic_path, write_json
 from sfda.io.cases import Case, check_case_files
@@ -109,8 +109,6 @@ def case_volumes(ss: SliceSet, slices: np.ndarray) -> list[np.ndarray]:
     """Per-slice maps (N, H, W) (per-volume maps (N, D, H, W) in 3D) back to one volume per case on
     the network's grid, in ``ss.cases`` order."""
     if ss.dims == 3:
-        from sfda.data.volumeset import crop_centre
-
         return [crop_centre(slices[c], ss.grid(case)) for c, case in enumerate(ss.cases)]
     out = []
     for c, case in enumerate(ss.cases):

@@ -20,7 +20,7 @@ import numpy as np
 
 from sfda.data.resample import grid_shape, grid_spacing, resize_volume
 from sfda.data.sliceset import SliceSet, _cache_key, cached_arrays, check_cases, read_label, read_normalised
-from sfda.data.slices import pad_widths, padded_size
+from sfda.data.slices import pad_centre, padded_size
 from sfda.errors import SfdaError
 from sfda.io.cases import Case
 from sfda.progress import bar
@@ -52,19 +52,6 @@ class VolumeSet(SliceSet):
         for c, case in enumerate(self.cases):
             out[c] = pad_centre(np.ones(self.grid(case), dtype=bool), self.hw, False)
         return out
-
-
-def pad_centre(volume: np.ndarray, shape: tuple[int, ...], fill) -> np.ndarray:
-    """Pad the last ``len(shape)`` axes of ``volume`` (centred) up to ``shape``."""
-    lead = ((0, 0),) * (volume.ndim - len(shape))
-    return np.pad(volume, lead + pad_widths(volume.shape[-len(shape):], shape), constant_values=fill)
-
-
-def crop_centre(volume: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Undo :func:`pad_centre`: the centred ``shape`` of the last ``len(shape)`` axes."""
-    widths = pad_widths(shape, volume.shape[-len(shape):])
-    index = tuple(slice(b, b + n) for (b, _), n in zip(widths, shape))
-    return volume[(Ellipsis, *index)]
 
 
 def volume_target(grids: list[tuple[int, ...]], multiple: int) -> tuple[int, ...]:

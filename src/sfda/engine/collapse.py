@@ -3,6 +3,7 @@ foreground far from the prior's, on the adaptation batches or the held-out image
 
 from __future__ import annotations
 
+from sfda.metrics.trust import FLOOD, VANISH
 from sfda.progress import say
 
 
@@ -15,20 +16,20 @@ def collapse_reason(row: dict, names: list[str] | None = None) -> str | None:
             continue
         if pred < 1e-4 or pred > 1 - 1e-4:
             return f"predicts almost only one class{where} (foreground fraction {pred:.5f})"
-        if prior and (pred < prior / 4 or pred > prior * 4):
+        if prior and (pred < prior * VANISH or pred > prior * FLOOD):
             return f"predicted foreground fraction{where} {pred:.4f} is far from the prior's {prior:.4f}"
     return _class_reason(row, names)
 
 
 def _class_reason(row: dict, names: list[str] | None) -> str | None:
-    """A structure that vanishes (under a quarter of its prior) or floods (over four times it)."""
+    """A structure that vanishes (under ``VANISH`` of its prior) or floods (over ``FLOOD`` times it)."""
     k = 1
     while f"class_fraction_{k}" in row:
         pred, prior = row[f"class_fraction_{k}"], row.get(f"class_prior_{k}")
         name = names[k] if names and k < len(names) else f"class {k}"
-        if prior and prior > 1e-4 and pred < prior / 4:
+        if prior and prior > 1e-4 and pred < prior * VANISH:
             return f"{name} vanishes: predicted fraction {pred:.4f} against the prior's {prior:.4f}"
-        if prior and pred > prior * 4:
+        if prior and pred > prior * FLOOD:
             return f"{name} floods the image: predicted fraction {pred:.4f} against the prior's {prior:.4f}"
         k += 1
     return None

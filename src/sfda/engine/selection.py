@@ -29,7 +29,6 @@ import torch
 
 from sfda.losses import kl_prior, pixel_entropy
 from sfda.engine.checkpoint import save_checkpoint
-from sfda.inference import iter_outputs
 
 CRITERIA = ("last", "average", "holdout_kl", "holdout_objective", "holdout_entropy")
 
@@ -60,15 +59,6 @@ class HoldoutStats:
                 "holdout_prior_fraction": float(np.asarray(self.prior)[:, 1:].sum(axis=1).mean())}
 
 
-def holdout_scores(model: torch.nn.Module, images: np.ndarray, valid: np.ndarray, prior: np.ndarray,
-                   lam: float, direction: str = "forward", batch_size: int = 64, device: str = "cpu") -> dict:
-    """Label-free scores of ``model`` on slices ``images`` (N, C, H, W) with prior (N, K)."""
-    stats = HoldoutStats(valid, prior, lam, direction)
-    for rows, logits in iter_outputs(model, images, batch_size, device):
-        stats.add(rows, logits)
-    return stats.result()
-
-
 class WeightAverage:
     """A running uniform average of state dicts: float tensors summed in float64, integer
     buffers (BN's batch counters) taken from the last. Its own state resumes with the run."""
@@ -96,12 +86,9 @@ class WeightAverage:
         self.sums, self.last, self.count = dict(state["sums"]), dict(state["last"]), int(state["count"])
 
 
-def average_weights(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Uniform average of state dicts; integer buffers (BN's batch counters) come from the last."""
-    avg = WeightAverage()
-    for s in states:
-        avg.add(s)
-    return avg.result()
+def model_to_use(run: Path) -> Path:
+    """The model a run reports: ``run/selected.pt`` if it exists, else ``run/last.pt``."""
+    return run / "selected.pt" if (run / "selected.pt").exists() else run / "last.pt"
 
 
 class Selector:

@@ -1,4 +1,4 @@
-"""Registry of methods: a plain dict; unknown names list the valid ones."""
+"""Registry of methods: a plain dict, the one list of method classes; unknown names list the valid ones."""
 
 from __future__ import annotations
 
@@ -12,14 +12,9 @@ from sfda.methods.entropy import EntropyOnly
 from sfda.methods.supervised import Supervised
 from sfda.methods.tent import Tent
 
-METHODS: dict[str, type[Method]] = {
-    "adaent": AdaEnt,
-    "adasource": AdaSource,
-    "adversarial": Adversarial,
-    "tent": Tent,
-    "entropy": EntropyOnly,
-    "adabn": AdaBN,
-}
+#: name -> class, in the order of sfda.config.methods.ADAPT_METHODS (the facts' table, which the
+#: config and the report read: they may not import this package; a test checks both agree).
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (AdaBN, AdaEnt, AdaSource, Adversarial, Tent, EntropyOnly)}
 
 
 def build_method(name: str, cfg) -> Method:

@@ -10,8 +10,7 @@ from sfda.methods.base import Batch, Method, bn_layers, require_bn
 
 
 class AdaBN(Method):
-    name = "adabn"
-    source_free = True
+    name = "adabn"  # its facts (display name, prior, source images, per scan): sfda.config.methods
     trains = False
 
     def step(self, model, batch: Batch, source=None):

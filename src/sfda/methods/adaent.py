@@ -9,9 +9,7 @@ from sfda.methods.base import Batch, Method, freeze_bn_stats
 
 
 class AdaEnt(Method):
-    name = "adaent"
-    source_free = True
-    needs_prior = True
+    name = "adaent"  # its facts (display name, prior, source images, per scan): sfda.config.methods
 
     def train_mode(self, model):
         model.train()

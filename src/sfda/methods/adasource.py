@@ -8,9 +8,7 @@ from sfda.methods.base import Batch, Method
 
 
 class AdaSource(Method):
-    name = "adasource"
-    source_free = False
-    needs_prior = True
+    name = "adasource"  # its facts (display name, prior, source images, per scan): sfda.config.methods
 
     def step(self, model, batch: Batch, source: Batch | None = None):
         both = model(_cat(source.images, batch.images))

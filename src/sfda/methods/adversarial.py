@@ -26,9 +26,7 @@ def discriminator(num_classes: int, width: int = 32) -> nn.Sequential:
 
 
 class Adversarial(Method):
-    name = "adversarial"
-    source_free = False
-    needs_prior = False
+    name = "adversarial"  # its facts (display name, prior, source images, per scan): sfda.config.methods
     distributed = False
 
     def __init__(self, cfg=None):

@@ -13,7 +13,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from sfda.config.methods import ADAPT_METHODS
 from sfda.errors import SfdaError
+
+#: What a Method reads from its row of ADAPT_METHODS.
+FACTS = ("display", "needs_prior", "source_free", "per_scan")
 
 
 @dataclass
@@ -29,16 +33,35 @@ class Batch:
 
 
 class Method:
+    """An adaptation method's ``name`` is its row of :data:`sfda.config.methods.ADAPT_METHODS`,
+    which states its facts once: ``display``, ``needs_prior``, ``source_free`` and ``per_scan`` are
+    read from there when the subclass is defined (a subclass restating one is refused)."""
+
     name = "base"
+    #: The name tables and figures show.
+    display = ""
     #: True when the method never sees source images: the loop gives it none.
     source_free = True
     #: Whether the loop's main data (``batch``) must carry labels.
     needs_labels = False
     needs_prior = False
+    #: Whether ``sfda predict --adapt`` can run it on one scan at a time.
+    per_scan = False
     #: Whether ``step`` returns a loss to back-propagate (AdaBN does not).
     trains = True
     #: Whether it can run under torchrun (DDP syncs the segmentation net only).
     distributed = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        facts = ADAPT_METHODS.get(cls.__dict__.get("name", ""))
+        if facts is None:  # not an adaptation method (supervised training, the ratio regressor)
+            return
+        restated = sorted(set(FACTS) & set(cls.__dict__))
+        if restated:
+            raise TypeError(f"{cls.__name__} restates {', '.join(restated)}: sfda.config.methods states them")
+        for key in FACTS:
+            setattr(cls, key, getattr(facts, key))
 
     def __init__(self, cfg=None):
         self.cfg = cfg

@@ -7,8 +7,7 @@ from sfda.methods.base import Batch, Method, freeze_bn_stats
 
 
 class EntropyOnly(Method):
-    name = "entropy"
-    source_free = True
+    name = "entropy"  # its facts (display name, prior, source images, per scan): sfda.config.methods
 
     def train_mode(self, model):
         model.train()

@@ -10,8 +10,7 @@ from sfda.methods.base import Batch, Method, norm_layers
 
 
 class Tent(Method):
-    name = "tent"
-    source_free = True
+    name = "tent"  # its facts (display name, prior, source images, per scan): sfda.config.methods
 
     def parameters(self, model):
         params = []

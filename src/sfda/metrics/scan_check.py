@@ -3,9 +3,9 @@ the source model's mask of a scan instead of the adapted model's.
 
 Both models segment the same slices; the adapted mask is distrusted when a structure
 - **vanishes**: the source model found it (at least ``MIN_PIXELS``) and the adapted model keeps
-  under a quarter of that, and under a quarter of what the prior expects (when there is one);
-- **floods**: the adapted model predicts more than the source model, and over four times what the
-  prior expects (without a prior: over four times the source's amount);
+  under ``VANISH`` (a quarter) of that, and under ``VANISH`` of what the prior expects (when there is one);
+- **floods**: the adapted model predicts more than the source model, and over ``FLOOD`` (four) times
+  what the prior expects (without a prior: over ``FLOOD`` times the source's amount);
 - **moves**: both models find it, but their masks overlap by a Dice under ``AGREE_MIN`` (0.2):
   adaptation refines a mask, it should not put it elsewhere. This gives up the scans where a badly
   wrong source model would be corrected wholesale (``on_distrust: keep`` keeps those);
@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from sfda.metrics.trust import MIN_PIXELS, THRESHOLDS, VANISH, atlas_share, class_fractions
+from sfda.metrics.overlap import dice
+from sfda.metrics.trust import FLOOD, MIN_PIXELS, THRESHOLDS, VANISH, atlas_share, class_fractions
 
-FLOOD = 4.0
 #: Dice between the source model's and the adapted mask below this: the structure moved. Set on
 #: the crops' development split (opp -> inn, A1-D1): good per-scan runs stayed at or above 0.22 on
 #: every scan, a drifting continual run (Dice 0.11-0.34 per subject) went down to 0.03.
@@ -31,8 +31,7 @@ def _agreement(a: np.ndarray, b: np.ndarray, valid: np.ndarray, k: int) -> list[
     out = []
     for c in range(1, k):
         x, y = (a == c) & valid, (b == c) & valid
-        n = int(x.sum() + y.sum())
-        out.append(float(2 * (x & y).sum() / n) if n else None)
+        out.append(dice(x, y) if (x.any() or y.any()) else None)  # both empty: nothing to compare
     return out
 
 

@@ -37,6 +37,9 @@ THRESHOLDS = {"atlas_share": 0.7, "flip_agreement": 0.4}
 MIN_PIXELS = 20
 #: the adapted model keeps under this share of the pixels the source model gives a structure: it vanished
 VANISH = 0.25
+#: the adapted model predicts over this multiple of what the prior (or the source model) gives a
+#: structure: it floods. With VANISH, the one statement of the collapse and per-scan checks' bounds.
+FLOOD = 4.0
 #: the adapted model keeps under this share of what the source model *and* the prior give a structure:
 #: it shrank (a caution, no fall-back: found on the 3D crops, README "3D against 2D")
 SHRINK = 0.5

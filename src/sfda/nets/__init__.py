@@ -54,12 +54,15 @@ def build_net(name: str, **kwargs: object) -> nn.Module:
         if set(kwargs) != {"adapted", "source", "classes"}:
             raise SfdaError(f"network {MERGE!r} is written by the trust fall-back (an adapted and a source model "
                             f"joined), not trained; choose one of: {', '.join(net_names())}")
-        return StructureMerge.from_args(**kwargs)
+        adapted, source = kwargs["adapted"], kwargs["source"]  # each rebuilt from its net and net_args
+        return StructureMerge(build_net(adapted["net"], **adapted.get("net_args", {})),
+                              build_net(source["net"], **source.get("net_args", {})), kwargs["classes"])
     if name == ENSEMBLE:  # written by the import of several nnU-Net folds, never named in a config
         if not set(kwargs) <= {"members", "rule"} or "members" not in kwargs:
             raise SfdaError(f"network {ENSEMBLE!r} is written by `sfda import-nnunet --fold 0,1,...` (several "
                             f"networks averaged), not trained; choose one of: {', '.join(net_names())}")
-        return FoldEnsemble.from_args(**kwargs)
+        members = [build_net(m["net"], **m.get("net_args", {})) for m in kwargs["members"]]
+        return FoldEnsemble(members, kwargs.get("rule", "logits"))
     if name.startswith(PREFIX):
         return MonaiNet(name[len(PREFIX):], **kwargs)
     if name.startswith(NNUNET):

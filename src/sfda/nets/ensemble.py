@@ -28,13 +28,6 @@ class FoldEnsemble(nn.Module):
             raise SfdaError(f"ensemble rule {rule!r} is not one of: {', '.join(RULES)}")
         self.members, self.rule = nn.ModuleList(members), rule
 
-    @classmethod
-    def from_args(cls, members: list[dict], rule: str = "logits") -> FoldEnsemble:
-        """Rebuild from a checkpoint's ``net_args`` (:func:`ensemble_args`)."""
-        from sfda.nets import build_net
-
-        return cls([build_net(m["net"], **m.get("net_args", {})) for m in members], rule)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs = [m(x).float() for m in self.members]
         if self.rule == "logits":

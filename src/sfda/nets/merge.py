@@ -22,14 +22,6 @@ class StructureMerge(nn.Module):
         super().__init__()
         self.adapted, self.source, self.classes = adapted, source, [int(k) for k in classes]
 
-    @classmethod
-    def from_args(cls, adapted: dict, source: dict, classes: list[int]) -> StructureMerge:
-        """Rebuild from a checkpoint's ``net_args`` (:func:`merge_args`)."""
-        from sfda.nets import build_net
-
-        return cls(build_net(adapted["net"], **adapted.get("net_args", {})),
-                   build_net(source["net"], **source.get("net_args", {})), classes)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return merged_log_probs(self.adapted(x), self.source(x), self.classes)
 

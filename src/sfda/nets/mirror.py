@@ -14,6 +14,8 @@ import itertools
 import torch
 from torch import nn
 
+from sfda.nets.ensemble import FoldEnsemble
+
 
 def flip_combinations(axes: list[int] | tuple[int, ...]) -> list[tuple[int, ...]]:
     """Every non-empty combination of ``axes``, in nnU-Net's order ((0,), (1,), (0, 1) for (0, 1))."""
@@ -47,8 +49,6 @@ class Mirrored(nn.Module):
 def with_mirroring(model: nn.Module, axes) -> nn.Module:
     """``model`` predicting with mirroring along ``axes``; ``model`` itself when there are none. An
     ensemble mirrors each member, as nnU-Net mirrors each fold."""
-    from sfda.nets.ensemble import FoldEnsemble
-
     if not axes:
         return model
     if isinstance(model, FoldEnsemble):

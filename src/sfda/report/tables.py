@@ -15,21 +15,13 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from sfda.config.methods import DISPLAY as METHOD_DISPLAY
 from sfda.errors import SfdaError
 from sfda.metrics import sample_std
 from sfda.metrics.accumulator import MEAN_KEY, headline
 
-DISPLAY: dict[str, str] = {
-    "noadapt": "NoAdaptation",
-    "oracle": "Oracle",
-    "adaent": "AdaEnt",
-    "adasource": "AdaSource",
-    "adversarial": "Adversarial",
-    "tent": "TENT",
-    "entropy": "Entropy only",
-    "adabn": "AdaBN",
-    "source": "Source",
-}
+#: Row key -> the paper's name: every experiment row's (sfda.config.methods), and a source run's.
+DISPLAY: dict[str, str] = {**METHOD_DISPLAY, "source": "Source"}
 
 METRIC_LABELS: dict[str, str] = {
     "dice": "Dice (%)",
@@ -40,8 +32,6 @@ METRIC_LABELS: dict[str, str] = {
 }
 
 MISSING = "–"
-
-Summary = Mapping[str, Mapping[str, Mapping[str, float]]]
 
 
 def display_name(key: str) -> str:

@@ -19,11 +19,12 @@ import numpy as np
 import torch
 
 from sfda.config import AdaptConfig, MethodConfig, OptimConfig, config_to_dict, merge_into
+from sfda.config.methods import DEFAULT_METHOD, said, source_free_methods
 from sfda.data.sliceset import SliceSet
 from sfda.engine.checkpoint import load_checkpoint, load_model, model_from_checkpoint, require_kind, require_single
 from sfda.engine.distributed import check_device, device_for, is_main, resolve_device
 from sfda.engine.loop import FitSpec, fit
-from sfda.engine.selection import CRITERIA
+from sfda.engine.selection import CRITERIA, model_to_use
 from sfda.errors import SfdaError
 from sfda.data.profile import training_profile
 from sfda.io.cases import load_cases, select_cases
@@ -102,7 +103,7 @@ def _adapt(cfg: AdaptConfig, cl, progress: bool) -> None:
 def _export(out: Path) -> None:
     """A model imported from nnU-Net goes back as an nnU-Net result folder (``out/nnunet``): the
     reported model (``selected.pt``; the source model after a trust fall-back)."""
-    chosen = out / "selected.pt" if (out / "selected.pt").exists() else out / "last.pt"
+    chosen = model_to_use(out)
     if chosen.exists() and is_main():
         model, meta = load_model(chosen)
         if is_merge(meta):  # an nnU-Net folder holds one network
@@ -138,7 +139,7 @@ def _check_source_use(method, cfg: AdaptConfig) -> None:
                         "remove --source-modality/--source-subjects")
     if not method.source_free and not (m.source_modality and m.source_subjects):
         raise SfdaError(f"method '{method.name}' needs labelled source images: give --source-modality "
-                        "and --source-subjects (or use a source-free method such as adaent)")
+                        f"and --source-subjects (or use a source-free method such as {DEFAULT_METHOD})")
 
 
 def _prior_array(prior, n: int, k: int) -> np.ndarray | None:
@@ -154,7 +155,7 @@ def _prior_array(prior, n: int, k: int) -> np.ndarray | None:
     return arr
 
 
-def adapt_model(model: torch.nn.Module, target_images, prior=None, method: str = "adaent", *, lam: float = 1.0,
+def adapt_model(model: torch.nn.Module, target_images, prior=None, method: str = DEFAULT_METHOD, *, lam: float = 1.0,
                 kl: str = "forward", epochs: int = 10, lr: float = 1e-4, batch_size: int = 12, seed: int = 0,
                 device: str = "auto", out: str | None = None, progress: bool = False) -> torch.nn.Module:
     """Adapt ``model`` in place on ``target_images`` and return it (in eval mode).
@@ -167,7 +168,7 @@ def adapt_model(model: torch.nn.Module, target_images, prior=None, method: str =
     m = build_method(method, cfg)
     if not m.source_free:
         raise SfdaError(f"method '{method}' needs labelled source images; sfda.adapt_model takes target images "
-                        "only (use adaent, tent, entropy or adabn)")
+                        f"only (use {said(source_free_methods())})")
     device = resolve_device(device)
     check_device(device)
     images = np.asarray(target_images, dtype=np.float32)

@@ -24,7 +24,9 @@ from sfda.config import (AdaptConfig, AdaptSettings, DataConfig, EvaluateConfig,
                          PriorTrainConfig, PriorTrainSettings, SlicingConfig, TrainConfig, TrainSettings, merge_into,
                          save_config)
 from sfda.config.experiment import ExperimentConfig
+from sfda.config.methods import ADAPT_METHODS, NOADAPT, ORACLE
 from sfda.errors import SfdaError
+from sfda.engine.selection import model_to_use
 from sfda.io.atomic import write_json
 from sfda.io.cases import save_cases, select_cases
 from sfda.io.layouts import index_dataset
@@ -193,7 +195,7 @@ class Runner:
         done = json.loads((run / "done.json").read_text())
         log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
         sel = done.get("selection") or {"criterion": "last", "epoch": log[-1]["epoch"]}
-        ckpt = run / "selected.pt" if (run / "selected.pt").exists() else run / "last.pt"
+        ckpt = model_to_use(run)
         selected = self.score(run, ckpt, tgt)["summary"]
         trust = json.loads((run / "trust.json").read_text()) if (run / "trust.json").exists() else {}
         last = (selected if sel["epoch"] == log[-1]["epoch"] and not trust.get("fallback")
@@ -204,17 +206,17 @@ class Runner:
     def run_seed(self, folder: Path, src: Domain, tgt: Domain, seed: int) -> tuple[dict, dict]:
         methods, results = self.cfg.methods, {}
         source = self.supervised(src, seed, legacy=folder / "source")
-        if "noadapt" in methods:
-            noadapt = folder / "noadapt"
+        if NOADAPT in methods:
+            noadapt = folder / NOADAPT
             noadapt.mkdir(parents=True, exist_ok=True)
-            results["noadapt"] = self.score(noadapt, source / "last.pt", tgt)["summary"]
-        if "oracle" in methods:
+            results[NOADAPT] = self.score(noadapt, source / "last.pt", tgt)["summary"]
+        if ORACLE in methods:
             # One Oracle per target and seed, shared by every direction into that target (and, with
             # the source's settings, the very model the directions out of that target start from).
             oracle = self.supervised(tgt, seed, oracle=True, legacy=self.out / f"oracle-{tgt.name}" / f"seed{seed}")
             self.oracles[(tgt.name, seed)] = oracle
-            results["oracle"] = self.score(oracle, oracle / "last.pt", tgt)["summary"]
-        adapt_methods = [m for m in methods if m not in ("noadapt", "oracle")]
+            results[ORACLE] = self.score(oracle, oracle / "last.pt", tgt)["summary"]
+        adapt_methods = [m for m in methods if m in ADAPT_METHODS]
         prior = self.prior(folder, src, tgt, seed, source / "last.pt") if adapt_methods else None
         selection = {}
         for m in adapt_methods:

@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 
 from sfda.config import ReportConfig
+from sfda.config.methods import ADAPT_METHODS, ORACLE
 from sfda.io.atomic import write_json, write_text
 from sfda.metrics import sample_std
 from sfda.metrics.accumulator import MEAN_KEY, ORGAN_SLICES, headline
+from sfda.metrics.trust import FLOOD
 from sfda.report import per_seed_markdown, results_markdown, selection_markdown
 from sfda.stages.report import collapse_notes, report, trust_notes
 
@@ -33,11 +35,11 @@ ORGAN_SLICES_NOTE = ("Second score, for comparison with published abdominal CT <
 def _seed_report(cfg, oracle: Path | None, folder: Path, src: str, tgt: str, seed: int) -> tuple[list[str], list[str]]:
     """The report of one direction and seed (``oracle``: the Oracle's folder); returns its collapse
     and trust warnings."""
-    runs = {m: oracle if m == "oracle" else folder / m for m in cfg.methods if m != "oracle" or oracle}
+    runs = {m: oracle if m == ORACLE else folder / m for m in cfg.methods if m != ORACLE or oracle}
     runs = {m: r for m, r in runs.items() if (r / "eval").exists()}
     report(ReportConfig(runs=[str(r) for r in runs.values()], out=str(folder / "report"), overwrite=True,
                         title=f"{src} → {tgt}, seed {seed}", names=list(runs)))
-    adapted = {f"{m} (seed {seed})": r for m, r in runs.items() if m not in ("noadapt", "oracle")}
+    adapted = {f"{m} (seed {seed})": r for m, r in runs.items() if m in ADAPT_METHODS}
     return collapse_notes(adapted), trust_notes(adapted)
 
 
@@ -60,7 +62,7 @@ def _direction_markdown(cfg, src: str, tgt: str, methods: dict, per_seed: dict, 
         md.append(selection_markdown(selection))
     md.append("Collapse warnings (first flagged epoch per run; see each run's log.jsonl):\n\n" + "\n".join(warnings)
               if warnings else "No collapse flagged: every adapted model's predicted foreground stayed within "
-              "4x of the prior's, on adaptation and held-out images.\n")
+              f"{FLOOD:g}x of the prior's, on adaptation and held-out images.\n")
     md.append("Trust warnings (label-free, on the adaptation images: where the masks lie against the source "
               "atlas, whether they survive a mirrored input, whether a structure the source model finds vanished; "
               "see each run's trust.json):\n\n" + "\n".join(trust)

@@ -176,10 +176,11 @@ def import_nnunet(cfg: NnunetImportConfig) -> Path:
 def _refuse_before_writing(cfg) -> None:
     """What cannot work with an nnU-Net network, refused before ``source.pt`` is written."""
     from sfda.methods import build_method
+    from sfda.methods.adabn import AdaBN
 
     method = getattr(cfg, "method", None)
     name = cfg.adapt if hasattr(cfg, "adapt") else getattr(method, "name", "")
-    if name == "adabn" or getattr(method, "adabn_init", False):
+    if name == AdaBN.name or getattr(method, "adabn_init", False):
         raise SfdaError(f"nnU-Net's networks use instance norm, which keeps no batch statistics: adabn does not "
                         f"apply to {cfg.nnunet}; use tent or adaent")
     if name and build_method(name, method).needs_prior and not cfg.prior:

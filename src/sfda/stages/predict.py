@@ -20,7 +20,7 @@ from sfda.inference import fold_batchnorm, stream_volume
 from sfda.io.cases import load_cases
 from sfda.progress import bar, say
 from sfda.data.profile import unfamiliar
-from sfda.io.volume import is_volume_path, read_header, read_volume, volume_suffix, write_volume
+from sfda.io.volume import SUPPORTED_SUFFIXES, is_volume_path, read_header, read_volume, volume_suffix, write_volume
 from sfda.io.volume_scan import check_image_file
 from sfda.nets.mirror import for_prediction
 from sfda.stages.common import check_output, on_device, require, write_config
@@ -44,7 +44,7 @@ def collect_inputs(inputs: list[str], modality: str | None) -> list[Path]:
         elif p.is_dir():
             found = sorted(f for f in p.iterdir() if is_volume_path(f))
             if not found:
-                raise SfdaError(f"folder {p} holds no volume files (.nii, .nii.gz, .mha, .mhd, .nrrd)")
+                raise SfdaError(f"folder {p} holds no volume files ({', '.join(SUPPORTED_SUFFIXES)})")
             out += found
         elif p.exists():
             out.append(p)

@@ -19,6 +19,7 @@ import numpy as np
 from sfda.data.sliceset import SliceSet
 from sfda.engine.checkpoint import load_model, save_checkpoint
 from sfda.engine.distributed import device_for, is_main
+from sfda.engine.selection import model_to_use
 from sfda.inference import trust_signals
 from sfda.io.atomic import write_json
 from sfda.metrics.trust import THRESHOLDS, VANISH, calibrated_flip, shrink_cautions, trust_flags, vanish_flags
@@ -33,7 +34,7 @@ def check_trust(out: Path, source_ckpt: str, target: SliceSet, label_names: list
     is a caution: said and written, no fall-back."""
     if not is_main():
         return {}
-    chosen = out / "selected.pt" if (out / "selected.pt").exists() else out / "last.pt"
+    chosen = model_to_use(out)
     dev, valid, k = device_for(device), target.valid_mask(), len(label_names)
     model, meta = load_model(chosen)
     if meta.get("fallback_from") and (out / "trust.json").exists():  # checked already: this is its fall-back
