@@ -213,3 +213,35 @@ def test_a_trust_fall_back_is_reported_and_the_last_epoch_scored_apart(tiny_case
     assert (run / "eval-last" / "metrics.json").exists()
     assert "source model (trust fall-back)" in (out / "results.md").read_text()
     assert results["directions"][0]["trust_warnings"]
+
+
+@pytest.mark.parametrize("override, key", [
+    ("adapt.method.name=tent", "adapt.method.name"),
+    ("adapt.method.source_subjects=[P01]", "adapt.method.source_subjects"),
+    ("adapt.overrides={adaent: {method: {name: tent}}}", "adapt.overrides.adaent.method.name"),
+    ("adapt.overrides={adaent: {checkpoint: x.pt}}", "adapt.overrides.adaent.checkpoint"),
+    ("adapt.overrides={tentt: {optim: {lr: 0.1}}}", "adapt.overrides.tentt"),
+])
+def test_a_key_the_experiment_fills_is_refused_before_anything_runs(tiny_cases, tmp_path, capsys, override, key):
+    """The experiment names each row's method and source itself: a config that sets them (directly
+    or in a method's overrides) would be silently replaced, so it is refused, naming the key."""
+    out = tmp_path / "run"
+    assert main(["experiment", str(_config(tmp_path, tiny_cases)), "--out", str(out), override]) == 2
+    assert key in capsys.readouterr().err and not out.exists()
+
+
+def test_overrides_change_their_method_only_and_the_parsed_config_is_never_written(tiny_cases, tmp_path):
+    from sfda.config import config_to_dict, load_config
+    from sfda.config.experiment import ExperimentConfig
+    from sfda.stages.experiment import run_experiment
+
+    cfg = load_config(ExperimentConfig, str(_config(tmp_path, tiny_cases, seeds=[0], methods=["adabn", "adaent"])),
+                      ["adapt.overrides={adaent: {optim: {lr: 0.5}, method: {lam: 3.0}}}"])
+    before = config_to_dict(cfg)
+    out = tmp_path / "run"
+    run_experiment(cfg, str(out), progress=False)
+    assert config_to_dict(cfg) == before
+    runs = {m: yaml.safe_load((out / "wat-inn" / "seed0" / m / "config.yaml").read_text()) for m in ("adabn", "adaent")}
+    assert [runs[m]["method"]["name"] for m in runs] == ["adabn", "adaent"]
+    assert (runs["adaent"]["optim"]["lr"], runs["adaent"]["method"]["lam"]) == (0.5, 3.0)
+    assert (runs["adabn"]["optim"]["lr"], runs["adabn"]["method"]["lam"]) == (1e-3, before["adapt"]["method"]["lam"])

@@ -123,3 +123,15 @@ def test_the_safety_net_writes_the_source_mask_for_the_distrusted_structures_onl
     else:
         assert written is {"adapted": model, "source": source}[expect]
         assert decision.startswith({"adapted": "adapted", "source": "source (safety net)"}[expect])
+
+
+def test_the_per_scan_adapter_reads_its_config_and_never_writes_it(trained):
+    from sfda.config import PredictConfig, config_to_dict
+    from sfda.engine.checkpoint import load_model
+    from sfda.stages.predict_adapt import ScanAdapter
+
+    ckpt, _ = trained
+    cfg = PredictConfig(checkpoint=str(ckpt), adapt="tent")
+    before = config_to_dict(cfg)
+    adapter = ScanAdapter(*load_model(ckpt), cfg)
+    assert adapter.method.name == "tent" and config_to_dict(cfg) == before

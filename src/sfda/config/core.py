@@ -157,6 +157,8 @@ def _merge_sections(current: dict, values: dict, section: type, prefix: str) -> 
 def _merge(cfg: Any, values: dict, prefix: str = "") -> Any:
     types, limits = _field_types(type(cfg)), _limits(type(cfg))
     for key, value in values.items():
+        if key not in types and key in getattr(type(cfg), "FILLED", {}):
+            raise SfdaError(f"config key '{prefix}{key}' cannot be set here: {type(cfg).FILLED[key]}")
         if key not in types:
             valid = ", ".join(prefix + k for k in types)
             near = _nearest(type(cfg), prefix, key, value)

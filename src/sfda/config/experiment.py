@@ -4,11 +4,14 @@ is declared once (in :mod:`sfda.config.stages`); the experiment fills each stage
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
-from sfda.config.core import opt
-from sfda.config.methods import ROWS
+from sfda.config.core import merge_into, opt
+from sfda.config.methods import ADAPT_METHODS, ROWS
+from sfda.config.method import MethodSettings
 from sfda.config.stages import AdaptSettings, DeviceConfig, PriorSettings, PriorTrainSettings, SlicingConfig, TrainSettings
+from sfda.errors import SfdaError
 
 @dataclass
 class DatasetFiles:
@@ -50,8 +53,25 @@ class ExperimentPrior(PriorSettings):
 
 @dataclass
 class ExperimentAdapt(AdaptSettings):
+    # The methods' knobs; which method and which source each row adapts with, the experiment fills.
+    method: MethodSettings = opt(MethodSettings())
     # Per-method changes of this section, e.g. {tent: {optim: {lr: 0.001}}}
     overrides: dict = opt({})
+
+    def for_method(self, name: str) -> AdaptSettings:
+        """This section as ``name`` adapts with it: a copy, its overrides for ``name`` merged in
+        (checked like a config file's keys; the parsed section itself is never changed)."""
+        if self.overrides and not isinstance(self.overrides, dict):
+            raise SfdaError("adapt.overrides must map method names to changes, e.g. {tent: {optim: {lr: 0.001}}}")
+        unknown = [m for m in self.overrides if m not in ADAPT_METHODS]
+        if unknown:
+            raise SfdaError(f"adapt.overrides.{unknown[0]}: not an adaptation method "
+                            f"(choices: {', '.join(ADAPT_METHODS)})")
+        section = copy.deepcopy(self)
+        section.overrides = {}
+        if name in self.overrides:
+            merge_into(section, self.overrides[name], prefix=f"adapt.overrides.{name}.")
+        return section
 
 
 @dataclass

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sfda.config.core import opt
-from sfda.config.methods import DEFAULT_METHOD, per_scan_methods
+from sfda.config.method import MethodConfig
+from sfda.config.methods import per_scan_methods
 from sfda.config.nnunet import NnunetFold, NnunetSource
 from sfda.config.spatial import SpatialConfig
 
@@ -69,28 +70,6 @@ class OptimConfig:
     # torch.compile the training step's network: 1.6x faster steps on this 2-core CPU (ENet, 128x128)
     # after ~3.5 min of compiling, so it pays only on long runs (bench/throughput.py --compile).
     compile: bool = False
-
-
-@dataclass
-class MethodConfig:
-    """Every method's knobs in one place; each method reads only its own."""
-
-    # the adaptation method: adaent, tent, entropy, adabn (source-free) or adasource, adversarial
-    name: str = DEFAULT_METHOD
-    lam: float = opt(1.0, low=0)  # λ, the weight of the KL to the prior (adaent, adasource)
-    # forward: KL(τe ‖ τ̂), Eq. 3 of the paper; reverse: KL(τ̂ ‖ τe), what the authors' released
-    # code computed. The old names paper / code are accepted.
-    kl: str = opt("forward", choices=("forward", "reverse"), aliases={"paper": "forward", "code": "reverse"})
-    # "image": one KL per image (the paper); "batch": one KL on the batch's pooled ratios.
-    kl_scope: str = opt("image", choices=("image", "batch"))
-    class_weighted_entropy: bool = False  # the entropy weighted per class, as in the authors' code
-    # target: batch-norm uses (and updates) target batch statistics; source: its running statistics stay.
-    bn: str = opt("target", choices=("target", "source"))
-    adabn_init: bool = False  # re-estimate batch-norm statistics on the target (AdaBN) before the first step
-    adv_weight: float = opt(1e-3, low=0)  # adversarial: the weight of the discriminator's loss
-    disc_lr: float = opt(1e-4, above=0)  # adversarial: the discriminator's learning rate
-    source_modality: str = ""  # adasource, adversarial: the source modality (they read source images)
-    source_subjects: list[str] = opt([])  # adasource, adversarial: the labelled source subjects
 
 
 @dataclass

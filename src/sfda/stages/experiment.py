@@ -20,10 +20,11 @@ import dataclasses
 import json
 from pathlib import Path
 
-from sfda.config import (AdaptConfig, AdaptSettings, DataConfig, EvaluateConfig, PriorConfig, PriorSettings,
-                         PriorTrainConfig, PriorTrainSettings, SlicingConfig, TrainConfig, TrainSettings, merge_into,
-                         save_config)
+from sfda.config import (AdaptConfig, AdaptSettings, DataConfig, EvaluateConfig, MethodConfig, PriorConfig,
+                         PriorSettings, PriorTrainConfig, PriorTrainSettings, SlicingConfig, TrainConfig, TrainSettings,
+                         merge_into, save_config)
 from sfda.config.experiment import ExperimentConfig
+from sfda.config.method import MethodSettings
 from sfda.config.methods import ADAPT_METHODS, NOADAPT, ORACLE
 from sfda.errors import SfdaError
 from sfda.engine.selection import model_to_use
@@ -40,8 +41,9 @@ from sfda.stages.experiment_results import selection_info, write_results
 
 def _settings(section, settings: type, cls: type, **inputs):
     """A stage config ``cls`` from an experiment section's ``settings`` fields plus the inputs
-    the experiment fills."""
-    return cls(**{f: copy.deepcopy(getattr(section, f)) for f in settings.__dataclass_fields__}, **inputs)
+    the experiment fills (an input named like a setting replaces it)."""
+    return cls(**{f: copy.deepcopy(getattr(section, f)) for f in settings.__dataclass_fields__ if f not in inputs},
+               **inputs)
 
 
 class Runner:
@@ -84,7 +86,9 @@ class Runner:
             if not (root / "done.json").exists():
                 make_phantom(root, n_subjects=d.phantom_subjects, seed=d.phantom_seed)
                 write_json(root / "done.json", {"subjects": d.phantom_subjects, "seed": d.phantom_seed})
-            d.root = str(root)
+            # the one derived config: the phantom's folder as data.root (the parsed config is kept)
+            self.cfg = dataclasses.replace(self.cfg, data=dataclasses.replace(d, root=str(root)))
+            d = self.cfg.data
         if not d.root:
             raise SfdaError("data.root is required: the dataset folder (or data.phantom_subjects=N)")
         return resolve(self.cfg, index_dataset(d.root, d.layout, d.pattern or None, d.label_pattern or None))
@@ -162,17 +166,16 @@ class Runner:
 
     def run_adapt(self, out: Path, method: str, ckpt: Path, prior: Path, src: Domain, tgt: Domain,
                   seed: int) -> Path:
-        from sfda.methods import build_method
         from sfda.stages.adapt import adapt
 
         c = self.cfg
-        cfg = _settings(c.adapt, AdaptSettings, AdaptConfig, data=self.data(tgt, tgt.train, tgt.val),
+        section = c.adapt.for_method(method)
+        knobs = {f.name: getattr(section.method, f.name) for f in dataclasses.fields(MethodSettings)}
+        source = {} if ADAPT_METHODS[method].source_free else {"source_modality": src.modality,
+                                                            "source_subjects": list(src.train)}
+        cfg = _settings(section, AdaptSettings, AdaptConfig, data=self.data(tgt, tgt.train, tgt.val),
+                        method=MethodConfig(**knobs, name=method, **source),
                         checkpoint=str(ckpt), prior=str(prior), seed=seed, device=c.device, out=str(out))
-        cfg.method.name = method
-        if not build_method(method, cfg.method).source_free:
-            cfg.method.source_modality, cfg.method.source_subjects = src.modality, list(src.train)
-        if method in c.adapt.overrides:
-            merge_into(cfg, c.adapt.overrides[method], prefix=f"adapt.overrides.{method}.")
         stage = Stage(cfg, [self.cases, ckpt, prior], self.out)
         if not self._fresh(stage, out, f"adapt {method}"):
             self._train(cfg, stage, adapt)
@@ -239,7 +242,7 @@ def run_experiment(cfg: ExperimentConfig, out: str, progress: bool = True) -> di
     cl, domains = runner.index()  # subjects and channels checked against the data: still nothing written
     # slicing.axis -1: decided once from every training case, before any stage's fingerprint is taken
     train = list(dict.fromkeys(s for d in domains.values() for s in d.train))
-    runner.cfg = cfg = dataclasses.replace(cfg, slicing=decide_axis(cfg.slicing, select_cases(cl, train)))
+    runner.cfg = cfg = dataclasses.replace(runner.cfg, slicing=decide_axis(cfg.slicing, select_cases(cl, train)))
     out_dir.mkdir(parents=True, exist_ok=True)
     lock = FolderLock(out_dir)
     try:

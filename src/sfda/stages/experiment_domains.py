@@ -57,6 +57,8 @@ def check_config(cfg) -> None:
     names = direction_names(cfg)
     check_resample(cfg.slicing.size, cfg.slicing.spacing, dims=cfg.slicing.dims)
     oracle = merge_into(copy.deepcopy(cfg.source), cfg.oracle, prefix="oracle.")  # its keys, before anything runs
+    for method in cfg.adapt.overrides:  # adapt.overrides.<method>'s keys too
+        cfg.adapt.for_method(method)
     for where, settings in (("source", cfg.source), ("oracle", oracle)):
         check_optim(settings.optim, f"{where}.optim")
         check_spatial(settings.spatial, cfg.slicing.dims, f"{where}.spatial")

@@ -10,6 +10,7 @@ safety net (:mod:`sfda.metrics.scan_check`) distrusted. Each scan adds one JSON 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
 import zlib
@@ -38,9 +39,8 @@ class ScanAdapter:
 
     def __init__(self, source: torch.nn.Module, meta: dict, cfg: PredictConfig):
         require_single(meta, cfg.checkpoint, "--adapt")
-        cfg.method.name = cfg.adapt
         self.source, self.meta, self.cfg = source.eval(), meta, cfg
-        self.method = build_method(cfg.adapt, cfg.method)
+        self.method = build_method(cfg.adapt, dataclasses.replace(cfg.method, name=cfg.adapt))
         self.carried: torch.nn.Module | None = None
         if volumetric(meta):
             raise SfdaError(f"--adapt (per-scan adaptation) works on 2D models; {cfg.checkpoint} is a 3D model "
