@@ -136,3 +136,16 @@ def test_modules_and_functions_stay_small(path: Path):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             length = node.end_lineno - node.lineno + 1
             assert length <= 50, f"{_module(path)}.{node.name} has {length} lines (at most 50)"
+
+
+ENGINE = sorted(p for p in (SRC / "engine").rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", ENGINE, ids=lambda p: _module(p))
+def test_the_engine_names_no_method(path: Path):
+    """The loop and its parts know methods only through :class:`sfda.methods.base.Method` (what a
+    method does at a step, without steps, or for the held-out objective is the method's own)."""
+    text = path.read_text()
+    named = [t for _, t in _imports(ast.parse(text)) if t.startswith("sfda.methods.") and t != "sfda.methods.base"]
+    assert not named, f"{_module(path)} imports {named}: hand the engine what it needs through the Method"
+    assert "getattr(cfg" not in text and ".cfg.lam" not in text, f"{_module(path)} reads a method's settings"

@@ -131,11 +131,9 @@ def _check_distributed(method, spec: FitSpec, dist) -> None:
 
 
 def _fit_without_gradients(model, method, spec: FitSpec, selector: Selector, device, dist) -> dict:
-    """AdaBN: one pass over the target re-estimates the BN statistics; no optimiser.
-    Every rank computes the same statistics; rank 0 writes them."""
-    from sfda.methods.adabn import reestimate_bn
-
-    reestimate_bn(model, spec.data.images, batch_size=spec.optim.batch_size, device=str(device), seed=spec.seed)
+    """A method without gradient steps (AdaBN): its one pass over the target; no optimiser.
+    Every rank computes the same result; rank 0 writes it."""
+    method.fit_once(model, spec.data.images, batch_size=spec.optim.batch_size, device=str(device), seed=spec.seed)
     if not dist.main:
         ddp.barrier(dist)
         return {"log": []}

@@ -14,18 +14,17 @@ import numpy as np
 import torch
 
 from sfda.engine.optim import build_optimizer
-from sfda.methods.adabn import reestimate_bn
 from sfda.methods.base import Batch
 
 
 def adapt_scan(model: torch.nn.Module, method, images: np.ndarray, valid: np.ndarray, prior: np.ndarray | None,
                steps: int, optim, seed: int, device: str = "cpu") -> dict:
     """Adapt ``model`` in place on one scan's (N, C, H, W) slices; returns the per-step losses
-    and the time taken. AdaBN re-estimates batch-norm statistics on the scan instead of stepping."""
+    and the time taken. A method without gradient steps (AdaBN) makes its one pass over the scan instead."""
     t0 = time.perf_counter()
     model.to(device)
     if not method.trains:
-        reestimate_bn(model, images, device=device, seed=seed)
+        method.fit_once(model, images, batch_size=32, device=device, seed=seed)
         return {"steps": 0, "losses": [], "seconds": time.perf_counter() - t0}
     with torch.random.fork_rng():  # dropout (ENet) draws from the scan's seed too
         torch.manual_seed(seed)

@@ -53,9 +53,8 @@ def _validate_segmenter(model, method, val: SliceSet, val_prior, device) -> dict
     held_out = val_prior is not None and not method.needs_labels  # adaptation only
     if not (scored or held_out):
         return {}
-    cfg = method.cfg
-    stats = (HoldoutStats(val.valid_mask(), val_prior, lam=getattr(cfg, "lam", 1.0),
-                          direction=getattr(cfg, "kl", "forward")) if held_out else None)
+    lam, direction = method.holdout_weights()
+    stats = HoldoutStats(val.valid_mask(), val_prior, lam=lam, direction=direction) if held_out else None
     labels = []
     for rows, logits in iter_outputs(model, val.images, device=str(device)):
         if scored:
@@ -71,7 +70,7 @@ def _validate_segmenter(model, method, val: SliceSet, val_prior, device) -> dict
 
 @torch.no_grad()
 def fraction_row(model, data: SliceSet, prior, device) -> dict:
-    """Predicted (and expected) foreground fraction over ``data``, for runs without batches (AdaBN)."""
+    """Predicted (and expected) foreground fraction over ``data``, for runs without batches (``fit_once``)."""
     pred, _ = predict_slices(model, data.images, device=str(device))
     valid = data.valid_mask()
     out = {"pred_fraction": float(((pred > 0) & valid).sum() / valid.sum())}

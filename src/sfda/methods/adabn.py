@@ -14,7 +14,10 @@ class AdaBN(Method):
     trains = False
 
     def step(self, model, batch: Batch, source=None):
-        raise RuntimeError("AdaBN takes no gradient step; the loop calls reestimate_bn instead")
+        raise RuntimeError("AdaBN takes no gradient step; the loop calls fit_once instead")
+
+    def fit_once(self, model, images, batch_size: int, device: str, seed: int) -> None:
+        reestimate_bn(model, images, batch_size=batch_size, device=device, seed=seed)
 
 
 @torch.no_grad()

@@ -77,6 +77,14 @@ class Method:
         """Return (loss or None, logits of ``batch``, dict of floats to log)."""
         raise NotImplementedError
 
+    def fit_once(self, model: nn.Module, images, batch_size: int, device: str, seed: int) -> None:
+        """A method that does not train (``trains`` False): its one pass over the target ``images``."""
+        raise NotImplementedError(f"{self.name} trains by gradient steps (step)")
+
+    def holdout_weights(self) -> tuple[float, str]:
+        """λ and the KL's direction of the label-free held-out objective (:mod:`sfda.engine.selection`)."""
+        return (self.cfg.lam, self.cfg.kl) if self.cfg is not None else (1.0, "forward")
+
     def state_dict(self) -> dict:
         return {}
 
