@@ -108,7 +108,7 @@ def test_import_repeats_the_plans_preprocessing(tmp_path):
     model, meta = load_model(tmp_path / "src.pt")
     assert meta["net"] == "nnunet.PlainConvUNet" and meta["label_names"] == ["background", "a", "b"]
     assert meta["slicing"]["axis"] == 2 and meta["net_args"]["transpose"] is True
-    assert meta["slicing"]["spacing"] == pytest.approx([0.8, 0.8]) and meta["slicing"]["pad_multiple"] == 8
+    assert meta["slicing"]["spacing"] == pytest.approx([0.8, 0.8]) and meta["slicing"]["pad_multiple"] == 1
     assert meta["normalization"]["method"] == "percentile-zscore" and meta["normalization"]["clip_high"] == 100.0
     ct = make_result_folder(tmp_path / "ct", "Dataset902_TinyCT")
     assert main(["import-nnunet", "--folder", str(ct), "--out", str(tmp_path / "ct.pt")]) == 0
@@ -289,7 +289,7 @@ def test_an_nnunet_network_predicts_large_slices_patch_by_patch(tmp_path):
     net.net.load_state_dict(model.checkpoint["network_weights"])
     x = torch.randn(1, 1, 48, 40)  # exactly one patch (transposed): the network once, as before
     with torch.no_grad():
-        assert torch.equal(net(x), net.net(x.transpose(-1, -2)).transpose(-1, -2))
+        assert torch.allclose(net(x), net.net(x.transpose(-1, -2)).transpose(-1, -2), atol=1e-5)
         big = torch.randn(1, 1, 96, 64)  # (64, 96) for nnU-Net: 3 x 3 patches of (40, 48)
         tiles = []
         hook = net.net.register_forward_pre_hook(lambda m, inp: tiles.append(tuple(inp[0].shape[2:])))
@@ -298,6 +298,40 @@ def test_an_nnunet_network_predicts_large_slices_patch_by_patch(tmp_path):
         hook.remove()
         net.train()
         assert net(big).shape == (1, 3, 96, 64)  # adaptation sees the whole slice
+        odd = torch.randn(2, 1, 45, 37)  # no multiple of the strides: padded to them, cropped back
+        assert net(odd).shape == (2, 3, 45, 37)
+
+
+def test_a_slice_unlike_the_patch_is_padded_with_zeros_as_nnunet_pads_it():
+    """nnU-Net pads an input smaller than the patch with zeros, centred (the odd voxel after), and
+    predicts patches of exactly the patch's size; sfda's network sees the very same patches."""
+    from sfda.nets.nnunet_nets import sliding_window
+
+    seen = []
+
+    def net(t):
+        seen.append(t.clone())
+        return t.repeat(1, 2, 1, 1)
+
+    x = torch.arange(1, 1 + 5 * 3, dtype=torch.float32).reshape(1, 1, 5, 3)
+    out = sliding_window(net, x, [8, 6])
+    (patch,) = seen
+    assert patch.shape == (1, 1, 8, 6)
+    assert torch.equal(patch[0, 0, 1:6, 1:4], x[0, 0]) and patch.sum() == x.sum()  # 3 + 3 rows, 3 + 3 columns
+    assert torch.allclose(out, x.repeat(1, 2, 1, 1), atol=1e-5)
+    seen.clear()
+    sliding_window(net, torch.ones(1, 1, 19, 6), [8, 6])  # rows 19 = 8 + 11: ceil(11 / 4) + 1 = 4 patches
+    assert [p.shape[2:] for p in seen] == [(8, 6)] * 4
+
+
+def test_the_gaussian_is_nnunets_known_answer():
+    """nnU-Net smooths a unit impulse with scipy's truncated Gaussian: in 1D with patch 8 (sigma 1,
+    radius 4 >= every offset) that is 10 x exp(-d^2 / 2) around index 4."""
+    from sfda.nets.nnunet_nets import _starts, gaussian_weights
+
+    d = torch.arange(8, dtype=torch.float64) - 4
+    assert torch.allclose(gaussian_weights([8]).double(), 10 * torch.exp(-d ** 2 / 2), rtol=1e-5)
+    assert _starts(110, 64) == [0, 23, 46]  # nnU-Net's own example (compute_steps_for_sliding_window)
 
 
 def test_a_per_structure_fall_back_is_not_exported_to_nnunet_and_says_why(tmp_path, monkeypatch, capsys):

@@ -11,15 +11,16 @@ nnU-Net reads images with SimpleITK, whose arrays run (z, y, x): its 2D networks
 in-plane axes in the opposite order to sfda's (x, y) arrays. ``transpose: true`` swaps them at the
 network's input and output, so the weights see what nnU-Net showed them.
 
-In eval mode (prediction, validation, the trust check) a slice larger than the plans' ``patch_size``
-is predicted as nnU-Net predicts it: overlapping patches (half a patch apart), each patch's logits
+In eval mode (prediction, validation, the trust check) every input is predicted as nnU-Net's
+predictor does it: padded with zeros to at least the plans' ``patch_size``, then overlapping patches
+of exactly that size (at most half a patch apart, at nnU-Net's positions), each patch's logits
 weighted by a Gaussian (sigma 1/8 of the patch) and the weighted logits averaged. Adaptation (train
-mode) sees whole slices.
+mode) sees whole slices, padded with zeros to multiples of the encoder's strides.
 """
 
 from __future__ import annotations
 
-import math
+import itertools
 
 import numpy as np
 import torch
@@ -83,6 +84,7 @@ class NnunetNet(nn.Module):
         self.transpose = transpose
         self.num_classes = num_classes
         self.patch = [int(v) for v in patch_size] if patch_size else None
+        self.strides = total_strides(arch_kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.transpose:
@@ -103,8 +105,8 @@ class NnunetNet(nn.Module):
         from sfda.nets.mirror import mirrored_logits
 
         net = (lambda t: mirrored_logits(self.net, t, mirror)) if mirror and not self.training else self.net
-        if self.training or not self.patch or all(s <= p for s, p in zip(x.shape[2:], self.patch)):
-            return net(x)
+        if self.training or not self.patch:
+            return strided(net, x, self.strides)
         return sliding_window(net, x, self.patch)
 
     def nnunet_weights(self) -> dict[str, torch.Tensor]:
@@ -124,39 +126,59 @@ def total_strides(arch_kwargs: dict) -> list[int]:
 
 
 def _starts(size: int, patch: int, step: float = 0.5) -> list[int]:
-    """nnU-Net's patch positions along one axis: evenly spaced from 0 to size - patch, at most
-    ``step`` patches apart."""
+    """nnU-Net's patch positions along one axis (its ``compute_steps_for_sliding_window``): as few
+    patches as keep them at most ``step`` patches apart, spread evenly from 0 to size - patch."""
     if size <= patch:
         return [0]
-    n = int(math.ceil((size - patch) / (patch * step))) + 1
-    return sorted({int(round(v)) for v in np.linspace(0, size - patch, n)})
+    n = int(np.ceil((size - patch) / (patch * step))) + 1
+    return [int(np.round((size - patch) / (n - 1) * i)) for i in range(n)]
 
 
 def gaussian_weights(patch: list[int], sigma_scale: float = 1.0 / 8) -> torch.Tensor:
-    """nnU-Net's importance map: a Gaussian centred on the patch, sigma ``sigma_scale`` x its size,
-    peak 10, no zero entry."""
-    axes = []
-    for p in patch:
-        d = np.arange(p) - p // 2
-        axes.append(np.exp(-0.5 * (d / max(p * sigma_scale, 1e-6)) ** 2))
-    g = axes[0][:, None] * axes[1][None, :]
+    """nnU-Net's importance map (its ``compute_gaussian``): a unit impulse at the patch's centre
+    (index size // 2) smoothed by scipy's Gaussian filter (sigma ``sigma_scale`` x the size, truncated
+    at 4 sigma), scaled to a peak of 10; entries the filter left at 0 take the smallest other value."""
+    from scipy.ndimage import gaussian_filter
+
+    impulse = np.zeros(patch)
+    impulse[tuple(p // 2 for p in patch)] = 1
+    g = gaussian_filter(impulse, [p * sigma_scale for p in patch], 0, mode="constant", cval=0)
     g = g / g.max() * 10
     g[g == 0] = g[g > 0].min()
     return torch.from_numpy(g.astype(np.float32))
 
 
+def pad_centred(x: torch.Tensor, shape: list[int]) -> tuple[torch.Tensor, tuple[slice, ...]]:
+    """``x`` (N, C, *spatial) padded with zeros, centred as nnU-Net's ``pad_nd_image`` (the odd voxel
+    after), to at least ``shape``; and the index that takes the padding off again."""
+    before = [max(t - s, 0) // 2 for s, t in zip(x.shape[2:], shape)]
+    after = [max(t - s, 0) - b for s, t, b in zip(x.shape[2:], shape, before)]
+    pads = [v for b, a in zip(reversed(before), reversed(after)) for v in (b, a)]
+    back = tuple(slice(b, b + s) for b, s in zip(before, x.shape[2:]))
+    return (torch.nn.functional.pad(x, pads) if any(pads) else x), (slice(None), slice(None), *back)
+
+
 def sliding_window(net: nn.Module, x: torch.Tensor, patch: list[int]) -> torch.Tensor:
-    """Logits of ``x`` (N, C, H, W) from overlapping patches, Gaussian-weighted and averaged; a slice
-    smaller than the patch along an axis is taken whole along it."""
-    size = x.shape[2:]
-    tile = [min(p, s) for p, s in zip(patch, size)]
-    g = gaussian_weights(tile).to(x.device, x.dtype)
+    """Logits of ``x`` (N, C, *spatial) as nnU-Net's predictor computes them: the input padded with
+    zeros (centred) to at least the patch, patches of exactly ``patch`` at nnU-Net's positions, each
+    patch's logits weighted by its Gaussian, the weighted sum divided by the summed weights, the
+    padding taken off. (nnU-Net sums in float16; here float32.)"""
+    padded, back = pad_centred(x, patch)
+    size = padded.shape[2:]
+    g = gaussian_weights(list(patch)).to(x.device, x.dtype)
     out, norm = None, torch.zeros(size, dtype=x.dtype, device=x.device)
-    for i in _starts(size[0], tile[0]):
-        for j in _starts(size[1], tile[1]):
-            logits = net(x[:, :, i:i + tile[0], j:j + tile[1]])
-            if out is None:
-                out = x.new_zeros((x.shape[0], logits.shape[1], *size))
-            out[:, :, i:i + tile[0], j:j + tile[1]] += logits * g
-            norm[i:i + tile[0], j:j + tile[1]] += g
-    return out / norm
+    for corner in itertools.product(*(_starts(s, p) for s, p in zip(size, patch))):
+        window = tuple(slice(c, c + p) for c, p in zip(corner, patch))
+        logits = net(padded[(slice(None), slice(None), *window)])
+        if out is None:
+            out = x.new_zeros((x.shape[0], logits.shape[1], *size))
+        out[(slice(None), slice(None), *window)] += logits * g
+        norm[window] += g
+    return (out / norm)[back]
+
+
+def strided(net: nn.Module, x: torch.Tensor, strides: list[int]) -> torch.Tensor:
+    """Logits of ``x`` whose sides need not be multiples of the encoder's ``strides``: padded with
+    zeros (centred) up to the next multiples, the padding taken off the logits."""
+    padded, back = pad_centred(x, [-(-s // k) * k for s, k in zip(x.shape[2:], strides)])
+    return net(padded)[back]

@@ -24,7 +24,7 @@ from sfda.errors import SfdaError
 from sfda.io.nnunet_results import NnunetModel, fold_names, read_result_folder, write_result_folder
 from sfda.nets import build_net
 from sfda.nets.ensemble import NAME as ENSEMBLE, FoldEnsemble, ensemble_args
-from sfda.nets.nnunet_nets import PREFIX, SUPPORTED, total_strides
+from sfda.nets.nnunet_nets import PREFIX, SUPPORTED
 from sfda.stages.common import require, write_config
 from sfda.stages.outputs import claim_file
 
@@ -99,7 +99,9 @@ def _slicing(model: NnunetModel, cfg: dict, arch_kwargs: dict) -> tuple[dict, bo
     axis, rows, cols = (2 - a for a in tf)
     transpose = rows > cols  # nnU-Net's slice is (rows, cols); sfda's slice keeps the array's axis order
     spacing = [float(v) for v in cfg["spacing"][-2:]]
-    slicing = {"axis": axis, "pad_multiple": max(total_strides(arch_kwargs)), "size": [],
+    # pad_multiple 1: slices reach the network at their own size; it pads them as nnU-Net's predictor
+    # does (sfda.nets.nnunet_nets), so its patches sit where nnU-Net's sit
+    slicing = {"axis": axis, "pad_multiple": 1, "size": [],
                "spacing": spacing[::-1] if transpose else spacing}
     allowed = model.checkpoint.get("inference_allowed_mirroring_axes") or ()
     if any(int(a) not in (0, 1) for a in allowed):
