@@ -114,7 +114,9 @@ def test_the_safety_net_writes_the_source_mask_for_the_distrusted_structures_onl
     from sfda.stages.predict_adapt import ScanAdapter
 
     model, source = torch.nn.Identity(), torch.nn.Identity()
-    adapter = SimpleNamespace(meta={"label_names": ["bg", "liver", "kidney"]}, source=source,
+    from sfda.config.card import ModelCard, Network
+
+    adapter = SimpleNamespace(card=ModelCard(network=Network("unet"), labels=("bg", "liver", "kidney")), source=source,
                               cfg=SimpleNamespace(on_distrust=on_distrust))
     written, decision = ScanAdapter.decide(adapter, model, classes)
     if expect == "merged":
