@@ -20,12 +20,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from measure import bare_step, child_cli  # noqa: E402
 
+from sfda.engine.checkpoint import load_checkpoint
 from sfda.io.cases import load_cases  # noqa: E402
 
 
@@ -56,17 +56,17 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     cfg = yaml.safe_load((src / "config.yaml").read_text())
-    meta = torch.load(src / "last.pt", map_location="cpu", weights_only=True)["meta"]
+    network = load_checkpoint(src / "last.pt")["card"].network
     log = [json.loads(x) for x in (src / "log.jsonl").read_text().splitlines() if x.strip()]
     cl = load_cases(a.experiment / "cases.json")
     chosen = [c for c in cl.cases if c.subject in cfg["data"]["subjects"]]
     n_slices = sum(c.shape[cfg["data"]["axis"]] for c in chosen)
     size = tuple(cfg["data"]["size"]) or (256, 256)
     epoch = sorted(r["train_s"] for r in log)[len(log) // 2]
-    bare = bare_step(size[0], 10, meta["net"], meta["net_args"], cfg["optim"]["batch_size"])
+    bare = bare_step(size[0], 10, network.name, network.args, cfg["optim"]["batch_size"])
     largest = max(chosen, key=lambda c: c.shape[0] * c.shape[1] * c.shape[2])
     target = a.direction.split("-")[1]
-    res = {"network": meta["net"], "slice_size": list(size), "source_slices": n_slices,
+    res = {"network": network.name, "slice_size": list(size), "source_slices": n_slices,
            "source_epoch_s_median": epoch, "source_slices_per_s": n_slices / epoch,
            "bare_step_slices_per_s": bare, "source_vs_bare": n_slices / epoch / bare,
            "epoch_full_s_median": sorted(r["train_s"] + r.get("val_s", 0) + r.get("ckpt_s", 0)

@@ -22,6 +22,7 @@ import json
 import shutil
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,9 @@ import yaml
 
 import sfda
 from sfda.config import DataConfig, PredictConfig
+from sfda.config.card import Slicing
 from sfda.data.slices import assemble_subject
-from sfda.engine.checkpoint import load_checkpoint, update_meta
+from sfda.engine.checkpoint import load_checkpoint, update_card
 from sfda.io.cases import load_cases
 from sfda.io.volume import read_volume
 from sfda.metrics.overlap import dice
@@ -41,14 +43,16 @@ from sfda.stages.common import slices_for
 def _source(run: Path, work: Path) -> Path:
     """The seed's source checkpoint, with its position table (a copy when it had none)."""
     ckpt = run / "source" / "last.pt"
-    if load_checkpoint(ckpt)["meta"].get("source_position"):
+    if load_checkpoint(ckpt)["card"].source.position:
         return ckpt
     cfg = yaml.safe_load((run / "source" / "config.yaml").read_text())["data"]
     data = DataConfig(**{k: v for k, v in cfg.items() if k in DataConfig.__dataclass_fields__})
-    ss = slices_for(load_cases(data.cases), data.subjects, data.modality, data, with_labels=True, progress=False)
+    ss = slices_for(load_cases(data.cases), data.subjects, data.modality, Slicing.from_config(data), with_labels=True,
+                    cache=data.cache, progress=False)
     copy = work / f"{run.name}_source.pt"
     shutil.copy(ckpt, copy)
-    update_meta(copy, source_position=position_table(ss.foreground_fractions(), ss.positions()))
+    table = position_table(ss.foreground_fractions(), ss.positions())
+    update_card(copy, lambda c: replace(c, source=replace(c.source, position=table)))
     return copy
 
 
@@ -69,7 +73,7 @@ def _run(ckpt: Path, cases, modality: str, out: Path, **adapt) -> tuple[dict, li
     files = [case.images[modality] for case in cases]
     written = sfda.predict(checkpoint=str(ckpt), inputs=files, out=str(out), progress=False, **adapt)
     by_case = {case.case_id: path for case, path in zip(cases, written)}
-    classes = len(load_checkpoint(ckpt)["meta"]["label_names"])
+    classes = len(load_checkpoint(ckpt)["card"].labels)
     records = ([json.loads(x) for x in (out / "adapt.jsonl").read_text().splitlines()]
                if (out / "adapt.jsonl").exists() else [])
     return _score(by_case, cases, classes), records

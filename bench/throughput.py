@@ -17,12 +17,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from sfda.config import MethodConfig, OptimConfig
+from sfda.config.card import ModelCard, Network, Slicing
 from sfda.data.sliceset import SliceSet
 from sfda.engine.loop import FitSpec, fit
 from sfda.inference import predict_slices
@@ -44,7 +46,7 @@ def real_path(method: str, size: int, steps: int) -> dict:
     m = Supervised() if method == "train" else build_method("adaent", MethodConfig(name="adaent"))
     prior = None if method == "train" else np.tile([0.8, 0.2], (n, 1)).astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
-        spec = FitSpec(data=data, out=Path(tmp), meta={"net": "enet", "net_args": {}},
+        spec = FitSpec(data=data, out=Path(tmp), card=ModelCard(network=Network("enet")),
                        optim=OptimConfig(epochs=2, batch_size=BATCH), prior=prior, progress=False, keep_epochs=False)
         log = fit(model, m, spec)["log"]
     row = log[-1]  # the second epoch: no warm-up
@@ -64,11 +66,9 @@ def _predict_fixture(tmp: str, shape, axis: int = 0, name: str = "v.nii.gz", con
     from sfda.engine.checkpoint import save_checkpoint
 
     model = build_net("enet", in_channels=1, num_classes=2)
-    meta = {"net": "enet", "net_args": {"in_channels": 1, "num_classes": 2}, "kind": "segmentation",
-            "label_names": ["background", "disc"], "modality": "inn",
-            "normalization": {"method": "percentile-zscore", "clip_low": 0.5, "clip_high": 99.5},
-            "slicing": {"axis": axis, "pad_multiple": 16}}
-    save_checkpoint(Path(tmp) / "m.pt", model, meta)
+    card = ModelCard(network=Network("enet", {"in_channels": 1, "num_classes": 2}), kind="segmentation",
+                     labels=("background", "disc"), modality="inn", slicing=Slicing(axis=axis, pad_multiple=16))
+    save_checkpoint(Path(tmp) / "m.pt", model, card)
     if constant:
         vol = np.zeros(shape, dtype=np.float32)
     else:
@@ -122,13 +122,13 @@ def predict_volume(shape=(36, 256, 256), repeats: int = 3) -> dict:
 def per_scan(shape=(36, 256, 256)) -> dict:
     """`sfda predict` on one scan: plain, `--adapt adaent --steps 10` and `--adapt tent` (10 steps),
     each in a fresh process (seconds inside the command's main, peak RSS), and their ratios."""
-    from sfda.engine.checkpoint import update_meta
+    from sfda.engine.checkpoint import update_card
 
     with tempfile.TemporaryDirectory() as tmp:
         _predict_fixture(tmp, shape)
         # the position table train-source stores (here: 10 % disc everywhere), for adaent's prior
-        update_meta(f"{tmp}/m.pt", source_position={"centres": [0.0, 1.0], "means": [[0.9, 0.1], [0.9, 0.1]],
-                                                  "presence": [1.0, 1.0]})
+        table = {"centres": [0.0, 1.0], "means": [[0.9, 0.1], [0.9, 0.1]], "presence": [1.0, 1.0]}
+        update_card(f"{tmp}/m.pt", lambda c: replace(c, source=replace(c.source, position=table)))
         base = ["predict", "--checkpoint", f"{tmp}/m.pt", f"{tmp}/v.nii.gz"]
         out = {"plain": child_cli([*base, "--out", f"{tmp}/plain"]),
                "adaent_10_steps": child_cli([*base, "--out", f"{tmp}/adaent", "--adapt", "adaent", "--steps", "10"]),

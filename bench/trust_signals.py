@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from sfda.config.card import ModelCard, SourceStats
 from sfda.data.sliceset import build_sliceset
 from sfda.engine.checkpoint import load_model
 from sfda.inference import trust_signals
@@ -30,11 +31,9 @@ from sfda.metrics.trust import THRESHOLDS, label_atlas
 ADAPTED = ("adabn", "adaent", "adasource", "adversarial", "tent", "entropy")
 
 
-def _slices(cl, subjects, modality, labels, meta):
+def _slices(cl, subjects, modality, labels, card: ModelCard):
     cases = [c for c in cl.cases if c.subject in subjects and modality in c.images]
-    n = meta["normalization"]
-    return build_sliceset(cases, modality, axis=meta["slicing"]["axis"], pad_multiple=meta["slicing"]["pad_multiple"],
-                          clip=(n["clip_low"], n["clip_high"]), with_labels=labels, label_names=cl.label_names,
+    return build_sliceset(cases, modality, card.slicing, with_labels=labels, label_names=cl.label_names,
                           progress=False)
 
 
@@ -53,15 +52,16 @@ def score_run(run: Path, exp: Path, direction: str, seed: int, cache: dict) -> d
     ckpt = run / "selected.pt" if (run / "selected.pt").exists() else run / "last.pt"
     if not ckpt.exists() or not (run / "eval" / "metrics.json").exists():
         return None
-    model, meta = load_model(ckpt)
+    model, card = load_model(ckpt)
     cl = load_cases(exp / "cases.json")
     key = (str(exp), direction, seed)
     if key not in cache:
-        source = _slices(cl, train, src, True, meta)
-        target = _slices(cl, train, tgt, False, meta)
+        source = _slices(cl, train, src, True, card)
+        target = _slices(cl, train, tgt, False, card)
         cache[key] = (label_atlas(source.labels, source.valid_mask(), len(cl.label_names)), target)
     atlas, target = cache[key]
-    signals = trust_signals(model, target.images, target.valid_mask(), {"source_atlas": atlas}, len(cl.label_names))
+    signals = trust_signals(model, target.images, target.valid_mask(),
+                            ModelCard(network=card.network, source=SourceStats(atlas=atlas)), len(cl.label_names))
     oracle = _dice(exp / f"oracle-{tgt}" / f"seed{seed}" / "eval" / "metrics.json")
     dice = _dice(run / "eval" / "metrics.json")
     return {"run": str(run), "direction": direction, "seed": seed, "dice": dice, "oracle": oracle,

@@ -10,11 +10,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import TINY_NET
 
 from sfda.cli import main
 from sfda.io.volume import read_volume, write_volume
-
-from conftest import TINY_NET
 
 PNG = b"\x89PNG\r\n\x1a\n"
 TRAIN = ["--epochs", "2", "--batch-size", "4", "optim.max_steps_per_epoch=2"]
@@ -168,15 +167,17 @@ def _bad_prior(path: Path, ids: list[str], row: str) -> Path:
 
 def _foreign_checkpoints(ckpt: Path, regressor: Path, mislabelled: Path) -> None:
     """A ratio regressor's checkpoint, and a U-Net's weights declared as an ENet."""
+    from dataclasses import replace
+
+    from sfda.config.card import Network
     from sfda.engine.checkpoint import load_checkpoint, save_checkpoint
     from sfda.nets import build_net
 
-    meta = load_checkpoint(ckpt)["meta"]
+    card = load_checkpoint(ckpt)["card"]
     save_checkpoint(regressor, build_net("regressor", in_channels=1, num_classes=2),
-                    {**meta, "net": "regressor", "net_args": {"in_channels": 1, "num_classes": 2},
-                     "kind": "regression"})
-    unet = build_net(meta["net"], **meta["net_args"])
-    save_checkpoint(mislabelled, unet, {**meta, "net": "enet", "net_args": {"in_channels": 1, "num_classes": 2}})
+                    replace(card, network=Network("regressor", {"in_channels": 1, "num_classes": 2}), kind="regression"))
+    unet = build_net(card.network.name, **card.network.args)
+    save_checkpoint(mislabelled, unet, replace(card, network=Network("enet", {"in_channels": 1, "num_classes": 2})))
 
 
 def _bad_cases(root: Path, tmp: Path) -> dict[str, list]:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import tracemalloc
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+from sfda.config.card import ModelCard, Network, Slicing
 from sfda.data.normalize import normalize_volume
 from sfda.data.slices import from_slices, padded_size, slice_shape, to_slices
 from sfda.inference import predict_slices, stream_volume
 from sfda.nets import build_net
 
-META = {"normalization": {"clip_low": 0.5, "clip_high": 99.5}, "slicing": {"axis": 0, "pad_multiple": 8}}
+SLICING = Slicing(axis=0, pad_multiple=8)
 
 
 def _net(classes: int = 3) -> torch.nn.Module:
@@ -21,11 +23,11 @@ def _net(classes: int = 3) -> torch.nn.Module:
     return build_net("unet", in_channels=1, num_classes=classes, width=4, depth=2).eval()
 
 
-def _whole_volume(model, meta, array):
+def _whole_volume(model, slicing, array):
     """The pre-streaming computation: normalise all, slice all, predict all, stack all."""
     img = normalize_volume(array, 0.5, 99.5)
-    axis = meta["slicing"]["axis"]
-    hw = tuple(padded_size(s, meta["slicing"]["pad_multiple"]) for s in slice_shape(img.shape, axis))
+    axis = slicing.axis
+    hw = tuple(padded_size(s, slicing.pad_multiple) for s in slice_shape(img.shape, axis))
     slices = np.ascontiguousarray(to_slices(img, axis, hw, fill=float(img.min()))[:, None])
     _, p = predict_slices(model, slices, probabilities=True)
     return np.stack([from_slices(p[:, k], axis, img.shape) for k in range(p.shape[1])])
@@ -36,7 +38,7 @@ def _whole_volume(model, meta, array):
 def test_streamed_volume_matches_the_whole_volume_path(axis, order):
     array = np.asarray(np.random.default_rng(axis).gamma(2.0, 40.0, size=(7, 13, 10)), order=order)
     array = array.astype(np.int16 if order == "F" else np.float32)  # stored types are kept as they are
-    meta = {**META, "slicing": {"axis": axis, "pad_multiple": 8}}
+    meta = replace(SLICING, axis=axis)
     model = _net()
     out = stream_volume(model, meta, array, "scan", batch_size=2, entropy=True, probabilities=True)
     want = _whole_volume(model, meta, array)
@@ -56,7 +58,7 @@ def test_streamed_prediction_holds_no_whole_volume_probabilities(monkeypatch, or
     monkeypatch.setattr("sfda.io.slabs.SLAB_VOXELS", 64 * 64 * 8)  # slabs smaller than the volume, as on a real scan
     tracemalloc.start()
     try:
-        stream_volume(model, META, array, "scan", batch_size=8)
+        stream_volume(model, SLICING, array, "scan", batch_size=8)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -69,7 +71,7 @@ def test_resampled_slices_go_back_to_the_scans_own_grid():
     from sfda.data.resample import resize
 
     array = np.random.default_rng(3).gamma(2.0, 40.0, size=(5, 30, 22)).astype(np.float32)
-    meta = {**META, "slicing": {"axis": 0, "pad_multiple": 8, "size": [16, 16]}}
+    meta = replace(SLICING, size=(16, 16))
     model = _net()
     out = stream_volume(model, meta, array, "scan", batch_size=2, probabilities=True, spacing=(3.0, 1.0, 1.5))
     assert out["labels"].shape == array.shape and out["probabilities"].shape == (3, *array.shape)
@@ -85,8 +87,7 @@ def _pointwise3d(k: int = 3) -> torch.nn.Module:
     return torch.nn.Conv3d(1, k, kernel_size=1)
 
 
-META3 = {"normalization": {"clip_low": 0.5, "clip_high": 99.5}, "label_names": ["bg", "a", "b"],
-         "slicing": {"axis": 0, "pad_multiple": 8, "dims": 3}}
+SLICING3 = Slicing(dims=3, axis=0, pad_multiple=8)
 
 
 def test_a_volume_larger_than_the_training_window_is_predicted_window_by_window():
@@ -94,9 +95,8 @@ def test_a_volume_larger_than_the_training_window_is_predicted_window_by_window(
     pytest.importorskip("monai")
     array = np.random.default_rng(1).gamma(2.0, 40.0, size=(10, 30, 22)).astype(np.float32)
     model = _pointwise3d()
-    whole = stream_volume(model, META3, array, "scan", probabilities=True, entropy=True)
-    windowed = stream_volume(model, {**META3, "slicing": {**META3["slicing"], "window": [8, 16, 16]}}, array,
-                             "scan", probabilities=True)
+    whole = stream_volume(model, SLICING3, array, "scan", probabilities=True, entropy=True)
+    windowed = stream_volume(model, replace(SLICING3, window=(8, 16, 16)), array, "scan", probabilities=True)
     assert whole["labels"].shape == array.shape and whole["probabilities"].shape == (3, *array.shape)
     np.testing.assert_allclose(windowed["probabilities"], whole["probabilities"], atol=1e-5)
     np.testing.assert_allclose(whole["probabilities"].sum(axis=0), 1, atol=1e-5)
@@ -105,7 +105,7 @@ def test_a_volume_larger_than_the_training_window_is_predicted_window_by_window(
 
 def test_a_3d_model_on_a_resampled_grid_comes_back_to_the_scans_own_voxels():
     array = np.random.default_rng(2).gamma(2.0, 40.0, size=(7, 30, 22)).astype(np.float32)
-    meta = {**META3, "slicing": {**META3["slicing"], "size": [4, 16, 16]}}
+    meta = replace(SLICING3, size=(4, 16, 16))
     out = stream_volume(_pointwise3d(), meta, array, "scan", probabilities=True)
     assert out["labels"].shape == array.shape
     np.testing.assert_allclose(out["probabilities"].sum(axis=0), 1, atol=1e-5)
@@ -127,6 +127,7 @@ def test_the_mirror_test_of_volumes_mirrors_the_slices_columns(axis, shifted):
         conv.weight[(1, 0, *centre)] = 1.0  # foreground: the image shifted along ``shifted``
     images = np.random.default_rng(0).normal(size=(2, 1, 6, 8, 10)).astype(np.float32)
     valid = np.ones((2, 6, 8, 10), bool)
-    signals = trust_signals(conv, images, valid, {"slicing": {"axis": axis, "dims": 3}}, 2)
+    signals = trust_signals(conv, images, valid, ModelCard(network=Network("conv"), slicing=Slicing(dims=3, axis=axis)),
+                            2)
     assert signals["flip_agreement"][0] == pytest.approx(1.0)
     assert len(signals["fractions"]) == 1 and signals["pixels"] == valid.sum()

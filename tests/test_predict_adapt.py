@@ -114,7 +114,9 @@ def test_the_safety_net_writes_the_source_mask_for_the_distrusted_structures_onl
     from sfda.stages.predict_adapt import ScanAdapter
 
     model, source = torch.nn.Identity(), torch.nn.Identity()
-    adapter = SimpleNamespace(meta={"label_names": ["bg", "liver", "kidney"]}, source=source,
+    from sfda.config.card import ModelCard, Network
+
+    adapter = SimpleNamespace(card=ModelCard(network=Network("unet"), labels=("bg", "liver", "kidney")), source=source,
                               cfg=SimpleNamespace(on_distrust=on_distrust))
     written, decision = ScanAdapter.decide(adapter, model, classes)
     if expect == "merged":
@@ -129,9 +131,10 @@ def test_the_per_scan_adapter_reads_its_config_and_never_writes_it(trained):
     from sfda.config import PredictConfig, config_to_dict
     from sfda.engine.checkpoint import load_model
     from sfda.stages.predict_adapt import ScanAdapter
+    from sfda.stages.source import Source
 
     ckpt, _ = trained
     cfg = PredictConfig(checkpoint=str(ckpt), adapt="tent")
     before = config_to_dict(cfg)
-    adapter = ScanAdapter(*load_model(ckpt), cfg)
+    adapter = ScanAdapter(Source(*load_model(ckpt), str(ckpt)), cfg)
     assert adapter.method.name == "tent" and config_to_dict(cfg) == before

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sfda.data.normalize import apply_norm, norm_clip, volume_stats
+from sfda.config.card import ModelCard, Slicing
+from sfda.data.normalize import apply_norm, volume_stats
 from sfda.data.resample import grid_shape, in_plane, resize, resize_volume
 from sfda.data.slices import pad_widths, padded_size, slice_shape, to_slices
 from sfda.data.slices import crop_centre, pad_centre
@@ -52,18 +53,16 @@ def predict_slices(model: torch.nn.Module, images: np.ndarray, batch_size: int =
 
 class _Grid:
     """How one volume meets the network: its normalisation, slicing axis, native and network
-    in-plane sizes, and the padded size (what the checkpoint's ``meta`` says training saw)."""
+    in-plane sizes, and the padded size (what the model card's ``slicing`` says training saw)."""
 
-    def __init__(self, meta: dict, array: np.ndarray, source: str, spacing: tuple | None):
-        norm, sl = meta["normalization"], meta["slicing"]
-        self.axis = sl["axis"]
+    def __init__(self, sl: Slicing, array: np.ndarray, source: str, spacing: tuple | None):
+        self.axis = sl.axis
         self.native = slice_shape(array.shape, self.axis)
-        if sl.get("spacing") and spacing is None:
+        if sl.spacing and spacing is None:
             raise ValueError("this checkpoint resamples slices to a pixel spacing: pass the volume's spacing")
-        self.stats = volume_stats(array, norm_clip(norm), source)
-        self.grid = grid_shape(self.native, in_plane(spacing or (1.0, 1.0, 1.0), self.axis), sl.get("size", ()),
-                               sl.get("spacing", ()))
-        self.hw = tuple(padded_size(s, sl["pad_multiple"]) for s in self.grid)
+        self.stats = volume_stats(array, sl.norm.clip, source)
+        self.grid = grid_shape(self.native, in_plane(spacing or (1.0, 1.0, 1.0), self.axis), sl.size, sl.spacing)
+        self.hw = tuple(padded_size(s, sl.pad_multiple) for s in self.grid)
 
     def slices(self, part: np.ndarray) -> np.ndarray:
         """A part of the volume (whole planes along the axis) as the network's (N, 1, H, W) input."""
@@ -71,24 +70,18 @@ class _Grid:
         return np.ascontiguousarray(to_slices(planes, 0, self.hw, fill=self.stats.floor)[:, None])
 
 
-def volumetric(meta: dict) -> bool:
-    """Whether a checkpoint's model sees whole volumes (``slicing.dims`` 3) rather than slices."""
-    return meta["slicing"].get("dims", 2) == 3
-
-
 class _Grid3:
     """How one volume meets a 3D network (``slicing.dims`` 3): its normalisation, its shape on the
     network's grid, the padded shape, and the window the network was trained on (a larger volume is
     predicted window by window: MONAI's sliding window, Gaussian-weighted)."""
 
-    def __init__(self, meta: dict, array: np.ndarray, source: str, spacing: tuple | None):
-        norm, sl = meta["normalization"], meta["slicing"]
-        if sl.get("spacing") and spacing is None:
+    def __init__(self, sl: Slicing, array: np.ndarray, source: str, spacing: tuple | None):
+        if sl.spacing and spacing is None:
             raise ValueError("this checkpoint resamples volumes to a voxel spacing: pass the volume's spacing")
-        self.stats = volume_stats(array, norm_clip(norm), source)
-        self.grid = grid_shape(array.shape, spacing or (1.0, 1.0, 1.0), sl.get("size", ()), sl.get("spacing", ()))
-        self.shape = tuple(padded_size(s, sl["pad_multiple"]) for s in self.grid)
-        self.window = tuple(sl.get("window") or self.shape)
+        self.stats = volume_stats(array, sl.norm.clip, source)
+        self.grid = grid_shape(array.shape, spacing or (1.0, 1.0, 1.0), sl.size, sl.spacing)
+        self.shape = tuple(padded_size(s, sl.pad_multiple) for s in self.grid)
+        self.window = tuple(sl.window or self.shape)
 
     def volume(self, array: np.ndarray) -> np.ndarray:
         """The volume as the network's (1, 1, D, H, W) input."""
@@ -116,11 +109,11 @@ def _volume_probabilities(model: torch.nn.Module, g: _Grid3, x: np.ndarray, devi
     return crop_centre(probs, g.grid)
 
 
-def _stream_volume3(model, meta: dict, array: np.ndarray, source: str, device: str, entropy: bool,
+def _stream_volume3(model, slicing: Slicing, array: np.ndarray, source: str, device: str, entropy: bool,
                     probabilities: bool, spacing) -> dict:
     """:func:`stream_volume` for a 3D network: the whole volume at once, probabilities resampled back
     to the volume's own grid before the argmax."""
-    g = _Grid3(meta, array, source, spacing)
+    g = _Grid3(slicing, array, source, spacing)
     probs = resize_volume(_volume_probabilities(model, g, g.volume(array), device), array.shape)
     out = {"labels": probs.argmax(axis=0).astype(np.uint8)}
     if entropy:
@@ -130,31 +123,32 @@ def _stream_volume3(model, meta: dict, array: np.ndarray, source: str, device: s
     return out
 
 
-def scan_slices(meta: dict, array: np.ndarray, source: str, spacing: tuple | None = None):
-    """All of one volume's slices as the network sees them: (N, 1, H, W) float32 and the (N, H, W)
-    mask of real (unpadded) pixels; for a 3D network, the volume (1, 1, D, H, W) and its mask."""
-    if volumetric(meta):
-        g3 = _Grid3(meta, array, source, spacing)
+def scan_slices(slicing: Slicing, array: np.ndarray, source: str, spacing: tuple | None = None):
+    """All of one volume's slices as the network sees them (``slicing``: the model card's): (N, 1, H, W)
+    float32 and the (N, H, W) mask of real (unpadded) pixels; for a 3D network, the volume
+    (1, 1, D, H, W) and its mask."""
+    if slicing.volumetric:
+        g3 = _Grid3(slicing, array, source, spacing)
         return g3.volume(array), pad_centre(np.ones(g3.grid, dtype=bool), g3.shape, False)[None]
-    g = _Grid(meta, array, source, spacing)
+    g = _Grid(slicing, array, source, spacing)
     valid = to_slices(np.ones((1, *g.grid), dtype=bool), 0, g.hw, fill=False)[0]
     images = g.slices(array)
     return images, np.ascontiguousarray(np.broadcast_to(valid, (len(images), *g.hw)))
 
 
-def stream_volume(model: torch.nn.Module, meta: dict, array: np.ndarray, source: str, device: str = "cpu",
+def stream_volume(model: torch.nn.Module, slicing: Slicing, array: np.ndarray, source: str, device: str = "cpu",
                   batch_size: int = 12, entropy: bool = False, probabilities: bool = False,
                   spacing: tuple | None = None) -> dict:
     """One volume's ``labels`` (uint8, *shape) and, if asked, ``entropy`` (float32, *shape) and
     ``probabilities`` (float32, (K, *shape)), a batch of slices at a time: apart from the outputs
     asked for, memory holds the volume in its stored type plus one batch (see
-    :mod:`sfda.data.normalize` for the statistics). A checkpoint trained on resampled slices
+    :mod:`sfda.data.normalize` for the statistics; ``slicing``: the model card's). A checkpoint trained on resampled slices
     (``slicing.size`` / ``slicing.spacing``; ``spacing`` is then the volume's voxel spacing) sees
     its slices resampled the same way, and its probabilities go back to the volume's own grid
     before the argmax."""
-    if volumetric(meta):
-        return _stream_volume3(model, meta, array, source, device, entropy, probabilities, spacing)
-    g = _Grid(meta, array, source, spacing)
+    if slicing.volumetric:
+        return _stream_volume3(model, slicing, array, source, device, entropy, probabilities, spacing)
+    g = _Grid(slicing, array, source, spacing)
     out = {"labels": np.empty(array.shape, np.uint8)}
     if entropy:
         out["entropy"] = np.empty(array.shape, np.float32)
@@ -204,15 +198,15 @@ def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def trust_signals(model: torch.nn.Module, images: np.ndarray, valid: np.ndarray, meta: dict,
+def trust_signals(model: torch.nn.Module, images: np.ndarray, valid: np.ndarray, card: ModelCard,
                   num_classes: int, device: str = "cpu") -> dict:
     """The label-free signals of :mod:`sfda.metrics.trust` for ``model`` on (N, C, H, W) slices:
     flip agreement (for the classes where the source model passes the mirror test on its own
-    training slices, when the checkpoint says), atlas share where the checkpoint carries its
+    training slices, when its card says), atlas share where the card carries its
     source atlas, and each structure's share of the pixels (for the vanish check)."""
     from sfda.metrics.trust import as_planes, atlas_share, calibrated_flip, class_fractions, flip_agreement
 
-    axis = meta.get("slicing", {}).get("axis", 0)
+    axis = card.slicing.axis
     # volumes (N, C, D, H, W) are mirrored along the axis a slice's columns run along, then read as slices
     mirror = -1 if images.ndim == 4 or axis != 2 else -2
     pred = predict_slices(model, images, device=device)[0]
@@ -220,8 +214,8 @@ def trust_signals(model: torch.nn.Module, images: np.ndarray, valid: np.ndarray,
     if images.ndim == 5:
         pred, flipped, valid = (as_planes(a, axis) for a in (pred, flipped, valid))
     signals = {"flip_agreement": calibrated_flip(flip_agreement(pred, flipped, valid, num_classes),
-                                                 meta.get("source_flip")),
+                                                 card.source.flip),
                "fractions": class_fractions(pred, valid, num_classes), "pixels": int(valid.sum())}
-    if meta.get("source_atlas"):
-        signals["atlas_share"] = atlas_share(pred, valid, meta["source_atlas"])
+    if card.source.atlas:
+        signals["atlas_share"] = atlas_share(pred, valid, card.source.atlas)
     return signals

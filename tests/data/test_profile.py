@@ -10,10 +10,11 @@ import nibabel as nib
 import numpy as np
 
 from sfda.cli import main
+from sfda.config.card import Profile
 from sfda.data.profile import unfamiliar
 
-PROFILE = {"modality": "opp", "spacing": [[2.0, 1.25, 1.25], [2.0, 1.25, 1.25]],
-           "shape": [[35, 35, 25], [35, 35, 25]], "intensity": [0.0, 500.0]}
+PROFILE = Profile(modality="opp", spacing=((2.0, 1.25, 1.25), (2.0, 1.25, 1.25)),
+                  shape=((35, 35, 25), (35, 35, 25)), intensity=(0.0, 500.0))
 
 
 def test_a_scan_like_the_training_scans_is_familiar():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -10,6 +12,7 @@ from hypothesis import strategies as st
 from sfda.data import sliceset as sliceset_mod
 from sfda.data.normalize import normalize_volume
 from sfda.data.slices import common_target, from_slices, padded_size, slice_shape, to_slices
+from sfda.config.card import Normalization, Slicing
 from sfda.data.sliceset import build_sliceset
 from sfda.errors import SfdaError
 from sfda.io.cases import load_cases
@@ -89,7 +92,7 @@ def test_normalize_non_finite_refused(bad):
 
 def test_build_sliceset_shapes_dtypes_and_padding(tiny_cases):
     cl = load_cases(tiny_cases)
-    ss = build_sliceset(cl.cases, "wat", axis=0, pad_multiple=24, with_labels=True,
+    ss = build_sliceset(cl.cases, "wat", Slicing(axis=0, pad_multiple=24), with_labels=True,
                         label_names=cl.label_names, progress=False)
     n = 3 * 8
     assert len(ss) == n and ss.hw == (48, 48)
@@ -118,7 +121,7 @@ def test_build_sliceset_shapes_dtypes_and_padding(tiny_cases):
 
 def test_build_sliceset_other_axis_and_no_labels(tiny_cases):
     cl = load_cases(tiny_cases)
-    ss = build_sliceset(cl.cases[:1], "inn", axis=1, pad_multiple=16, with_labels=False, progress=False)
+    ss = build_sliceset(cl.cases[:1], "inn", Slicing(axis=1, pad_multiple=16), with_labels=False, progress=False)
     assert ss.images.shape == (32, 1, 16, 32) and ss.labels is None
     assert ss.valid_mask()[0, 4:12].all() and not ss.valid_mask()[0, :4].any()
     with pytest.raises(SfdaError, match="no labels"):
@@ -136,25 +139,25 @@ def test_build_sliceset_refuses_bad_selection(tiny_cases):
 def test_cache_reused_without_reading_volumes(tiny_cases, tmp_path, monkeypatch):
     cl = load_cases(tiny_cases)
     cache = str(tmp_path / "cache")
-    kw = dict(axis=0, pad_multiple=16, with_labels=True, label_names=cl.label_names, cache_dir=cache,
-              progress=False)
-    first = build_sliceset(cl.cases, "wat", **kw)
+    kw = dict(with_labels=True, label_names=cl.label_names, cache_dir=cache, progress=False)
+    slicing = Slicing(axis=0, pad_multiple=16)
+    first = build_sliceset(cl.cases, "wat", slicing, **kw)
     assert any((tmp_path / "cache").rglob("done.json"))
 
     def refuse(*args, **kwargs):
         raise AssertionError("read_volume called although the cache matches")
 
     monkeypatch.setattr(sliceset_mod, "read_volume", refuse)
-    again = build_sliceset(cl.cases, "wat", **kw)
+    again = build_sliceset(cl.cases, "wat", slicing, **kw)
     for name in ("images", "labels", "case_index", "slice_index"):
         a, b = getattr(first, name), getattr(again, name)
         assert a.dtype == b.dtype and np.array_equal(a, b), name
     assert again.images.flags.writeable and again.images.flags.c_contiguous
     # other slicing parameters are another cache entry: they must read the volumes
     with pytest.raises(AssertionError, match="read_volume called"):
-        build_sliceset(cl.cases, "wat", **{**kw, "axis": 2})
+        build_sliceset(cl.cases, "wat", replace(slicing, axis=2), **kw)
     with pytest.raises(AssertionError, match="read_volume called"):
-        build_sliceset(cl.cases, "wat", **{**kw, "clip": (1.0, 99.0)})
+        build_sliceset(cl.cases, "wat", replace(slicing, norm=Normalization.percentile(1.0, 99.0)), **kw)
 
 
 @settings(max_examples=30, deadline=None)

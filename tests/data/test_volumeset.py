@@ -8,6 +8,7 @@ import pytest
 from sfda.data.resample import check_resample, resize_volume
 from sfda.data.sliceset import case_volumes, label_ratios, subject_volumes
 from sfda.data.slices import crop_centre, pad_centre
+from sfda.config.card import Slicing
 from sfda.data.volumeset import VolumeSet, build_volumeset
 from sfda.errors import SfdaError
 from sfda.io.cases import load_cases
@@ -30,7 +31,7 @@ def test_label_ratios_count_real_voxels_only():
 
 def test_each_case_is_one_padded_volume_and_comes_back_exactly(tiny_cases):
     cl = load_cases(tiny_cases)
-    vs = build_volumeset(cl.cases, "wat", pad_multiple=16, label_names=cl.label_names, progress=False)
+    vs = build_volumeset(cl.cases, "wat", Slicing(dims=3, pad_multiple=16), label_names=cl.label_names, progress=False)
     assert isinstance(vs, VolumeSet) and vs.dims == 3
     assert vs.images.shape == (3, 1, 16, 32, 32) and vs.labels.shape == (3, 16, 32, 32)  # 8 -> 16: a multiple of 16
     assert vs.slice_ids == [f"{c.case_id}:volume" for c in cl.cases]
@@ -47,7 +48,7 @@ def test_each_case_is_one_padded_volume_and_comes_back_exactly(tiny_cases):
 
 def test_resampled_volumes_keep_their_structures_in_place(tiny_cases):
     cl = load_cases(tiny_cases)
-    vs = build_volumeset(cl.cases[:1], "wat", pad_multiple=8, size=(4, 16, 16), label_names=cl.label_names,
+    vs = build_volumeset(cl.cases[:1], "wat", Slicing(dims=3, pad_multiple=8, size=(4, 16, 16)), label_names=cl.label_names,
                          progress=False)
     assert vs.images.shape == (1, 1, 8, 16, 16) and vs.grid(cl.cases[0]) == (4, 16, 16)
     small = case_volumes(vs, vs.labels)[0]

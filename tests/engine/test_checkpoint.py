@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from sfda.config.card import ModelCard, Network, Normalization, Slicing, Training
 from sfda.engine.checkpoint import FORMAT, load_checkpoint, load_model, save_checkpoint
 from sfda.errors import SfdaError
 from sfda.nets import build_net
@@ -16,10 +17,10 @@ from sfda.nets import build_net
 NET_ARGS = {"in_channels": 1, "num_classes": 3, "width": 4, "depth": 2}
 
 
-def _meta(**extra) -> dict:
-    return {"net": "unet", "net_args": NET_ARGS, "kind": "segmentation", "label_names": ["bg", "a", "b"],
-            "modality": "wat", "normalization": {"method": "percentile-zscore", "clip_low": 0.5, "clip_high": 99.5},
-            "slicing": {"axis": 0, "pad_multiple": 16}, **extra}
+def _card(epoch: int | None = None, args: dict = NET_ARGS) -> ModelCard:
+    return ModelCard(network=Network("unet", args), kind="segmentation", labels=("bg", "a", "b"), modality="wat",
+                     slicing=Slicing(axis=0, pad_multiple=16, norm=Normalization.percentile(0.5, 99.5)),
+                     training=Training(epoch=epoch))
 
 
 def test_round_trip_rebuilds_model_from_checkpoint_alone(tmp_path):
@@ -31,13 +32,13 @@ def test_round_trip_rebuilds_model_from_checkpoint_alone(tmp_path):
         model(torch.randn(4, 1, 16, 16) * 3 + 1)
     model.eval()
     path = tmp_path / "sub" / "model.pt"
-    save_checkpoint(path, model, _meta(epoch=3), train_state={"epoch": 3, "log": [{"loss": 0.5}]})
+    save_checkpoint(path, model, _card(epoch=3), train_state={"epoch": 3, "log": [{"loss": 0.5}]})
     assert path.is_file() and not [p for p in path.parent.iterdir() if p.name.startswith(".")]
 
     ckpt = load_checkpoint(path)
     assert ckpt["format"] == FORMAT and ckpt["train_state"]["epoch"] == 3
-    rebuilt, meta = load_model(path)
-    assert meta == _meta(epoch=3)
+    rebuilt, card = load_model(path)
+    assert card == _card(epoch=3)
     assert not rebuilt.training
     original = model.state_dict()
     for name, tensor in rebuilt.state_dict().items():
@@ -115,7 +116,7 @@ def test_random_bytes_refused(tmp_path):
 def test_truncated_checkpoint_refused(tmp_path):
     model = build_net("unet", **NET_ARGS)
     path = tmp_path / "model.pt"
-    save_checkpoint(path, model, _meta())
+    save_checkpoint(path, model, _card())
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(SfdaError) as err:
@@ -141,7 +142,7 @@ def test_missing_checkpoint(tmp_path):
 def test_weights_that_do_not_fit_the_declared_network(tmp_path):
     model = build_net("unet", **NET_ARGS)
     path = tmp_path / "model.pt"
-    save_checkpoint(path, model, {**_meta(), "net_args": {**NET_ARGS, "width": 8}})
+    save_checkpoint(path, model, _card(args={**NET_ARGS, "width": 8}))
     with pytest.raises(SfdaError, match="do not fit") as err:
         load_model(path)
     assert str(path) in str(err.value)

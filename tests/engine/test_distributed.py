@@ -101,15 +101,17 @@ def test_adaptation_with_two_gloo_processes_matches_one(two_sources, tiny_cases)
 def test_adversarial_refuses_torchrun(tiny_cases, tmp_path, monkeypatch):
     """Its discriminator is not synchronised across processes: refused before anything trains."""
     from sfda.config import MethodConfig, OptimConfig
+    from sfda.config.card import ModelCard, Network
     from sfda.engine import distributed as ddp
     from sfda.engine.loop import FitSpec, _check_distributed
     from sfda.errors import SfdaError
     from sfda.methods import build_method
 
     method = build_method("adversarial", MethodConfig(name="adversarial"))
-    spec = FitSpec(data=None, out=tmp_path, meta={}, optim=OptimConfig(batch_size=8))
+    card = ModelCard(network=Network("unet"))
+    spec = FitSpec(data=None, out=tmp_path, card=card, optim=OptimConfig(batch_size=8))
     with pytest.raises(SfdaError, match="adversarial"):
         _check_distributed(method, spec, ddp.Dist(rank=0, world=2))
     with pytest.raises(SfdaError, match="batch_size"):
-        _check_distributed(build_method("adaent", MethodConfig()), FitSpec(data=None, out=tmp_path, meta={},
+        _check_distributed(build_method("adaent", MethodConfig()), FitSpec(data=None, out=tmp_path, card=card,
                                                                            optim=OptimConfig(batch_size=1)), ddp.Dist(rank=0, world=2))

@@ -213,7 +213,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_train_config,
         assert sid in msg
 
     ckpt = load_checkpoint(out / "last.pt")
-    assert ckpt["meta"]["epoch"] == 1 and ckpt["train_state"]["epoch"] == 1
+    assert ckpt["card"].training.epoch == 1 and ckpt["train_state"]["epoch"] == 1
     _assert_same_weights(out / "epoch_001.pt", out / "last.pt")
     assert not (out / "epoch_002.pt").exists() and not (out / "done.json").exists()
     assert len((out / "log.jsonl").read_text().splitlines()) == 1

@@ -113,7 +113,7 @@ def test_adapt_with_select_average_writes_the_mean_of_the_epochs(tiny_cases, tin
         f"out={out}"]), progress=False)
     epochs = [load_checkpoint(out / f"epoch_{e:03d}.pt")["state_dict"] for e in (1, 2, 3)]
     selected = load_checkpoint(out / "selected.pt")
-    assert selected["meta"]["selected_by"] == "average"
+    assert selected["card"].selection.selected_by == "average" and selected["card"].selection.epochs_averaged == 3
     for k, v in selected["state_dict"].items():
         if v.is_floating_point():
             assert torch.allclose(v, sum(s[k] for s in epochs) / 3, atol=1e-6), k
@@ -133,7 +133,10 @@ def test_end_of_epoch_evaluation_is_one_forward_pass_with_the_same_scores(tiny_c
     from sfda.nets import build_net
     from sfda.stages.common import slices_for
 
-    val = slices_for(load_cases(tiny_cases), ["P03"], "inn", DataConfig(), with_labels=True, progress=False)
+    from sfda.config.card import Slicing
+
+    val = slices_for(load_cases(tiny_cases), ["P03"], "inn", Slicing.from_config(DataConfig()), with_labels=True,
+                     progress=False)
     prior = np.tile([0.9, 0.1], (len(val), 1))
     torch.manual_seed(0)
     net = build_net("unet", width=4, depth=2)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from sfda.config.card import ModelCard, Network, SourceStats
 from sfda.metrics.trust import atlas_maps, atlas_share, flip_agreement, label_atlas, trust_flags
 
 
@@ -79,10 +80,14 @@ class _Painter(torch.nn.Module):
         return logits
 
 
-def _patch_models(monkeypatch, tmp_path, stage, models: dict, meta: dict) -> dict:
+def _card(names: list[str], atlas: dict | None = None) -> ModelCard:
+    return ModelCard(network=Network("painter"), labels=tuple(names), source=SourceStats(atlas=atlas))
+
+
+def _patch_models(monkeypatch, tmp_path, stage, models: dict, card: ModelCard) -> dict:
     """The trust stage loads ``models`` by file name and records what it saves (returned)."""
     monkeypatch.setattr(stage, "load_model", lambda p: (models[p.name if hasattr(p, "name") else p.split("/")[-1]],
-                                                        meta))
+                                                        card))
     saved = {}
     monkeypatch.setattr(stage, "save_checkpoint", lambda path, model, m: saved.update({path.name: (model, m)}))
     (tmp_path / "selected.pt").write_bytes(b"")
@@ -97,9 +102,9 @@ def test_check_trust_flags_a_mask_in_the_wrong_place_and_falls_back(tmp_path, mo
 
     labels, valid = _labels()
     atlas = label_atlas(labels, valid, 2 + 1)
-    meta = {"source_atlas": atlas, "label_names": ["bg", "disc", "vert"]}
     wrong, right = _Painter(slice(4, 6), slice(5, 8)), _Painter(slice(2, 4), slice(2, 5))
-    saved = _patch_models(monkeypatch, tmp_path, stage, {"selected.pt": wrong, "source.pt": right}, meta)
+    saved = _patch_models(monkeypatch, tmp_path, stage, {"selected.pt": wrong, "source.pt": right},
+                          _card(["bg", "disc", "vert"], atlas))
     images = np.zeros((4, 1, 6, 8), np.float32)
     result = stage.check_trust(tmp_path, str(tmp_path / "source.pt"), SliceSet.from_arrays(images, labels, 3),
                                ["bg", "disc", "vert"], on_distrust)
@@ -110,7 +115,7 @@ def test_check_trust_flags_a_mask_in_the_wrong_place_and_falls_back(tmp_path, mo
     assert written["warnings"] == result["warnings"]
     if on_distrust == "source":
         assert written["fallback"] == "source" and saved["selected.pt"][0] is right
-        assert saved["selected.pt"][1]["selected_by"] == "fallback: source model"
+        assert saved["selected.pt"][1].selection.selected_by == "fallback: source model"
     else:
         assert written["fallback"] is None and not saved
 
@@ -127,7 +132,7 @@ def test_train_source_stores_its_own_flip_agreement(tiny_train_config, tmp_path)
     from sfda.stages.train import train_source
 
     out = train_source(tiny_train_config(tmp_path / "src"), progress=False)
-    flip = load_checkpoint(out / "last.pt")["meta"]["source_flip"]
+    flip = load_checkpoint(out / "last.pt")["card"].source.flip
     assert len(flip) == 1 and (flip[0] is None or 0.0 <= flip[0] <= 1.0)
 
 
@@ -147,9 +152,9 @@ def test_check_trust_falls_back_when_the_adapted_model_loses_a_structure(tmp_pat
     from sfda.stages import trust as stage
 
     labels, valid = _labels()
-    meta = {"label_names": ["bg", "disc", "vert"]}
     empty, found = _Painter(slice(0, 0), slice(0, 0)), _Painter(slice(2, 4), slice(2, 5))
-    saved = _patch_models(monkeypatch, tmp_path, stage, {"selected.pt": empty, "source.pt": found}, meta)
+    saved = _patch_models(monkeypatch, tmp_path, stage, {"selected.pt": empty, "source.pt": found},
+                          _card(["bg", "disc", "vert"]))
     result = stage.check_trust(tmp_path, str(tmp_path / "source.pt"),
                                SliceSet.from_arrays(np.zeros((4, 1, 6, 8), np.float32), labels, 3),
                                ["bg", "disc", "vert"], "source")
@@ -166,7 +171,7 @@ def test_without_its_own_calibration_the_source_models_mirror_test_on_the_target
     labels, _ = _labels()
     box = _Painter(slice(2, 4), slice(1, 3))  # off-centre: its mask never survives a mirror
     saved = _patch_models(monkeypatch, tmp_path, stage, {"selected.pt": box, "source.pt": box},
-                          {"label_names": ["bg", "disc", "vert"]})
+                          _card(["bg", "disc", "vert"]))
     result = stage.check_trust(tmp_path, str(tmp_path / "source.pt"),
                                SliceSet.from_arrays(np.zeros((4, 1, 6, 8), np.float32), labels, 3),
                                ["bg", "disc", "vert"], "source")
@@ -202,11 +207,11 @@ def test_structure_fall_back_takes_only_the_distrusted_structures_from_the_sourc
     from sfda.stages import trust as stage
 
     names, args = ["bg", "liver", "kidney"], {"in_channels": 1, "num_classes": 3, "width": 4, "depth": 2}
-    meta = {"net": "unet", "net_args": args, "label_names": names}
+    card = ModelCard(network=Network("unet", args), kind="segmentation", labels=tuple(names))
     torch.manual_seed(0)
     adapted, source = build_net("unet", **args).eval(), build_net("unet", **args).eval()
-    save_checkpoint(tmp_path / "last.pt", adapted, meta)
-    save_checkpoint(tmp_path / "source.pt", source, meta)
+    save_checkpoint(tmp_path / "last.pt", adapted, card)
+    save_checkpoint(tmp_path / "source.pt", source, card)
     monkeypatch.setattr(stage, "trust_flags", lambda s, n: [(k, f"atlas_share of {n[k]} is 0.10") for k in flagged])
     monkeypatch.setattr(stage, "vanish_flags", lambda *a: [])
     labels = np.zeros((2, 16, 16), np.int64)
@@ -220,7 +225,8 @@ def test_structure_fall_back_takes_only_the_distrusted_structures_from_the_sourc
     assert result["fallback"] == expect == json.loads((tmp_path / "trust.json").read_text())["fallback"]
     assert torch.allclose(out[:, 1], p_src[:, 1], atol=1e-5)
     if expect == "structures":
-        assert result["fallback_structures"] == ["liver"] and saved["selected_by"] == "fallback: source model for liver"
+        assert result["fallback_structures"] == ["liver"]
+        assert saved.selection.selected_by == "fallback: source model for liver"
         ratio = out[:, 2] / out[:, 0]  # the adapted model's proportions between the structures it keeps
         assert torch.allclose(ratio, p_ad[:, 2] / p_ad[:, 0], rtol=1e-4)
     else:
@@ -228,4 +234,4 @@ def test_structure_fall_back_takes_only_the_distrusted_structures_from_the_sourc
     again = stage.check_trust(tmp_path, str(tmp_path / "source.pt"), SliceSet.from_arrays(images, labels, 3),
                               names, on_distrust)  # a re-check reads the fall-back: the first verdict stands
     assert again == json.loads((tmp_path / "trust.json").read_text()) and again["fallback"] == expect
-    assert load_model(tmp_path / "selected.pt")[1]["selected_by"] == saved["selected_by"]
+    assert load_model(tmp_path / "selected.pt")[1].selection.selected_by == saved.selection.selected_by

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from sfda.config.card import ModelCard, Network
 from sfda.engine.checkpoint import load_model, save_checkpoint
 from sfda.nets import build_net, net_kind
 from sfda.nets.merge import NAME, StructureMerge, merge_args, merged_log_probs
@@ -45,16 +46,15 @@ def test_a_merged_checkpoint_rebuilds_from_its_metadata_alone(tmp_path):
     torch.manual_seed(0)
     args = {"in_channels": 1, "num_classes": 3, "width": 4, "depth": 2}
     adapted, source = build_net("unet", **args).eval(), build_net("unet", **args).eval()
-    meta = {"net": "unet", "net_args": args}
-    net_args = merge_args(meta, meta, [1])
-    save_checkpoint(tmp_path / "m.pt", StructureMerge(adapted, source, [1]),
-                    {**meta, "net": NAME, "net_args": net_args})
+    card = ModelCard(network=Network("unet", args))
+    net_args = merge_args(card, card, [1])
+    save_checkpoint(tmp_path / "m.pt", StructureMerge(adapted, source, [1]), ModelCard(network=Network(NAME, net_args)))
     model, loaded = load_model(tmp_path / "m.pt")
     x = torch.randn(2, 1, 16, 16)
     with torch.no_grad():
         out = model(x).exp()
         expected = merged_log_probs(adapted(x), source(x), [1]).exp()
-    assert loaded["net"] == NAME and net_kind(NAME) == "segmentation"
+    assert loaded.network.name == NAME and net_kind(NAME) == "segmentation"
     assert torch.allclose(out, expected, atol=1e-6) and torch.allclose(out.sum(1), torch.ones(2, 16, 16), atol=1e-5)
     assert torch.allclose(out[:, 1], torch.softmax(source(x), 1)[:, 1].detach(), atol=1e-6)
 
@@ -72,11 +72,14 @@ def test_a_merged_checkpoint_predicts_through_the_cli_and_is_refused_for_adaptat
     from sfda.io.cases import load_cases
 
     ckpt, prior = tiny_source
-    source, meta = load_model(ckpt)
+    from dataclasses import replace
+
+    source, card = load_model(ckpt)
     merged = tmp_path / "merged.pt"
     save_checkpoint(merged, StructureMerge(source, load_model(ckpt)[0], [1]),
-                    {**meta, "net": NAME, "net_args": merge_args(meta, meta, [1]), "selected_by": "a test"})
-    assert load_checkpoint(merged)["meta"]["net"] == NAME
+                    replace(card, network=Network(NAME, merge_args(card, card, [1])),
+                            selection=replace(card.selection, selected_by="a test")))
+    assert load_checkpoint(merged)["card"].network.name == NAME
     scan = load_cases(tiny_cases).cases[2].images["inn"]
     for name, model in (("plain", ckpt), ("merged", merged)):
         assert main(["predict", "--checkpoint", str(model), scan, "--out", str(tmp_path / name)]) == 0

@@ -48,8 +48,8 @@ def test_monai_unet_trains_adapts_and_predicts_through_the_cli(tiny_cases, tiny_
     assert main(["adapt", "--method", "adaent", "--checkpoint", str(tmp_path / "src" / "last.pt"), "--prior", prior,
                  "--cases", tiny_cases, "--modality", "inn", "optim.epochs=1", "optim.batch_size=4",
                  "optim.max_steps_per_epoch=2", "--out", str(tmp_path / "ada")]) == 0
-    model, meta = load_model(tmp_path / "ada" / "last.pt")  # weights_only: the name and arguments rebuild it
-    assert meta["net"] == "monai.UNet" and type(model).__name__ == "MonaiNet"
+    model, card = load_model(tmp_path / "ada" / "last.pt")  # weights_only: the name and arguments rebuild it
+    assert card.network.name == "monai.UNet" and type(model).__name__ == "MonaiNet"
     from sfda.io.cases import load_cases
 
     scan = load_cases(tiny_cases).cases[2].images["inn"]
@@ -68,9 +68,9 @@ def test_monai_3d_unet_trains_adapts_and_predicts_whole_volumes_through_the_cli(
     common = ["--cases", tiny_cases, "data.dims=3", "data.pad_multiple=8", "optim.epochs=2", "optim.batch_size=2"]
     assert main(["train-source", "--modality", "wat", "--subjects", "P01,P02", "--net", "monai.UNet",
                  "net_args={channels: [4, 8, 16], strides: [2, 2]}", *common, "--out", str(tmp_path / "src")]) == 0
-    _, meta = load_model(tmp_path / "src" / "last.pt")
-    assert meta["net_args"]["spatial_dims"] == 3 and meta["slicing"]["dims"] == 3
-    assert meta["slicing"]["window"] == [8, 32, 32] and "source_position" not in meta
+    _, card = load_model(tmp_path / "src" / "last.pt")
+    assert card.network.args["spatial_dims"] == 3 and card.slicing.dims == 3
+    assert card.slicing.window == (8, 32, 32) and card.source.position is None
     assert main(["prior", "--method", "source-mean", "--source-modality", "wat", "--source-subjects", "P01,P02",
                  "--modality", "inn", "--subjects", "P01,P02", *common[:3], "--out", str(tmp_path / "tau.csv")]) == 0
     assert (tmp_path / "tau.csv").read_text().count(":volume") == 2  # one prior row per volume

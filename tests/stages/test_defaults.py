@@ -80,11 +80,11 @@ def test_training_slices_along_the_coarsest_axis_and_the_checkpoint_stores_it(ti
     train_source(tiny_train_config(out, f"data.cases={cases}"), progress=False)
     assert "slicing axis: 2 (auto" in capsys.readouterr().out
     for name in ("last.pt", "selected.pt"):
-        assert load_checkpoint(out / name)["meta"]["slicing"]["axis"] == 2
+        assert load_checkpoint(out / name)["card"].slicing.axis == 2
     assert yaml.safe_load((out / "config.yaml").read_text())["data"]["axis"] == 2
     # a set axis wins
     train_source(tiny_train_config(tmp_path / "set", f"data.cases={cases}", "data.axis=0"), progress=False)
-    assert load_checkpoint(tmp_path / "set" / "last.pt")["meta"]["slicing"]["axis"] == 0
+    assert load_checkpoint(tmp_path / "set" / "last.pt")["card"].slicing.axis == 0
 
 
 def test_a_source_prior_takes_the_same_axis(tiny_cases, tmp_path):

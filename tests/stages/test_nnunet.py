@@ -88,12 +88,12 @@ def test_sfda_slices_reach_the_network_as_nnunet_slices_do(tmp_path):
     folder = make_result_folder(tmp_path)
     raw = write_raw(tmp_path / "raw", n=1)
     assert main(["import-nnunet", "--folder", str(folder), "--out", str(tmp_path / "src.pt")]) == 0
-    model, meta = load_model(tmp_path / "src.pt")
+    model, card = load_model(tmp_path / "src.pt")
     path = raw / "imagesTr" / "case0_0000.nii.gz"
     seen = []
     model.net.register_forward_pre_hook(lambda m, inp: seen.append(inp[0].detach().clone()))
     array = np.asarray(nib.load(path).dataobj)
-    images, _ = scan_slices(meta, array, str(path), spacing=(0.8, 0.8, 3.0))
+    images, _ = scan_slices(card.slicing, array, str(path), spacing=(0.8, 0.8, 3.0))
     with torch.no_grad():
         model.eval()(torch.from_numpy(images))
     itk = sitk.GetArrayFromImage(sitk.ReadImage(str(path))).astype(np.float32)  # (z, y, x), as nnU-Net reads
@@ -105,16 +105,16 @@ def test_sfda_slices_reach_the_network_as_nnunet_slices_do(tmp_path):
 def test_import_repeats_the_plans_preprocessing(tmp_path):
     folder = make_result_folder(tmp_path)
     assert main(["import-nnunet", "--folder", str(folder), "--fold", "0", "--out", str(tmp_path / "src.pt")]) == 0
-    model, meta = load_model(tmp_path / "src.pt")
-    assert meta["net"] == "nnunet.PlainConvUNet" and meta["label_names"] == ["background", "a", "b"]
-    assert meta["slicing"]["axis"] == 2 and meta["net_args"]["transpose"] is True
-    assert meta["slicing"]["spacing"] == pytest.approx([0.8, 0.8]) and meta["slicing"]["pad_multiple"] == 1
-    assert meta["normalization"]["method"] == "percentile-zscore" and meta["normalization"]["clip_high"] == 100.0
+    model, card = load_model(tmp_path / "src.pt")
+    assert card.network.name == "nnunet.PlainConvUNet" and card.labels == ("background", "a", "b")
+    assert card.slicing.axis == 2 and card.network.args["transpose"] is True
+    assert card.slicing.spacing == pytest.approx([0.8, 0.8]) and card.slicing.pad_multiple == 1
+    assert card.slicing.norm.method == "percentile-zscore" and card.slicing.norm.clip_high == 100.0
     ct = make_result_folder(tmp_path / "ct", "Dataset902_TinyCT")
     assert main(["import-nnunet", "--folder", str(ct), "--out", str(tmp_path / "ct.pt")]) == 0
-    _, meta = load_model(tmp_path / "ct.pt")
-    assert meta["modality"] == "CT"
-    assert meta["normalization"]["fixed"] == pytest.approx([33.0, 211.0, 92.07, 54.64], abs=0.01)
+    _, card = load_model(tmp_path / "ct.pt")
+    assert card.modality == "CT"
+    assert card.slicing.norm.fixed == pytest.approx([33.0, 211.0, 92.07, 54.64], abs=0.01)
 
 
 @pytest.mark.parametrize("transpose_forward, axis, transpose, spacing", [
@@ -130,16 +130,17 @@ def test_import_maps_nnunet_axes_onto_sfda_arrays(tmp_path, transpose_forward, a
     plans["configurations"]["2d"]["spacing"] = [0.7, 0.9]  # nnU-Net's (rows, cols) after its transpose
     (folder / "plans.json").write_text(json.dumps(plans))
     assert main(["import-nnunet", "--folder", str(folder), "--out", str(tmp_path / "src.pt")]) == 0
-    _, meta = load_model(tmp_path / "src.pt")
-    assert meta["slicing"]["axis"] == axis and meta["net_args"]["transpose"] is transpose
-    assert meta["slicing"]["spacing"] == pytest.approx(spacing)
+    _, card = load_model(tmp_path / "src.pt")
+    assert card.slicing.axis == axis and card.network.args["transpose"] is transpose
+    assert card.slicing.spacing == pytest.approx(spacing)
 
 
 def test_ct_normalisation_clips_and_standardises_with_the_plans_numbers():
-    from sfda.data.normalize import apply_norm, norm_clip, norm_params, volume_stats
+    from sfda.config.card import Normalization
+    from sfda.data.normalize import apply_norm, volume_stats
 
     x = np.array([-1000.0, 0.0, 33.0, 100.0, 211.0, 900.0], np.float32)
-    stats = volume_stats(x, norm_clip(norm_params(0, 100, [33.0, 211.0, 92.07, 54.64])))
+    stats = volume_stats(x, Normalization.fixed_values([33.0, 211.0, 92.07, 54.64]).clip)
     assert np.allclose(apply_norm(x, stats), (np.clip(x, 33.0, 211.0) - 92.07) / 54.64, atol=1e-5)
 
 

@@ -63,15 +63,16 @@ def test_mirroring_follows_the_checkpoint_axes_in_sfda_slices(tmp_path, axes, sf
     _set_axes(folder, axes)
     raw = write_raw(tmp_path / "raw", n=1)
     assert main(["import-nnunet", "--folder", str(folder), "--out", str(tmp_path / "src.pt")]) == 0
-    model, meta = load_model(tmp_path / "src.pt")
-    assert meta["mirror_axes"] == sfda_axes and meta["nnunet"]["mirror_axes"] == list(axes or [])
+    model, card = load_model(tmp_path / "src.pt")
+    assert card.mirror_axes == tuple(sfda_axes) and card.nnunet.mirror_axes == tuple(axes or ())
     path = raw / "imagesTr" / "case0_0000.nii.gz"
-    x = torch.from_numpy(scan_slices(meta, np.asarray(nib.load(path).dataobj), str(path), (0.8, 0.8, 3.0))[0][:3])
+    x = torch.from_numpy(scan_slices(card.slicing, np.asarray(nib.load(path).dataobj), str(path),
+                                     (0.8, 0.8, 3.0))[0][:3])
     net = _fold_nets(folder, ["0"])[0]
     with torch.no_grad():
         expected = _nnunet_logits(net, x, axes or ())
-        assert torch.allclose(for_prediction(model, meta)(x), expected, atol=1e-4)
-        assert torch.allclose(for_prediction(model, meta, mirroring=False)(x), model(x), atol=1e-6)
+        assert torch.allclose(for_prediction(model, card)(x), expected, atol=1e-4)
+        assert torch.allclose(for_prediction(model, card, mirroring=False)(x), model(x), atol=1e-6)
         if axes:
             assert not torch.allclose(expected, model(x), atol=1e-3)
 
@@ -85,21 +86,20 @@ def test_predict_mirrors_by_default_and_no_mirroring_turns_it_off(tmp_path):
     for name, extra in (("mirrored", []), ("plain", ["--no-mirroring"])):
         assert main(["predict", "--nnunet", str(folder), str(image), "--out", str(tmp_path / name),
                      "--probabilities", *extra]) == 0
-    model, meta = load_model(tmp_path / "plain" / "source.pt")
+    model, card = load_model(tmp_path / "plain" / "source.pt")
     for name, net in (("mirrored", Mirrored(model, [0, 1])), ("plain", model)):
-        probs = _probs(net, meta, image)
-        written = np.stack([nib.load(tmp_path / name / f"case0_prob_{c}.nii.gz").get_fdata() for c in
-                            meta["label_names"]])
+        probs = _probs(net, card, image)
+        written = np.stack([nib.load(tmp_path / name / f"case0_prob_{c}.nii.gz").get_fdata() for c in card.labels])
         assert np.allclose(written, probs, atol=1e-5), name
     assert not np.allclose(nib.load(tmp_path / "mirrored" / "case0_prob_a.nii.gz").get_fdata(),
                            nib.load(tmp_path / "plain" / "case0_prob_a.nii.gz").get_fdata(), atol=1e-4)
 
 
-def _probs(net, meta: dict, image: Path) -> np.ndarray:
+def _probs(net, card, image: Path) -> np.ndarray:
     from sfda.inference import stream_volume
 
     vol = np.asarray(nib.load(image).dataobj)
-    return stream_volume(net, meta, vol, str(image), probabilities=True, spacing=(0.8, 0.8, 3.0))["probabilities"]
+    return stream_volume(net, card.slicing, vol, str(image), probabilities=True, spacing=(0.8, 0.8, 3.0))["probabilities"]
 
 
 def _three_folds(tmp_path: Path) -> Path:
@@ -114,9 +114,9 @@ def test_several_folds_are_one_model_averaging_their_logits(tmp_path):
     raw = write_raw(tmp_path / "raw", n=1)
     image = raw / "imagesTr" / "case0_0000.nii.gz"
     assert main(["import-nnunet", "--folder", str(folder), "--fold", "all", "--out", str(tmp_path / "e.pt")]) == 0
-    model, meta = load_model(tmp_path / "e.pt")
-    assert meta["net"] == "ensemble" and meta["nnunet"]["folds"] == ["0", "1", "2"]
-    x = torch.from_numpy(scan_slices(meta, np.asarray(nib.load(image).dataobj), str(image), (0.8, 0.8, 3.0))[0])
+    model, card = load_model(tmp_path / "e.pt")
+    assert card.network.name == "ensemble" and card.nnunet.folds == ("0", "1", "2")
+    x = torch.from_numpy(scan_slices(card.slicing, np.asarray(nib.load(image).dataobj), str(image), (0.8, 0.8, 3.0))[0])
     nets = _fold_nets(folder, "012")
     with torch.no_grad():
         by_hand = sum(n(x.transpose(-1, -2)) for n in nets).transpose(-1, -2) / 3
@@ -125,7 +125,7 @@ def test_several_folds_are_one_model_averaging_their_logits(tmp_path):
     # predict --fold 0,1,2 writes the argmax of the mirrored average
     assert main(["predict", "--nnunet", str(folder), "--fold", "0,1,2", str(image), "--out", str(tmp_path / "p"),
                  "--probabilities"]) == 0
-    probs = _probs(_Fixed(mirrored), meta, image)
+    probs = _probs(_Fixed(mirrored), card, image)
     written = nib.load(tmp_path / "p" / "case0_prob_a.nii.gz").get_fdata()
     assert np.allclose(written, probs[1], atol=1e-4)
     assert main(["evaluate", "--nnunet", str(folder), "--fold", "all", "--cases", str(_cases(tmp_path, raw)),

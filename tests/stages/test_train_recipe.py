@@ -22,8 +22,8 @@ def test_train_source_runs_with_the_full_recipe(tiny_cases, tmp_path):
     assert main(argv) == 0
     (row,) = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert {"ce", "soft_dice"} <= set(row) and row["lr"] == pytest.approx(0.01)  # the rate the epoch ran at
-    _, meta = load_model(out / "last.pt")
-    cfg = meta["config"]
+    _, card = load_model(out / "last.pt")
+    cfg = card.training.config
     assert cfg["loss"] == "dice_ce" and cfg["spatial"]["mirror_axes"] == [0] and cfg["optim"]["nesterov"] is True
 
 

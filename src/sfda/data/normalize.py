@@ -84,13 +84,3 @@ def normalize_volume(array: np.ndarray, clip_low: float = 0.5, clip_high: float 
     stats = intensity_stats(array, clip_low, clip_high, source)
     return apply_norm(array, stats)
 
-
-def norm_params(clip_low: float, clip_high: float, fixed: list[float] | None = None) -> dict:
-    if fixed:
-        return {"method": "fixed-zscore", "clip_low": 0.0, "clip_high": 100.0, "fixed": [float(v) for v in fixed]}
-    return {"method": "percentile-zscore", "clip_low": clip_low, "clip_high": clip_high}
-
-
-def norm_clip(norm: dict) -> tuple:
-    """A checkpoint's ``normalization`` as the ``clip`` :func:`volume_stats` takes."""
-    return tuple(norm["fixed"]) if norm.get("fixed") else (norm["clip_low"], norm["clip_high"])

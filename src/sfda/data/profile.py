@@ -3,7 +3,7 @@ how far a new scan lies from it.
 
 A model segments any scan it is given, and on data unlike its training data its masks can be
 wrong with every label-free signal green (a spine-disc model on abdominal MR). So a checkpoint
-carries the ranges of its training scans (:func:`training_profile`, stored in its metadata as
+carries the ranges of its training scans (:func:`training_profile`, stored in its card as
 ``profile``) and ``sfda predict`` / ``sfda evaluate`` say, per scan, which of them a scan falls far
 outside (:func:`unfamiliar`). It is a warning: the scan is still segmented.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sfda.config.card import Profile
 from sfda.io.cases import Case
 from sfda.io.volume_scan import scan_volume
 
@@ -22,14 +23,14 @@ FAR = 2.0
 FAR_INTENSITY = 4.0
 
 
-def training_profile(cases: list[Case], modality: str) -> dict:
+def training_profile(cases: list[Case], modality: str) -> Profile:
     """The ranges of ``cases``' ``modality`` images: spacing and shape per axis, raw intensity."""
     spacing = np.array([c.spacing for c in cases], dtype=float)
     shape = np.array([c.shape for c in cases], dtype=float)
     scans = [scan_volume(c.images[modality]) for c in cases]
-    return {"modality": modality, "spacing": [spacing.min(0).tolist(), spacing.max(0).tolist()],
-            "shape": [shape.min(0).tolist(), shape.max(0).tolist()],
-            "intensity": [min(s.low for s in scans), max(s.high for s in scans)]}
+    return Profile(modality=modality, spacing=(tuple(spacing.min(0).tolist()), tuple(spacing.max(0).tolist())),
+                   shape=(tuple(shape.min(0).tolist()), tuple(shape.max(0).tolist())),
+                   intensity=(min(s.low for s in scans), max(s.high for s in scans)))
 
 
 def _outside(values, low, high) -> bool:
@@ -40,22 +41,23 @@ def _fmt(values) -> str:
     return " x ".join(f"{v:g}" for v in values)
 
 
-def unfamiliar(profile: dict | None, spacing, shape, low: float, high: float, modality: str | None = None) -> list[str]:
+def unfamiliar(profile: Profile | None, spacing, shape, low: float, high: float,
+               modality: str | None = None) -> list[str]:
     """Why a scan (its spacing and shape per axis, its raw value range, its modality name if known)
     is far from ``profile``; empty when it is not, or when the checkpoint carries no profile."""
     if not profile:
         return []
     why = []
-    if _outside(spacing, *profile["spacing"]):
-        why.append(f"voxel spacing {_fmt(spacing)} mm (training: {_fmt(profile['spacing'][0])} to "
-                   f"{_fmt(profile['spacing'][1])} mm)")
-    if _outside(shape, *profile["shape"]):
-        why.append(f"size {_fmt(shape)} (training: {_fmt(profile['shape'][0])} to {_fmt(profile['shape'][1])})")
-    lo, hi = profile["intensity"]
+    if _outside(spacing, *profile.spacing):
+        why.append(f"voxel spacing {_fmt(spacing)} mm (training: {_fmt(profile.spacing[0])} to "
+                   f"{_fmt(profile.spacing[1])} mm)")
+    if _outside(shape, *profile.shape):
+        why.append(f"size {_fmt(shape)} (training: {_fmt(profile.shape[0])} to {_fmt(profile.shape[1])})")
+    lo, hi = profile.intensity
     width, seen = max(high - low, 1e-12), max(hi - lo, 1e-12)
     overlap = max(0.0, min(high, hi) - max(low, lo)) / min(width, seen)
     if width / seen > FAR_INTENSITY or seen / width > FAR_INTENSITY or overlap < 0.5:
         why.append(f"intensities {low:g} to {high:g} (training: {lo:g} to {hi:g})")
-    if modality and profile.get("modality") and modality != profile["modality"]:
-        why.append(f"modality '{modality}' (training: '{profile['modality']}')")
+    if modality and profile.modality and modality != profile.modality:
+        why.append(f"modality '{modality}' (training: '{profile.modality}')")
     return why

@@ -20,6 +20,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from sfda.config.card import Slicing
 from sfda.data.normalize import apply_norm, volume_stats
 from sfda.data.resample import grid_shape, grid_spacing, in_plane, resize
 from sfda.data.slices import assemble_subject, common_target, crop_centre, from_slices, relative_positions, to_slices
@@ -183,17 +184,23 @@ def _cache_key(cases: list[Case], modality: str, axis: int, hw, clip, with_label
     return hashlib.sha1(blob).hexdigest()[:16]
 
 
-def build_sliceset(cases: list[Case], modality: str, *, axis: int = 0, pad_multiple: int = 16,
-                   clip: tuple[float, float] = (0.5, 99.5), with_labels: bool = True,
+#: 2D slices along axis 0, padded to a multiple of 16, each volume clipped to its 0.5-99.5 percentiles
+SLICES = Slicing()
+
+
+def build_sliceset(cases: list[Case], modality: str, slicing: Slicing = SLICES, *, with_labels: bool = True,
                    label_names: list[str] | None = None, hw: tuple[int, int] | None = None,
-                   size=(), spacing=(), cache_dir: str | None = None, progress: bool = True) -> SliceSet:
-    """Read, normalise and slice every case once; reuse the on-disk cache when it matches."""
+                   cache_dir: str | None = None, progress: bool = True) -> SliceSet:
+    """Read, normalise (``slicing.norm``) and slice (along ``slicing.axis``, resampled to its ``size``
+    or ``spacing``, padded to its ``pad_multiple`` or to ``hw``) every case once; reuse the on-disk
+    cache when it matches."""
     label_names = check_cases(cases, modality, label_names)
+    axis, clip = slicing.axis, slicing.norm.clip
     shell = SliceSet(images=np.empty((0, 1, 0, 0), np.float32), labels=None, case_index=np.empty(0, np.int64),
                      slice_index=np.empty(0, np.int64), cases=list(cases), modality=modality, axis=axis, hw=(0, 0),
-                     num_classes=len(label_names), size=tuple(size), spacing=tuple(spacing))
+                     num_classes=len(label_names), size=tuple(slicing.size), spacing=tuple(slicing.spacing))
     grids = [shell.grid(c) for c in cases]
-    shell.hw = tuple(hw or common_target([shell.grid_volume(c)[0] for c in cases], axis, pad_multiple))
+    shell.hw = tuple(hw or common_target([shell.grid_volume(c)[0] for c in cases], axis, slicing.pad_multiple))
     key = _cache_key(cases, modality, axis, shell.hw, clip, with_labels, (shell.size, shell.spacing))
     shell.images, shell.labels, shell.case_index, shell.slice_index = cached_arrays(
         cache_dir, key, lambda: _build_arrays(cases, grids, modality, axis, shell.hw, clip, with_labels,

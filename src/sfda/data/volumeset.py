@@ -18,6 +18,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from sfda.config.card import Slicing
 from sfda.data.resample import grid_shape, grid_spacing, resize_volume
 from sfda.data.sliceset import SliceSet, _cache_key, cached_arrays, check_cases, read_label, read_normalised
 from sfda.data.slices import pad_centre, padded_size
@@ -77,17 +78,23 @@ def _build_arrays(cases, grids, modality, shape, clip, with_labels, label_names,
             np.arange(n, dtype=np.int64), np.zeros(n, dtype=np.int64))
 
 
-def build_volumeset(cases: list[Case], modality: str, *, pad_multiple: int = 16, clip=(0.5, 99.5),
-                    with_labels: bool = True, label_names: list[str] | None = None, hw=None, size=(), spacing=(),
-                    axis: int = 0, cache_dir: str | None = None, progress: bool = True) -> VolumeSet:
-    """Read, normalise, resample and pad every case once (``hw``: a forced padded shape, e.g. the
-    target's, so source and target batches match); reuse the on-disk cache when it matches."""
+#: whole volumes on their own grid, padded to a multiple of 16, clipped to their 0.5-99.5 percentiles
+VOLUMES = Slicing(dims=3)
+
+
+def build_volumeset(cases: list[Case], modality: str, slicing: Slicing = VOLUMES, *, with_labels: bool = True,
+                    label_names: list[str] | None = None, hw=None, cache_dir: str | None = None,
+                    progress: bool = True) -> VolumeSet:
+    """Read, normalise, resample and pad (as ``slicing`` says) every case once (``hw``: a forced
+    padded shape, e.g. the target's, so source and target batches match); reuse the on-disk cache
+    when it matches."""
     label_names = check_cases(cases, modality, label_names)
+    axis, clip = slicing.axis, slicing.norm.clip
     vs = VolumeSet(images=np.empty((0, 1, 0, 0, 0), np.float32), labels=None, case_index=np.empty(0, np.int64),
                    slice_index=np.empty(0, np.int64), cases=list(cases), modality=modality, axis=axis,
-                   hw=(0, 0, 0), num_classes=len(label_names), size=tuple(size), spacing=tuple(spacing))
+                   hw=(0, 0, 0), num_classes=len(label_names), size=tuple(slicing.size), spacing=tuple(slicing.spacing))
     grids = [vs.grid(c) for c in cases]
-    vs.hw = tuple(hw or volume_target(grids, pad_multiple))
+    vs.hw = tuple(hw or volume_target(grids, slicing.pad_multiple))
     too_big = [c.case_id for c, g in zip(cases, grids) if any(n > m for n, m in zip(g, vs.hw))]
     if too_big:
         raise SfdaError(f"volume {too_big[0]} is larger than the model's input {list(vs.hw)}; resample "

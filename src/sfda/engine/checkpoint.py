@@ -1,44 +1,54 @@
 """Self-describing checkpoints that execute no code when loaded.
 
 A checkpoint is a plain dict saved with :func:`torch.save` and read back with
-``weights_only=True``: tensors plus plain data (``meta``: network name and
-arguments, label names, modality, normalisation, slicing, config, epoch).
-A pickle that would run code is refused by torch's safe unpickler.
+``weights_only=True``: tensors plus plain data, the model's card
+(:class:`sfda.config.card.ModelCard`: network name and arguments, label names,
+modality, slicing and normalisation, config, epoch, ...). A pickle that would run
+code is refused by torch's safe unpickler.
+
+Version 2 stores ``card`` (:meth:`ModelCard.to_dict`); version 1 stored the same
+facts as an untyped ``meta`` dict, converted on loading (:func:`card_from_meta`).
 """
 
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from sfda.config.card import ModelCard, card_from_meta
 from sfda.errors import SfdaError
 from sfda.io.atomic import atomic_path
 from sfda.nets import build_net
 
 FORMAT = "sfda-checkpoint"
-VERSION = 1
+VERSION = 2
 
 
-def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict, train_state: dict | None = None) -> None:
-    payload = {"format": FORMAT, "version": VERSION, "meta": meta,
-               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+def save_checkpoint(path: str | Path, model: torch.nn.Module, card: ModelCard, train_state: dict | None = None) -> None:
+    _write(path, card, {k: v.detach().cpu() for k, v in model.state_dict().items()}, train_state)
+
+
+def _write(path: str | Path, card: ModelCard, state_dict: dict, train_state: dict | None) -> None:
+    payload = {"format": FORMAT, "version": VERSION, "card": card.to_dict(), "state_dict": state_dict}
     if train_state is not None:
         payload["train_state"] = train_state
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
 
-def update_meta(path: str | Path, **items) -> None:
-    """Add ``items`` to a written checkpoint's metadata (weights and training state kept)."""
-    payload = load_checkpoint(path)
-    payload["meta"].update(items)
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+def update_card(path: str | Path, edit: Callable[[ModelCard], ModelCard]) -> None:
+    """Replace a written checkpoint's card by ``edit(card)`` (weights and training state kept; a
+    version-1 file is written as version 2)."""
+    ckpt = load_checkpoint(path)
+    _write(path, edit(ckpt["card"]), ckpt["state_dict"], ckpt.get("train_state"))
 
 
 def load_checkpoint(path: str | Path) -> dict:
+    """The checkpoint's contents: ``card`` (a :class:`ModelCard`, whichever version wrote the file),
+    ``state_dict`` and, for a training run's ``last.pt``, ``train_state``."""
     p = Path(path)
     if not p.is_file():
         raise SfdaError(f"checkpoint {p} not found; give the .pt file written by sfda (e.g. runs/source/last.pt)")
@@ -54,47 +64,59 @@ def load_checkpoint(path: str | Path) -> dict:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise SfdaError(f"{p} is not an sfda checkpoint (no '{FORMAT}' header); "
                         "use a checkpoint written by sfda train-source / train-prior / adapt")
-    return ckpt
+    return {**{k: v for k, v in ckpt.items() if k != "meta"}, "card": _card(ckpt, p)}
+
+
+def _card(ckpt: dict, p: Path) -> ModelCard:
+    version = ckpt.get("version")
+    if version not in (1, VERSION):
+        raise SfdaError(f"{p} is an sfda checkpoint of version {version}; this sfda reads versions 1 to {VERSION} "
+                        "(a newer sfda wrote it: update sfda)")
+    try:
+        return card_from_meta(ckpt["meta"]) if version == 1 else ModelCard.from_dict(ckpt["card"])
+    except (KeyError, TypeError, ValueError, AttributeError, StopIteration) as exc:
+        raise SfdaError(f"{p}: its model card is damaged ({type(exc).__name__}: {exc}); re-create the checkpoint") \
+            from None
 
 
 _WRITTEN_BY = {"segmentation": "`sfda train-source` or `sfda adapt`", "regression": "`sfda train-prior`"}
 
 
-def require_kind(meta: dict, kind: str, path, use: str) -> None:
+def require_kind(card: ModelCard, kind: str, path, use: str) -> None:
     """Refuse a checkpoint of the wrong kind (a ratio regressor where a segmenter is needed, ...)."""
-    if meta.get("kind") != kind:
-        raise SfdaError(f"{path} is a {meta.get('kind')} network ({meta.get('net')}); {use} needs a {kind} "
+    if card.kind != kind:
+        raise SfdaError(f"{path} is a {card.kind or None} network ({card.network.name}); {use} needs a {kind} "
                         f"checkpoint (from {_WRITTEN_BY.get(kind, 'sfda')})")
 
 
-def require_single(meta: dict, path, use: str) -> None:
+def require_single(card: ModelCard, path, use: str) -> None:
     """Refuse to adapt a trust fall-back's merge of two networks (:mod:`sfda.nets.merge`) or an
     ensemble of folds (:mod:`sfda.nets.ensemble`)."""
     from sfda.nets.ensemble import is_ensemble
     from sfda.nets.merge import is_merge
 
-    if is_ensemble(meta):
-        n = len(meta["net_args"]["members"])
+    if is_ensemble(card):
+        n = len(card.network.args["members"])
         raise SfdaError(f"{path} is an ensemble of {n} networks; {use} adapts one: import and adapt each fold "
                         "on its own (--fold N)")
-    if is_merge(meta):
-        raise SfdaError(f"{path} joins an adapted and a source model ({meta.get('selected_by', 'a trust fall-back')}); "
+    if is_merge(card):
+        raise SfdaError(f"{path} joins an adapted and a source model ({card.selection.selected_by or 'a trust fall-back'}); "
                         f"{use} starts from one network: give the source checkpoint, or the run's last.pt")
 
 
 def model_from_checkpoint(ckpt: dict, path: str = "checkpoint") -> torch.nn.Module:
-    meta = ckpt["meta"]
-    model = build_net(meta["net"], **meta.get("net_args", {}))
+    network = ckpt["card"].network
+    model = build_net(network.name, **network.args)
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:
-        raise SfdaError(f"{path}: weights do not fit network '{meta['net']}' "
+        raise SfdaError(f"{path}: weights do not fit network '{network.name}' "
                         f"({str(exc).splitlines()[0][:160]}); the file is damaged or mislabelled") from None
     return model
 
 
-def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
-    """Rebuild the network from the checkpoint alone; returns (model in eval mode, meta)."""
+def load_model(path: str | Path) -> tuple[torch.nn.Module, ModelCard]:
+    """Rebuild the network from the checkpoint alone; returns (model in eval mode, its card)."""
     ckpt = load_checkpoint(path)
     model = model_from_checkpoint(ckpt, str(path))
-    return model.eval(), ckpt["meta"]
+    return model.eval(), ckpt["card"]

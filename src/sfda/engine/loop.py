@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from sfda.config import OptimConfig
+from sfda.config.card import ModelCard
 from sfda.data.sliceset import SliceSet
 from sfda.engine import distributed as ddp
 from sfda.engine.batches import Tensors, epoch_batches
@@ -35,14 +36,15 @@ __all__ = ["FitSpec", "check_device", "fit"]
 
 @dataclass
 class FitSpec:
-    """Everything the loop needs besides the model and the method; ``optim`` is the stage's own
+    """Everything the loop needs besides the model and the method; ``card`` describes the model in
+    every checkpoint the loop writes (the epoch and selection added); ``optim`` is the stage's own
     :class:`OptimConfig`, ``transform`` a batch transform from :mod:`sfda.data.transforms`
     (images, labels, mask, generator) -> (images, labels, mask); ``oversample_fg`` the share of
     each batch drawn from samples holding a labelled structure (:func:`sfda.engine.batches.epoch_batches`)."""
 
     data: SliceSet
     out: Path
-    meta: dict
+    card: ModelCard
     optim: OptimConfig = field(default_factory=OptimConfig)
     seed: int = 0
     device: str = "cpu"
@@ -105,9 +107,9 @@ def _end_epoch(model, method, spec: FitSpec, selector: Selector, log: list[dict]
     """Evaluate, flag collapse, update the selection and write the epoch's files (rank 0)."""
     row = log[-1]
     row.update(evaluate_epoch(model, method, spec.val, spec.val_prior, spec.regression, device))
-    flag_collapse(row, method, spec.meta.get("label_names"))
-    selector.update(model, log, spec.meta)
-    save_epoch(model, spec.out, spec.meta, log, spec.keep_epochs,
+    flag_collapse(row, method, list(spec.card.labels) or None)
+    selector.update(model, log, spec.card)
+    save_epoch(model, spec.out, spec.card, log, spec.keep_epochs,
                {**opt_state, "method": method.state_dict(), "selector": selector.state_dict()})
     if spec.progress:
         say(epoch_line(row, spec.optim.epochs))
@@ -116,7 +118,7 @@ def _end_epoch(model, method, spec: FitSpec, selector: Selector, log: list[dict]
 
 
 def _finish(model, spec: FitSpec, selector: Selector, log: list[dict]) -> None:
-    selection = selector.finish(model, log, spec.meta)
+    selection = selector.finish(model, log, spec.card)
     write_json(spec.out / "done.json", {"epochs": len(log), "final": log[-1] if log else {}, "selection": selection,
                                         "model": "selected.pt"})
 

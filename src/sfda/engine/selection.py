@@ -22,11 +22,13 @@ followed the falling loss.
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from sfda.config.card import ModelCard
 from sfda.losses import kl_prior, pixel_entropy
 from sfda.engine.checkpoint import save_checkpoint
 
@@ -98,20 +100,22 @@ class Selector:
         self.criterion, self.out = criterion, out
         self.average = WeightAverage() if criterion == "average" else None
 
-    def update(self, model: torch.nn.Module, log: list[dict], meta: dict) -> None:
-        """After each epoch (``log[-1]``), whose checkpoint metadata is ``meta``."""
+    def update(self, model: torch.nn.Module, log: list[dict], card: ModelCard) -> None:
+        """After each epoch (``log[-1]``), whose model ``card`` describes."""
         if self.average is not None:
             self.average.add(model.state_dict())
         elif select_epoch(log, self.criterion) in (log[-1]["epoch"], None):
-            save_checkpoint(self.out / "selected.pt", model, {**meta, "selected_by": self.criterion})
+            save_checkpoint(self.out / "selected.pt", model,
+                            replace(card, selection=replace(card.selection, selected_by=self.criterion)))
 
-    def finish(self, model: torch.nn.Module, log: list[dict], meta: dict) -> dict:
+    def finish(self, model: torch.nn.Module, log: list[dict], card: ModelCard) -> dict:
         """Write the averaged weights (``average``); return the choice for ``done.json``."""
         if self.average is not None and self.average.count:
             averaged = copy.deepcopy(model).cpu()
             averaged.load_state_dict(self.average.result())
-            save_checkpoint(self.out / "selected.pt", averaged, {**meta, "epoch": len(log), "selected_by": "average",
-                                                                "epochs_averaged": self.average.count})
+            chosen = replace(card.selection, selected_by="average", epochs_averaged=self.average.count)
+            save_checkpoint(self.out / "selected.pt", averaged,
+                            replace(card, training=replace(card.training, epoch=len(log)), selection=chosen))
         if self.criterion == "average" and len(log) > 1:
             return {"criterion": "average", "epoch": f"mean of 1-{len(log)}"}
         epoch = select_epoch(log, self.criterion)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from sfda.config.card import ModelCard
 from sfda.engine.checkpoint import load_checkpoint, save_checkpoint
 from sfda.io.atomic import write_text
 
@@ -21,19 +23,19 @@ def epoch_path(out: Path, epoch: int) -> Path:
     return out / f"epoch_{epoch:03d}.pt"
 
 
-def save_epoch(model, out: Path, meta: dict, log: list[dict], keep_epochs: bool, train_state: dict) -> None:
+def save_epoch(model, out: Path, card: ModelCard, log: list[dict], keep_epochs: bool, train_state: dict) -> None:
     """Write the checkpoints of the epoch ``log[-1]`` and the log; times it in ``ckpt_s``."""
     t0 = time.perf_counter()
     epoch = log[-1]["epoch"]
-    meta = {**meta, "epoch": epoch}
+    card = replace(card, training=replace(card.training, epoch=epoch))
     if keep_epochs:
-        save_checkpoint(epoch_path(out, epoch), model, meta)
+        save_checkpoint(epoch_path(out, epoch), model, card)
     score = log[-1].get("val_dice", -log[-1].get("val_mae", float("nan")))
     best = [r.get("val_dice", -r.get("val_mae", float("nan"))) for r in log]
     if np.isfinite(score) and score >= np.nanmax(best):
-        save_checkpoint(out / "best.pt", model, meta)
+        save_checkpoint(out / "best.pt", model, card)
     state = {"epoch": epoch, "log": json.loads(json.dumps(log)), **train_state}
-    save_checkpoint(out / "last.pt", model, meta, train_state=state)
+    save_checkpoint(out / "last.pt", model, card, train_state=state)
     log[-1]["ckpt_s"] = time.perf_counter() - t0
     write_log(out, log)
 

@@ -15,6 +15,8 @@ import math
 import torch
 from torch import nn
 
+from sfda.config.card import ModelCard
+
 NAME = "ensemble"
 RULES = ("logits", "probabilities")
 
@@ -36,12 +38,11 @@ class FoldEnsemble(nn.Module):
         return torch.logsumexp(logs, dim=0) - math.log(len(outs))
 
 
-def is_ensemble(meta: dict) -> bool:
-    """Whether a checkpoint's ``meta`` describes a :class:`FoldEnsemble`."""
-    return meta.get("net") == NAME
+def is_ensemble(card: ModelCard) -> bool:
+    """Whether a checkpoint's card describes a :class:`FoldEnsemble`."""
+    return card.network.name == NAME
 
 
-def ensemble_args(member_metas: list[dict], rule: str = "logits") -> dict:
-    """``net_args`` of a :class:`FoldEnsemble` of networks described by their checkpoints' metadata."""
-    return {"members": [{"net": m["net"], "net_args": dict(m.get("net_args", {}))} for m in member_metas],
-            "rule": rule}
+def ensemble_args(members: list[ModelCard], rule: str = "logits") -> dict:
+    """``net_args`` of a :class:`FoldEnsemble` of networks described by their checkpoints' cards."""
+    return {"members": [{"net": m.network.name, "net_args": dict(m.network.args)} for m in members], "rule": rule}

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sfda.config.card import ModelCard
+
 NAME = "merge"
 
 
@@ -42,9 +44,9 @@ def merged_log_probs(adapted: torch.Tensor, source: torch.Tensor, classes: list[
     return torch.where(taken, log_s, log_rest + log_left)
 
 
-def is_merge(meta: dict) -> bool:
-    """Whether a checkpoint's ``meta`` describes a :class:`StructureMerge`."""
-    return meta.get("net") == NAME
+def is_merge(card: ModelCard) -> bool:
+    """Whether a checkpoint's card describes a :class:`StructureMerge`."""
+    return card.network.name == NAME
 
 
 def taken_classes(on_distrust: str, flagged: list[int], num_classes: int) -> list[int]:
@@ -56,9 +58,9 @@ def taken_classes(on_distrust: str, flagged: list[int], num_classes: int) -> lis
     return sorted(set(flagged)) if on_distrust == "structure" else list(range(1, num_classes))
 
 
-def merge_args(adapted_meta: dict, source_meta: dict, classes: list[int]) -> dict:
-    """``net_args`` of a :class:`StructureMerge` of two checkpoints' networks."""
-    def part(meta: dict) -> dict:
-        return {"net": meta["net"], "net_args": dict(meta.get("net_args", {}))}
+def merge_args(adapted: ModelCard, source: ModelCard, classes: list[int]) -> dict:
+    """``net_args`` of a :class:`StructureMerge` of two checkpoints' networks (given by their cards)."""
+    def part(card: ModelCard) -> dict:
+        return {"net": card.network.name, "net_args": dict(card.network.args)}
 
-    return {"adapted": part(adapted_meta), "source": part(source_meta), "classes": [int(k) for k in classes]}
+    return {"adapted": part(adapted), "source": part(source), "classes": [int(k) for k in classes]}

@@ -14,6 +14,7 @@ import itertools
 import torch
 from torch import nn
 
+from sfda.config.card import ModelCard
 from sfda.nets.ensemble import FoldEnsemble
 
 
@@ -56,7 +57,7 @@ def with_mirroring(model: nn.Module, axes) -> nn.Module:
     return Mirrored(model, axes).train(model.training)
 
 
-def for_prediction(model: nn.Module, meta: dict, mirroring: bool = True) -> nn.Module:
-    """``model`` as predict and evaluate run it: mirrored along the axes its checkpoint allows
-    (``meta["mirror_axes"]``; none for sfda's own models) unless ``mirroring`` is off."""
-    return with_mirroring(model, meta.get("mirror_axes") or ()) if mirroring else model
+def for_prediction(model: nn.Module, card: ModelCard, mirroring: bool = True) -> nn.Module:
+    """``model`` as predict and evaluate run it: mirrored along the axes its card allows
+    (``mirror_axes``; none for sfda's own models) unless ``mirroring`` is off."""
+    return with_mirroring(model, card.mirror_axes) if mirroring else model

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import copy
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from sfda.config import AdaptConfig, MethodConfig, OptimConfig, config_to_dict, merge_into
+from sfda.config.card import ModelCard, Network, Training
 from sfda.config.methods import DEFAULT_METHOD, said, source_free_methods
 from sfda.data.sliceset import SliceSet
-from sfda.engine.checkpoint import load_checkpoint, load_model, model_from_checkpoint, require_kind, require_single
+from sfda.engine.checkpoint import load_model
 from sfda.engine.distributed import check_device, device_for, is_main, resolve_device
 from sfda.engine.loop import FitSpec, fit
 from sfda.engine.selection import CRITERIA, model_to_use
@@ -32,11 +34,11 @@ from sfda.methods import build_method
 from sfda.nets.merge import is_merge
 from sfda.priors.table import load_prior
 from sfda.progress import say
-from sfda.stages.common import (check_output, check_subjects, fit_spec, on_device, require, slices_for, slicing_of,
-                                write_config)
+from sfda.stages.common import check_output, check_subjects, fit_spec, on_device, require, slices_for, write_config
 from sfda.stages.freshness import Stage
 from sfda.stages.outputs import case_files, claim_folder
-from sfda.stages.nnunet import check_source, export_nnunet, resolve_source
+from sfda.stages.nnunet import export_nnunet
+from sfda.stages.source import Adapting, check_source, resolve_source
 from sfda.stages.trust import check_trust
 
 
@@ -49,7 +51,7 @@ def adapt(cfg: AdaptConfig, progress: bool = True, run: Stage | None = None) -> 
         require(value, option)
     check_output(cfg.out)
     cfg = on_device(cfg)
-    check_source(cfg)
+    check_source(cfg, Adapting(cfg.method.name, cfg.method, cfg.prior, flag="--method", command="adapt"))
     cl = load_cases(cfg.data.cases)
     check_subjects(cfg.data)
     run = run or Stage(cfg, [p for p in (cfg.data.cases, cfg.checkpoint, cfg.prior) if p], command="adapt")
@@ -60,19 +62,16 @@ def adapt(cfg: AdaptConfig, progress: bool = True, run: Stage | None = None) -> 
 
 
 def _adapt(cfg: AdaptConfig, cl, progress: bool) -> None:
-    resolve_source(cfg)
-    ckpt = load_checkpoint(cfg.checkpoint)
-    require_kind(ckpt["meta"], "segmentation", cfg.checkpoint, "adapt")
-    require_single(ckpt["meta"], cfg.checkpoint, "adapt")
-    model = model_from_checkpoint(ckpt, cfg.checkpoint)
+    src = resolve_source(cfg, "adapt", single=True)
+    model = src.model.train()  # as built: the method sets the modes it trains in
     method = build_method(cfg.method.name, cfg.method)
     _check_source_use(method, cfg)
-    force = slicing_of(ckpt["meta"])
+    slicing, cache = src.card.slicing, cfg.data.cache  # the target sliced as the source model was trained
     # Target labels are never read for adaptation: with_labels=False.
-    target = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, cfg.data, with_labels=False,
-                        progress=progress, **force)
-    val = (slices_for(cl, cfg.data.val_subjects, cfg.data.modality, cfg.data, with_labels=True,
-                      progress=progress, **force) if cfg.data.val_subjects else None)
+    target = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, slicing, with_labels=False, cache=cache,
+                        progress=progress)
+    val = (slices_for(cl, cfg.data.val_subjects, cfg.data.modality, slicing, with_labels=True, cache=cache,
+                      progress=progress) if cfg.data.val_subjects else None)
     prior, val_prior = None, None
     if method.needs_prior or cfg.prior:
         require(cfg.prior, "--prior (a table from `sfda prior`)")
@@ -81,23 +80,27 @@ def _adapt(cfg: AdaptConfig, cl, progress: bool) -> None:
     _check_selection(cfg, val_prior)
     source = None
     if not method.source_free:
-        source = slices_for(cl, cfg.method.source_subjects, cfg.method.source_modality, cfg.data,
-                            with_labels=True, hw=target.hw, progress=progress, **force)
+        source = slices_for(cl, cfg.method.source_subjects, cfg.method.source_modality, slicing,
+                            with_labels=True, cache=cache, hw=target.hw, progress=progress)
     if cfg.method.adabn_init and method.trains and not (cfg.resume and (Path(cfg.out) / "last.pt").exists()):
         from sfda.methods.adabn import reestimate_bn
 
         reestimate_bn(model, target.images, device=device_for(cfg.device), seed=cfg.seed)
     write_config(cfg, Path(cfg.out) / "config.yaml")
-    src_meta = ckpt["meta"]
-    meta = {**src_meta, "stage": f"adapt:{method.name}", "modality": cfg.data.modality,
-            "source_modality": src_meta.get("modality"), "config": config_to_dict(cfg),
-            # what the adapted model is for: the target scans it adapted on
-            "profile": training_profile(select_cases(cl, cfg.data.subjects or None), cfg.data.modality)}
-    fit(model, method, fit_spec(cfg, target, meta, val=val, source=source, prior=prior, val_prior=val_prior,
-                                select=cfg.select, progress=progress))
-    check_trust(Path(cfg.out), cfg.checkpoint, target, cl.label_names, cfg.on_distrust, cfg.device, prior)
-    if src_meta.get("nnunet"):
+    fit(model, method, fit_spec(cfg, target, _adapted_card(src.card, cfg, cl, method.name), val=val, source=source,
+                                prior=prior, val_prior=val_prior, select=cfg.select, progress=progress))
+    check_trust(Path(cfg.out), src.path, target, cl.label_names, cfg.on_distrust, cfg.device, prior)
+    if src.card.nnunet:
         _export(Path(cfg.out))
+
+
+def _adapted_card(card: ModelCard, cfg: AdaptConfig, cl, method: str) -> ModelCard:
+    """The source model's card, for the model adapted by ``method`` to ``cfg``'s target scans."""
+    training = replace(card.training, stage=f"adapt:{method}", config=config_to_dict(cfg),
+                       source_modality=card.modality)
+    # profile: what the adapted model is for, the target scans it adapted on
+    return replace(card, modality=cfg.data.modality, training=training,
+                   profile=training_profile(select_cases(cl, cfg.data.subjects or None), cfg.data.modality))
 
 
 def _export(out: Path) -> None:
@@ -105,12 +108,12 @@ def _export(out: Path) -> None:
     reported model (``selected.pt``; the source model after a trust fall-back)."""
     chosen = model_to_use(out)
     if chosen.exists() and is_main():
-        model, meta = load_model(chosen)
-        if is_merge(meta):  # an nnU-Net folder holds one network
-            say(f"warning: no nnU-Net result folder: {chosen} joins two networks ({meta['selected_by']}); "
+        model, card = load_model(chosen)
+        if is_merge(card):  # an nnU-Net folder holds one network
+            say(f"warning: no nnU-Net result folder: {chosen} joins two networks ({card.selection.selected_by}); "
                 f"predict with `sfda predict --checkpoint {chosen}`, or export {out / 'last.pt'} yourself")
             return
-        say(f"nnU-Net result folder of {chosen.name}: {export_nnunet(meta, model, out).parents[1]}")
+        say(f"nnU-Net result folder of {chosen.name}: {export_nnunet(card, model, out).parents[1]}")
 
 
 def _val_prior(cfg: AdaptConfig, val: SliceSet | None, k: int) -> np.ndarray | None:
@@ -178,9 +181,9 @@ def adapt_model(model: torch.nn.Module, target_images, prior=None, method: str =
     tau = _prior_array(prior, len(images), k)
     if m.needs_prior and tau is None:
         raise SfdaError(f"method '{method}' needs a prior: pass prior=(ratios...) or an (N, K) array")
-    meta = {"net": type(model).__name__, "stage": f"adapt:{method}", "external": True}
+    card = ModelCard(network=Network(type(model).__name__), training=Training(stage=f"adapt:{method}"))
     with tempfile.TemporaryDirectory() as tmp:
-        spec = FitSpec(data=data, out=Path(out or tmp), meta=meta, optim=optim, seed=seed, device=device,
+        spec = FitSpec(data=data, out=Path(out or tmp), card=card, optim=optim, seed=seed, device=device,
                        prior=tau, progress=progress, keep_epochs=False)
         fit(model, m, spec)
     for p in model.parameters():

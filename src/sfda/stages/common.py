@@ -1,4 +1,4 @@
-"""What the stages share: reading slices for a config, checkpoint metadata, the loop's spec.
+"""What the stages share: reading slices as a model card's slicing says, a trained model's card, the loop's spec.
 
 Each stage reads files and writes files (case list -> source checkpoint ->
 prior table -> adapted checkpoint -> metrics), so any stage can be rerun alone.
@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from sfda.config import DataConfig, config_to_dict, save_config
-from sfda.data.normalize import norm_clip, norm_params
+from sfda.config.card import ModelCard, Network, Slicing, Training
 from sfda.data.resample import check_resample
 from sfda.data.slices import AUTO_AXIS, coarsest_axis
 from sfda.data.sliceset import SliceSet, build_sliceset
@@ -72,48 +72,31 @@ def check_subjects(data: DataConfig) -> None:
                       names=("--subjects (data.subjects)", "--val-subjects (data.val_subjects)", "test"))
 
 
-def slices_for(cl: CaseList, subjects: list[str] | None, modality: str, data: DataConfig, *,
-               with_labels: bool, axis: int | None = None, pad_multiple: int | None = None,
-               clip: tuple[float, float] | None = None, hw=None, size=None, spacing=None, dims: int | None = None,
-               progress: bool = True) -> SliceSet:
-    """The slices (volumes, with ``dims`` 3) of ``subjects`` in ``modality``; slicing/normalisation
-    may be forced (e.g. from a checkpoint, so a model sees what it was trained on)."""
-    size, spacing = (data.size if size is None else size), (data.spacing if spacing is None else spacing)
-    dims = data.dims if dims is None else dims
-    check_resample(size, spacing, dims=dims)
+def slices_for(cl: CaseList, subjects: list[str] | None, modality: str, slicing: Slicing, *, with_labels: bool,
+               cache: str = "", hw=None, progress: bool = True) -> SliceSet:
+    """The slices (volumes, with ``slicing.dims`` 3) of ``subjects`` in ``modality``, as ``slicing``
+    says: a model card's (a model sees what it was trained on), or a training stage's own
+    (``Slicing.from_config(cfg.data)``). ``cache``: the folder of built arrays (``data.cache``)."""
+    check_resample(slicing.size, slicing.spacing, dims=slicing.dims)
     cases = select_cases(cl, subjects, modality)
-    build = build_volumeset if dims == 3 else build_sliceset
-    axis = data.axis if axis is None else axis
-    if axis == AUTO_AXIS:  # a stage decides it from its training cases first (decide_axis): a last resort
-        axis = coarsest_axis([c.spacing for c in cases])[0]
-    return build(cases, modality, axis=axis,
-                 pad_multiple=pad_multiple or data.pad_multiple,
-                 clip=clip or (data.clip_low, data.clip_high), with_labels=with_labels,
-                 label_names=cl.label_names, hw=hw, size=size, spacing=spacing,
-                 cache_dir=data.cache or None, progress=progress)
+    build = build_volumeset if slicing.volumetric else build_sliceset
+    if slicing.axis == AUTO_AXIS:  # a stage decides it from its training cases first (decide_axis): a last resort
+        slicing = dataclasses.replace(slicing, axis=coarsest_axis([c.spacing for c in cases])[0])
+    return build(cases, modality, slicing, with_labels=with_labels, label_names=cl.label_names, hw=hw,
+                 cache_dir=cache or None, progress=progress)
 
 
-def slicing_of(meta: dict) -> dict:
-    """The slicing and normalisation a checkpoint was trained with, as :func:`slices_for` keywords."""
-    n = meta["normalization"]
-    s = meta["slicing"]
-    return {"axis": s["axis"], "pad_multiple": s["pad_multiple"], "clip": norm_clip(n),
-            "size": list(s.get("size", [])), "spacing": list(s.get("spacing", [])), "dims": s.get("dims", 2)}
+def training_card(cfg, net_args: dict, cl: CaseList, stage: str) -> ModelCard:
+    """The card of a network a training stage builds: network, labels, modality, slicing and
+    normalisation (its ``data`` section, the axis decided), config."""
+    return ModelCard(network=Network(cfg.net, net_args), kind=net_kind(cfg.net), labels=tuple(cl.label_names),
+                     modality=cfg.data.modality, slicing=Slicing.from_config(cfg.data),
+                     training=Training(stage=stage, config=config_to_dict(cfg)))
 
 
-def checkpoint_meta(cfg, net_args: dict, cl: CaseList, stage: str) -> dict:
-    """What a checkpoint says about itself: network, labels, modality, normalisation, slicing, config."""
-    return {"net": cfg.net, "net_args": net_args, "kind": net_kind(cfg.net), "label_names": list(cl.label_names),
-            "modality": cfg.data.modality, "stage": stage,
-            "normalization": norm_params(cfg.data.clip_low, cfg.data.clip_high),
-            "slicing": {"axis": cfg.data.axis, "pad_multiple": cfg.data.pad_multiple, "size": list(cfg.data.size),
-                        "spacing": list(cfg.data.spacing), "dims": cfg.data.dims},
-            "config": config_to_dict(cfg)}
-
-
-def fit_spec(cfg, data: SliceSet, meta: dict, **kw) -> FitSpec:
+def fit_spec(cfg, data: SliceSet, card: ModelCard, **kw) -> FitSpec:
     """The loop's spec from a training-like stage config (its optim section, seed, device, out)."""
-    return FitSpec(data=data, out=Path(cfg.out), meta=meta, optim=cfg.optim, seed=cfg.seed, device=cfg.device,
+    return FitSpec(data=data, out=Path(cfg.out), card=card, optim=cfg.optim, seed=cfg.seed, device=cfg.device,
                    resume=cfg.resume, keep_epochs=cfg.keep_epochs, **kw)
 
 

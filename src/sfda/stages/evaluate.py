@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from sfda.config import EvaluateConfig
+from sfda.config.card import ModelCard
 from sfda.data.sliceset import SliceSet
-from sfda.engine.checkpoint import load_model, require_kind
 from sfda.data.slices import assemble_subject
 from sfda.inference import entropy_map, predict_slices, stream_volume
 from sfda.io.atomic import atomic_path, write_json, write_text
@@ -23,9 +23,9 @@ from sfda.io.volume import read_volume
 from sfda.metrics.subjects import score_subjects, score_volumes
 from sfda.nets.mirror import for_prediction
 from sfda.progress import bar, say
-from sfda.stages.common import check_output, on_device, require, slices_for, slicing_of, write_config
+from sfda.stages.common import check_output, on_device, require, slices_for, write_config
 from sfda.stages.freshness import Stage, digest
-from sfda.stages.nnunet import check_source, resolve_source
+from sfda.stages.source import check_source, resolve_source
 from sfda.stages.outputs import case_files, claim_folder
 
 METRICS = ("dice", "hd_mm", "hd95_mm", "assd_mm", "dice_organ_slices")
@@ -48,23 +48,21 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True, run: Stage | None = Non
 
 
 def _evaluate(cfg: EvaluateConfig, cl, progress: bool) -> dict:
-    resolve_source(cfg)
-    model, meta = load_model(cfg.checkpoint)
-    require_kind(meta, "segmentation", cfg.checkpoint, "evaluate")
-    model = for_prediction(model.to(cfg.device), meta, cfg.mirroring)
+    src = resolve_source(cfg, "evaluate")
+    model = for_prediction(src.model.to(cfg.device), src.card, cfg.mirroring)
     for case in select_cases(cl, cfg.data.subjects or None, cfg.data.modality):
         summary = scan_volume(case.images[cfg.data.modality])
-        for why in unfamiliar(meta.get("profile"), case.spacing, case.shape, summary.low, summary.high,
+        for why in unfamiliar(src.card.profile, case.spacing, case.shape, summary.low, summary.high,
                               cfg.data.modality):
             say(f"warning: {case.case_id} is far from the model's training scans: {why}")
-    ss = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, cfg.data, with_labels=True, progress=progress,
-                    **slicing_of(meta))
+    ss = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, src.card.slicing, with_labels=True,
+                    cache=cfg.data.cache, progress=progress)
     if ss.size or ss.spacing:  # resampled slices: score masks on each scan's own voxels
-        result, pred = native_scores(model, meta, ss, cl.label_names, cfg.device, progress), None
+        result, pred = native_scores(model, src.card, ss, cl.label_names, cfg.device, progress), None
     else:
         pred, _ = predict_slices(model, ss.images, device=cfg.device)  # labels only: no (N, K, H, W) array
         result = score_subjects(ss, pred, cl.label_names)
-    result.update({"checkpoint": str(cfg.checkpoint), "checkpoint_digest": digest(cfg.checkpoint),
+    result.update({"checkpoint": src.path, "checkpoint_digest": digest(src.path),
                    "modality": cfg.data.modality, "subjects": ss.subjects()})
     out_dir = Path(cfg.out)
     write_json(out_dir / "metrics.json", result)
@@ -74,7 +72,7 @@ def _evaluate(cfg: EvaluateConfig, cl, progress: bool) -> dict:
     return result
 
 
-def native_scores(model, meta: dict, ss: SliceSet, label_names: list[str], device: str, progress: bool) -> dict:
+def native_scores(model, card: ModelCard, ss: SliceSet, label_names: list[str], device: str, progress: bool) -> dict:
     """3D metrics on each scan's own grid: each case predicted as ``sfda predict`` does (the
     probabilities resampled back before the argmax) against its label file as stored."""
     preds: dict[str, list] = {}
@@ -82,7 +80,7 @@ def native_scores(model, meta: dict, ss: SliceSet, label_names: list[str], devic
     spacing = {}
     for case in bar(ss.cases, "scoring on the scans' own grids", progress):
         vol = read_volume(case.images[ss.modality], dtype=None, check_finite=False)
-        pred = stream_volume(model, meta, vol.array, case.images[ss.modality], device, spacing=vol.spacing)
+        pred = stream_volume(model, card.slicing, vol.array, case.images[ss.modality], device, spacing=vol.spacing)
         preds.setdefault(case.subject, []).append(pred["labels"])
         truths.setdefault(case.subject, []).append(read_volume(case.label, dtype=None).array)
         spacing[case.subject] = vol.spacing

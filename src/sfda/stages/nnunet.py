@@ -15,10 +15,11 @@ logits as nnU-Net's predictor does (sfda.nets.ensemble).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from sfda.config import NnunetImportConfig, config_to_dict
-from sfda.data.normalize import norm_params
+from sfda.config.card import ModelCard, Network, NnunetOrigin, Normalization, Slicing, Training
 from sfda.engine.checkpoint import save_checkpoint
 from sfda.errors import SfdaError
 from sfda.io.nnunet_results import NnunetModel, fold_names, read_result_folder, write_result_folder
@@ -79,20 +80,21 @@ def _labels_and_channel(model: NnunetModel) -> tuple[list[str], str]:
     return sorted(labels, key=labels.get), str(next(iter(channels.values())))
 
 
-def _normalization(model: NnunetModel, cfg: dict) -> dict:
+def _normalization(model: NnunetModel, cfg: dict) -> Normalization:
     scheme = cfg.get("normalization_schemes", ["ZScoreNormalization"])[0]
     if cfg.get("use_mask_for_norm", [False])[0]:
         raise SfdaError(f"{model.folder}: this configuration normalises inside the non-zero mask "
                         "(use_mask_for_norm), which sfda does not repeat")
     if scheme == "ZScoreNormalization":
-        return norm_params(0.0, 100.0)
+        return Normalization.percentile(0.0, 100.0)
     if scheme == "CTNormalization":
         props = model.plans["foreground_intensity_properties_per_channel"]["0"]
-        return norm_params(0, 100, [props["percentile_00_5"], props["percentile_99_5"], props["mean"], props["std"]])
+        return Normalization.fixed_values([props["percentile_00_5"], props["percentile_99_5"], props["mean"],
+                                           props["std"]])
     raise SfdaError(f"{model.folder}: normalisation {scheme} is not supported (ZScoreNormalization, CTNormalization)")
 
 
-def _slicing(model: NnunetModel, cfg: dict, arch_kwargs: dict) -> tuple[dict, bool, list[int]]:
+def _slicing(model: NnunetModel, cfg: dict, arch_kwargs: dict) -> tuple[Slicing, bool, list[int]]:
     """nnU-Net's axes are SimpleITK's (z, y, x) after ``transpose_forward``; sfda's arrays are (x, y, z).
     Also the mirroring axes in sfda's slice axes (nnU-Net's are its slice's (rows, cols))."""
     tf = [int(a) for a in model.plans.get("transpose_forward", [0, 1, 2])]
@@ -101,8 +103,7 @@ def _slicing(model: NnunetModel, cfg: dict, arch_kwargs: dict) -> tuple[dict, bo
     spacing = [float(v) for v in cfg["spacing"][-2:]]
     # pad_multiple 1: slices reach the network at their own size; it pads them as nnU-Net's predictor
     # does (sfda.nets.nnunet_nets), so its patches sit where nnU-Net's sit
-    slicing = {"axis": axis, "pad_multiple": 1, "size": [],
-               "spacing": spacing[::-1] if transpose else spacing}
+    slicing = Slicing(axis=axis, pad_multiple=1, spacing=tuple(spacing[::-1] if transpose else spacing))
     allowed = model.checkpoint.get("inference_allowed_mirroring_axes") or ()
     if any(int(a) not in (0, 1) for a in allowed):
         raise ValueError(f"inference_allowed_mirroring_axes {tuple(allowed)} are not a 2D slice's axes")
@@ -110,54 +111,55 @@ def _slicing(model: NnunetModel, cfg: dict, arch_kwargs: dict) -> tuple[dict, bo
     return slicing, transpose, mirror
 
 
-def nnunet_meta(model: NnunetModel) -> tuple[dict, dict]:
-    """The sfda checkpoint metadata for a result folder, and the network arguments."""
+def nnunet_card(model: NnunetModel) -> ModelCard:
+    """The sfda model card of a result folder's fold."""
     try:
-        return _meta(model)
+        return _card(model)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise SfdaError(f"{model.folder / 'plans.json'} lacks or mangles an entry nnU-Net writes "
                         f"({type(exc).__name__}: {exc}); re-plan the dataset or give another folder") from None
 
 
-def _meta(model: NnunetModel) -> tuple[dict, dict]:
+def _card(model: NnunetModel) -> ModelCard:
     cfg = _configuration(model)
     name, arch_kwargs = _architecture(model, cfg)
     labels, channel = _labels_and_channel(model)
     slicing, transpose, mirror = _slicing(model, cfg, arch_kwargs)
+    slicing = replace(slicing, norm=_normalization(model, cfg))
     net_args = {"arch_kwargs": arch_kwargs, "in_channels": 1, "num_classes": len(labels),
                 "transpose": transpose, "patch_size": [int(v) for v in cfg["patch_size"]]}
-    meta = {"net": PREFIX + name, "net_args": net_args, "kind": "segmentation", "label_names": labels,
-            "modality": channel, "stage": "source", "normalization": _normalization(model, cfg), "slicing": slicing,
-            "mirror_axes": mirror,
-            "nnunet": {"folder": str(model.folder.resolve()), "fold": model.fold, "configuration": model.configuration,
-                       "checkpoint": str(model.checkpoint_path.resolve()),
-                       "trainer": str(model.checkpoint.get("trainer_name", "")),
-                       "mirror_axes": [int(a) for a in model.checkpoint.get("inference_allowed_mirroring_axes") or ()]}}
-    return meta, net_args
+    origin = NnunetOrigin(folder=str(model.folder.resolve()), fold=model.fold, configuration=model.configuration,
+                          checkpoint=str(model.checkpoint_path.resolve()),
+                          trainer=str(model.checkpoint.get("trainer_name", "")),
+                          mirror_axes=tuple(int(a) for a in model.checkpoint.get("inference_allowed_mirroring_axes")
+                                            or ()))
+    return ModelCard(network=Network(PREFIX + name, net_args), kind="segmentation", labels=tuple(labels),
+                     modality=channel, slicing=slicing, training=Training(stage="source"), mirror_axes=tuple(mirror),
+                     nnunet=origin)
 
 
 def _fold_net(folder: str, fold: str, checkpoint_name: str):
-    """One fold's network with its weights, and its checkpoint metadata."""
+    """One fold's network with its weights, and its model card."""
     model = read_result_folder(folder, fold, checkpoint_name)
-    meta, net_args = nnunet_meta(model)
-    net = build_net(meta["net"], **net_args)
+    card = nnunet_card(model)
+    net = build_net(card.network.name, **card.network.args)
     try:
         net.net.load_state_dict(model.checkpoint["network_weights"])
     except (RuntimeError, TypeError, AttributeError) as exc:
         raise SfdaError(f"{model.checkpoint_path}: the weights do not fit the plans' architecture "
                         f"({str(exc).splitlines()[0][:160]})") from None
-    return net, meta
+    return net, card
 
 
 def _ensemble(members: list[tuple], folds: list[str]):
-    """Several folds' networks as one :class:`FoldEnsemble`, described by the first fold's metadata."""
-    metas = [m for _, m in members]
-    meta = {**metas[0], "net": ENSEMBLE, "net_args": ensemble_args(metas)}
-    meta["nnunet"] = {**metas[0]["nnunet"], "fold": ",".join(folds), "folds": folds,
-                      "checkpoints": [m["nnunet"]["checkpoint"] for m in metas]}
-    meta["mirror_axes"] = metas[0]["mirror_axes"] if all(m["mirror_axes"] == metas[0]["mirror_axes"]
-                                                         for m in metas) else []
-    return FoldEnsemble([n for n, _ in members]), meta
+    """Several folds' networks as one :class:`FoldEnsemble`, described by the first fold's card."""
+    cards = [c for _, c in members]
+    first = cards[0]
+    origin = replace(first.nnunet, fold=",".join(folds), folds=tuple(folds),
+                     checkpoints=tuple(c.nnunet.checkpoint for c in cards))
+    mirror = first.mirror_axes if all(c.mirror_axes == first.mirror_axes for c in cards) else ()
+    card = replace(first, network=Network(ENSEMBLE, ensemble_args(cards)), nnunet=origin, mirror_axes=mirror)
+    return FoldEnsemble([n for n, _ in members]), card
 
 
 def import_nnunet(cfg: NnunetImportConfig) -> Path:
@@ -168,63 +170,17 @@ def import_nnunet(cfg: NnunetImportConfig) -> Path:
     claim_file(cfg.out, [cfg.folder], overwrite=cfg.overwrite)
     folds = fold_names(cfg.folder, cfg.fold)
     members = [_fold_net(cfg.folder, f, cfg.checkpoint_name) for f in folds]
-    net, meta = members[0] if len(members) == 1 else _ensemble(members, folds)
-    meta["config"] = config_to_dict(cfg)
-    save_checkpoint(cfg.out, net, meta)
+    net, card = members[0] if len(members) == 1 else _ensemble(members, folds)
+    save_checkpoint(cfg.out, net, replace(card, training=replace(card.training, config=config_to_dict(cfg))))
     write_config(cfg, Path(cfg.out).parent / f"{Path(cfg.out).stem}.config.yaml")
     return Path(cfg.out)
 
 
-def _refuse_before_writing(cfg) -> None:
-    """What cannot work with an nnU-Net network, refused before ``source.pt`` is written."""
-    from sfda.methods import build_method
-    from sfda.methods.adabn import AdaBN
-
-    method = getattr(cfg, "method", None)
-    name = cfg.adapt if hasattr(cfg, "adapt") else getattr(method, "name", "")
-    if name == AdaBN.name or getattr(method, "adabn_init", False):
-        raise SfdaError(f"nnU-Net's networks use instance norm, which keeps no batch statistics: adabn does not "
-                        f"apply to {cfg.nnunet}; use tent or adaent")
-    if name and build_method(name, method).needs_prior and not cfg.prior:
-        flag = "--adapt" if hasattr(cfg, "adapt") else "--method"
-        raise SfdaError(f"{flag} {name} needs --prior TABLE (from `sfda prior`; an nnU-Net model carries no source "
-                        "label statistics to make one from); or use tent")
-
-
-def check_source(cfg) -> None:
-    """What a stage given ``--nnunet`` refuses before it reads or writes anything."""
-    if not cfg.nnunet:
-        return
-    if cfg.checkpoint:
-        raise SfdaError("give --checkpoint or --nnunet, not both")
-    require(cfg.out, "--out")
-    _refuse_before_writing(cfg)
-    folds = fold_names(cfg.nnunet, cfg.fold) if Path(cfg.nnunet).is_dir() else [cfg.fold]
-    adapting = cfg.adapt if hasattr(cfg, "adapt") else hasattr(cfg, "select")  # predict --adapt, or adapt
-    if len(folds) > 1 and adapting:
-        flag = "predict --adapt" if hasattr(cfg, "adapt") else "adapt"
-        raise SfdaError(f"{flag} --nnunet adapts one fold, not {len(folds)}: run it once per fold (--fold N "
-                        "--out OUT/fold_N); an ensemble of folds is for predict and evaluate")
-
-
-def resolve_source(cfg, write: bool = True) -> None:
-    """A stage given ``--nnunet FOLDER`` instead of ``--checkpoint``: import the fold to
-    ``<out>/source.pt`` and use that (stages pass files)."""
-    if not cfg.nnunet:
-        return
-    check_source(cfg)
-    out = Path(cfg.out) / "source.pt"
-    if write:  # predict under torchrun: rank 0 imports, the others wait for its file
-        import_nnunet(NnunetImportConfig(folder=cfg.nnunet, fold=cfg.fold, checkpoint_name=cfg.checkpoint_name,
-                                         out=str(out), overwrite=True))  # inside the stage's own folder
-    cfg.checkpoint = str(out)
-
-
-def export_nnunet(meta: dict, net, out: str | Path) -> Path | None:
-    """If ``meta`` came from an nnU-Net folder, write ``net`` as an nnU-Net result folder under ``out``
+def export_nnunet(card: ModelCard, net, out: str | Path) -> Path | None:
+    """If ``card`` came from an nnU-Net folder, write ``net`` as an nnU-Net result folder under ``out``
     (plans and dataset copied, the fold's checkpoint with the adapted weights); else nothing."""
-    info = meta.get("nnunet")
+    info = card.nnunet
     if not info:
         return None
-    original = read_result_folder(info["folder"], info["fold"], Path(info["checkpoint"]).name)
+    original = read_result_folder(info.folder, info.fold, Path(info.checkpoint).name)
     return write_result_folder(original, net.nnunet_weights(), Path(out) / "nnunet")

@@ -1,6 +1,6 @@
 """``sfda predict``: masks (and entropy / probabilities) written in each input's own geometry.
 
-Only the checkpoint is needed: its metadata says how to normalise and slice.
+Only the checkpoint is needed: its model card says how to normalise and slice.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from sfda.config import PredictConfig, merge_into
-from sfda.engine.checkpoint import load_model, require_kind
+from sfda.config.card import ModelCard
 from sfda.engine.distributed import Dist, agree, barrier, check_device, context, device_for, gather
 from sfda.errors import SfdaError
 from sfda.inference import fold_batchnorm, stream_volume
@@ -25,7 +25,7 @@ from sfda.io.volume_scan import check_image_file
 from sfda.nets.mirror import for_prediction
 from sfda.stages.common import check_output, on_device, require, write_config
 from sfda.stages.freshness import Stage
-from sfda.stages.nnunet import check_source, resolve_source
+from sfda.stages.source import Adapting, Source, check_source, resolve_source
 from sfda.stages.outputs import case_files, claim_folder
 from sfda.stages.predict_outputs import write_summaries
 
@@ -99,7 +99,7 @@ def _apart(files: list[Path], names: list[str]) -> list[str]:
     return names  # inputs of one folder with one name (channels of one case): refused by the caller
 
 
-def _predict_one(model, meta: dict, path: Path, cfg: PredictConfig, files: dict, adapter=None) -> Path:
+def _predict_one(model, card: ModelCard, path: Path, cfg: PredictConfig, files: dict, adapter=None) -> Path:
     """One input, streamed (its stored type in memory, one batch of slices at a time); returns its mask.
     With ``adapter`` (``--adapt``): the model adapted to this scan first (or the source model, if the
     safety net distrusts it), and the scan's record appended to ``adapt.jsonl``. The mask is written
@@ -109,8 +109,8 @@ def _predict_one(model, meta: dict, path: Path, cfg: PredictConfig, files: dict,
         from sfda.stages.predict_adapt import append_record
 
         model, record = adapter(path, _stem(path), vol)
-    model = for_prediction(model, meta, cfg.mirroring)  # mirrored as nnU-Net predicts, where the model allows it
-    out = stream_volume(model, meta, vol.array, str(path), cfg.device, entropy=cfg.entropy,
+    model = for_prediction(model, card, cfg.mirroring)  # mirrored as nnU-Net predicts, where the model allows it
+    out = stream_volume(model, card.slicing, vol.array, str(path), cfg.device, entropy=cfg.entropy,
                         probabilities=cfg.probabilities, spacing=vol.spacing)
     if cfg.entropy:
         write_volume(files["entropy"], out.pop("entropy"), like=vol, dtype=np.float32)
@@ -136,7 +136,7 @@ def predict(cfg: PredictConfig | None = None, progress: bool = True, **options) 
     require(cfg.out, "--out")
     check_output(cfg.out)
     cfg = on_device(cfg)
-    check_source(cfg)
+    check_source(cfg, Adapting(cfg.adapt, cfg.method, cfg.prior, flag="--adapt", command="predict --adapt"))
     dist = context(check_device(device_for(cfg.device)))  # under torchrun: join the group
     index, count = share_of(cfg.shard, dist)
     if cfg.shard and cfg.overwrite:
@@ -170,25 +170,24 @@ def share_of(shard: str, dist: Dist) -> tuple[int, int]:
 
 def _predict(cfg: PredictConfig, progress: bool, dist: Dist, share: tuple[int, int], told: list) -> list[Path]:
     cfg.device = device_for(cfg.device)
-    resolve_source(cfg, write=dist.main)
+    src = resolve_source(cfg, "predict") if dist.main else None  # rank 0 imports an nnU-Net folder, if given
     told[0] = True
     if not agree(dist, True):
         raise SfdaError(f"rank 0 could not start the run in {cfg.out} (its error says why); nothing written here")
-    model, meta = load_model(cfg.checkpoint)
-    require_kind(meta, "segmentation", cfg.checkpoint, "predict")
-    adapter = None
+    src = src or resolve_source(cfg, "predict", write=False)
+    card, model, adapter = src.card, src.model, None
     if cfg.adapt:  # the batch-norm layers stay: the methods adapt them
         from sfda.stages.predict_adapt import ScanAdapter
 
-        adapter = ScanAdapter(model.to(cfg.device), meta, cfg)
+        adapter = ScanAdapter(Source(model.to(cfg.device), card, src.path), cfg)
     else:
         model = fold_batchnorm(model).to(cfg.device)
-    found = {os.path.realpath(f): f for f in collect_inputs(cfg.inputs, meta.get("modality"))}
+    found = {os.path.realpath(f): f for f in collect_inputs(cfg.inputs, card.modality or None)}
     files = sorted(found.values(), key=str)  # one order for every share
-    outputs = output_files(files, meta["label_names"], cfg, Path(cfg.out))
+    outputs = output_files(files, list(card.labels), cfg, Path(cfg.out))
     index, count = share
     mine = [(f, o) for k, (f, o) in enumerate(zip(files, outputs)) if k % count == index]
-    far = _check_inputs([f for f, _ in mine], meta, adapter)
+    far = _check_inputs([f for f, _ in mine], card, adapter)
     todo = [(f, o) for f, o in mine if not (cfg.resume and o["mask"].exists())]
     if len(todo) < len(mine):
         say(f"{len(mine) - len(todo)} of {len(mine)} masks are in {cfg.out} already (--continue): skipped")
@@ -196,24 +195,24 @@ def _predict(cfg: PredictConfig, progress: bool, dist: Dist, share: tuple[int, i
     record = Path(cfg.out) / ("adapt.jsonl" if count == 1 else f"adapt.{index}-of-{count}.jsonl")
     written = []
     for path, out in bar(todo, "adapting and predicting" if adapter else "predicting", progress):
-        written.append(_predict_one(model, meta, path, cfg, {**out, "record": record}, adapter))
+        written.append(_predict_one(model, card, path, cfg, {**out, "record": record}, adapter))
     written = gather(written, dist)
     far = dict(gather(list(far.items()), dist))
     barrier(dist)  # every rank's masks are written before rank 0 sums them up and stamps the run done
     if dist.main:
-        write_summaries(Path(cfg.out), [(f, o["mask"]) for f, o in zip(files, outputs)], meta["label_names"], far,
+        write_summaries(Path(cfg.out), [(f, o["mask"]) for f, o in zip(files, outputs)], list(card.labels), far,
                         bool(cfg.adapt))
     return written
 
 
-def _check_inputs(files: list[Path], meta: dict, adapter) -> dict[Path, list[str]]:
+def _check_inputs(files: list[Path], card: ModelCard, adapter) -> dict[Path, list[str]]:
     """Every input of this share checked before the first mask is written; returns why each is far
     from the model's training scans."""
     far = {}
     for path in files:
         summary = check_image_file(path)
         shape, spacing = read_header(path)
-        far[path] = unfamiliar(meta.get("profile"), spacing, shape, summary.low, summary.high)
+        far[path] = unfamiliar(card.profile, spacing, shape, summary.low, summary.high)
         for why in far[path]:
             say(f"warning: {path.name} is far from the model's training scans: {why}; check its masks")
     if adapter is not None:

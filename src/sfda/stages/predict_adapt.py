@@ -24,7 +24,7 @@ from sfda.data.slices import relative_positions
 from sfda.engine.checkpoint import require_single
 from sfda.engine.tta import adapt_scan
 from sfda.errors import SfdaError
-from sfda.inference import predict_slices, scan_slices, volumetric
+from sfda.inference import predict_slices, scan_slices
 from sfda.io.volume import read_header
 from sfda.methods import build_method
 from sfda.metrics.scan_check import scan_flags, scan_signals
@@ -32,45 +32,46 @@ from sfda.nets.merge import StructureMerge, taken_classes
 from sfda.priors.estimate import prior_from_table
 from sfda.priors.table import load_prior
 from sfda.progress import say
+from sfda.stages.source import Source
 
 
 class ScanAdapter:
     """Holds the source model and, in continual mode, the model carried from scan to scan."""
 
-    def __init__(self, source: torch.nn.Module, meta: dict, cfg: PredictConfig):
-        require_single(meta, cfg.checkpoint, "--adapt")
-        self.source, self.meta, self.cfg = source.eval(), meta, cfg
+    def __init__(self, source: Source, cfg: PredictConfig):
+        require_single(source.card, source.path, "--adapt")
+        self.source, self.card, self.cfg = source.model.eval(), source.card, cfg
         self.method = build_method(cfg.adapt, dataclasses.replace(cfg.method, name=cfg.adapt))
         self.carried: torch.nn.Module | None = None
-        if volumetric(meta):
-            raise SfdaError(f"--adapt (per-scan adaptation) works on 2D models; {cfg.checkpoint} is a 3D model "
+        if self.card.slicing.volumetric:
+            raise SfdaError(f"--adapt (per-scan adaptation) works on 2D models; {source.path} is a 3D model "
                             "(slicing.dims 3): adapt it on a cohort with `sfda adapt`, then predict without --adapt")
-        if self.method.needs_prior and not cfg.prior and not meta.get("source_position"):
-            raise SfdaError(f"--adapt {cfg.adapt} needs a prior, and checkpoint {cfg.checkpoint} carries no "
+        if self.method.needs_prior and not cfg.prior and not self.card.source.position:
+            raise SfdaError(f"--adapt {cfg.adapt} needs a prior, and checkpoint {source.path} carries no "
                             "position statistics (imported from elsewhere, or trained before sfda stored them): give "
                             "--prior TABLE (rows <file stem>:<slice>) or train the source model again")
 
     def check_prior(self, files: list[Path], stems: list[str]) -> None:
         """Before the first mask is written: the prior table has a row for every slice of every scan."""
         if self.cfg.prior:
-            axis = self.meta["slicing"]["axis"]
+            axis = self.card.slicing.axis
             for path, stem in zip(files, stems):
                 self.prior(stem, read_header(path)[0][axis])
 
     def prior(self, stem: str, n: int) -> np.ndarray | None:
         """τe of the scan's slices (also for methods that need none: the safety net reads it)."""
-        if not self.cfg.prior and not self.meta.get("source_position"):
+        if not self.cfg.prior and not self.card.source.position:
             return None
-        k = len(self.meta["label_names"])
+        k = len(self.card.labels)
         if self.cfg.prior:
             return load_prior(self.cfg.prior, [f"{stem}:{i}" for i in range(n)], k)
-        return prior_from_table(self.meta["source_position"], relative_positions(np.arange(n), np.full(n, n)))
+        return prior_from_table(self.card.source.position, relative_positions(np.arange(n), np.full(n, n)))
 
     def __call__(self, path: Path, stem: str, vol) -> tuple[torch.nn.Module, dict]:
         """Adapt to one scan (``vol``, read from ``path``); returns the model whose mask to write and
         the scan's JSON record."""
         t0, cfg = time.perf_counter(), self.cfg
-        images, valid = scan_slices(self.meta, vol.array, str(path), vol.spacing)
+        images, valid = scan_slices(self.card.slicing, vol.array, str(path), vol.spacing)
         tau = self.prior(stem, len(images))
         start = self.carried if cfg.mode == "continual" and self.carried is not None else self.source
         model = copy.deepcopy(start)
@@ -79,8 +80,8 @@ class ScanAdapter:
                          cfg.optim, seed, cfg.device)
         signals = scan_signals(predict_slices(self.source, images, device=cfg.device, probabilities=True),
                                predict_slices(model, images, device=cfg.device, probabilities=True),
-                               valid, tau, self.meta.get("source_atlas"))
-        flags = scan_flags(signals, self.meta["label_names"])
+                               valid, tau, self.card.source.atlas)
+        flags = scan_flags(signals, list(self.card.labels))
         written, decision = self.decide(model, [c for c, _ in flags])
         self.carried = model if written is model else None
         record = {"scan": str(path), "method": cfg.adapt, "mode": cfg.mode, "steps": run["steps"],
@@ -94,7 +95,7 @@ class ScanAdapter:
 
     def decide(self, model: torch.nn.Module, flagged: list[int]) -> tuple[torch.nn.Module, str]:
         """The model whose mask to write, given the distrusted classes, and the decision in words."""
-        names = self.meta["label_names"]
+        names = list(self.card.labels)
         classes = taken_classes(self.cfg.on_distrust, flagged, len(names))
         if not classes:
             return model, "adapted (distrusted, kept: on_distrust=keep)" if flagged else "adapted"

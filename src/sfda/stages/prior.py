@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from sfda.config import PriorConfig
+from sfda.config.card import Slicing
 from sfda.data.sliceset import SliceSet
 from sfda.engine.checkpoint import load_model, require_kind, require_single
 from sfda.errors import SfdaError
@@ -22,29 +23,29 @@ from sfda.io.cases import CaseList, load_cases, select_cases
 from sfda.priors.estimate import (apply_tags, constant_prior, model_prior, regressor_prior, sizes_given_present,
                                   source_mean_ratios, source_position_prior)
 from sfda.priors.table import save_prior
-from sfda.stages.common import decide_axis, on_device, require, slices_for, slicing_of, write_config
+from sfda.stages.common import decide_axis, on_device, require, slices_for, write_config
 from sfda.stages.outputs import case_files, claim_file
 
 
 class _Inputs:
     """What a prior builder may read: the config, the case list and the target slices."""
 
-    def __init__(self, cfg: PriorConfig, cl: CaseList, target: SliceSet, slicing: dict, progress: bool):
+    def __init__(self, cfg: PriorConfig, cl: CaseList, target: SliceSet, slicing: Slicing, progress: bool):
         self.cfg, self.cl, self.target, self.slicing, self.progress = cfg, cl, target, slicing, progress
         self.source: SliceSet | None = None
 
     def slices(self, subjects, modality: str, with_labels: bool) -> SliceSet:
-        return slices_for(self.cl, subjects, modality, self.cfg.data, with_labels=with_labels,
-                          progress=self.progress, **self.slicing)
+        return slices_for(self.cl, subjects, modality, self.slicing, with_labels=with_labels,
+                          cache=self.cfg.data.cache, progress=self.progress)
 
 
 def _model(cfg: PriorConfig, kind: str):
     path = cfg.regressor if kind == "regression" else cfg.checkpoint
     require(path, "--regressor" if kind == "regression" else "--checkpoint (the source model)")
-    model, meta = load_model(path)
-    require_kind(meta, kind, path, f"the {cfg.method} prior")
-    require_single(meta, path, f"the {cfg.method} prior")
-    return model, meta
+    model, card = load_model(path)
+    require_kind(card, kind, path, f"the {cfg.method} prior")
+    require_single(card, path, f"the {cfg.method} prior")
+    return model, card
 
 
 def _regressor(inp: _Inputs, model) -> np.ndarray:
@@ -115,12 +116,12 @@ def make_prior(cfg: PriorConfig, progress: bool = True) -> Path:
     if not kind:  # no checkpoint to follow: the axis a source model trained on the source subjects takes
         source = cfg.source_subjects if cfg.method.startswith("source") else cfg.data.subjects
         cfg = dataclasses.replace(cfg, data=decide_axis(cfg.data, select_cases(cl, source or None)))
-    model, slicing = None, {}
+    model, slicing = None, Slicing.from_config(cfg.data)
     if kind:
-        model, meta = _model(cfg, kind)
-        slicing = slicing_of(meta)  # the target slices as the network was trained to see them
-    target = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, cfg.data,
-                        with_labels=cfg.tags_from_labels, progress=progress, **slicing)
+        model, card = _model(cfg, kind)
+        slicing = card.slicing  # the target slices as the network was trained to see them
+    target = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, slicing,
+                        with_labels=cfg.tags_from_labels, cache=cfg.data.cache, progress=progress)
     inputs = _Inputs(cfg, cl, target, slicing, progress)
     tau = build(inputs, model)
     if tau.shape[1] != len(cl.label_names):

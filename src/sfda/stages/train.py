@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from sfda.config import PriorTrainConfig, TrainConfig
+from sfda.config.card import Slicing, SourceStats
 from sfda.data.spatial import SpatialAugment, check_spatial, spatial_active
 from sfda.data.transforms import Chain, IntensityAugment
-from sfda.engine.checkpoint import load_model, update_meta
+from sfda.engine.checkpoint import load_model, update_card
 from sfda.engine.distributed import is_main
 from sfda.engine.optim import check_optim
 from sfda.engine.loop import fit
@@ -24,8 +26,8 @@ from sfda.priors.estimate import position_table
 from sfda.methods.regression import RatioRegression
 from sfda.nets import build_net
 from sfda.nets.monai_nets import PREFIX as MONAI
-from sfda.stages.common import (check_output, check_subjects, checkpoint_meta, decide_axis, fit_spec, on_device,
-                                require, slices_for, write_config)
+from sfda.stages.common import (check_output, check_subjects, decide_axis, fit_spec, on_device, require, slices_for,
+                                training_card, write_config)
 from sfda.stages.freshness import Stage
 from sfda.stages.outputs import case_files, claim_folder
 
@@ -52,23 +54,24 @@ def _supervised(cfg, stage: str, method, progress: bool, run: Stage | None = Non
 
 
 def _train(cfg, cl, stage: str, method, progress: bool, dims_args: dict, spatial, **spec_kw) -> dict:
-    train = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, cfg.data, with_labels=True, progress=progress)
-    val = (slices_for(cl, cfg.data.val_subjects, cfg.data.modality, cfg.data, with_labels=True, progress=progress)
-           if cfg.data.val_subjects else None)
+    slicing = Slicing.from_config(cfg.data)
+    train = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, slicing, with_labels=True,
+                       cache=cfg.data.cache, progress=progress)
+    val = (slices_for(cl, cfg.data.val_subjects, cfg.data.modality, slicing, with_labels=True, cache=cfg.data.cache,
+                      progress=progress) if cfg.data.val_subjects else None)
     net_args = {"in_channels": 1, "num_classes": len(cl.label_names), **dims_args, **cfg.net_args}
     torch.manual_seed(cfg.seed)  # the initial weights follow the seed too
     model = build_net(cfg.net, **net_args)
     write_config(cfg, Path(cfg.out) / "config.yaml")
-    meta = checkpoint_meta(cfg, net_args, cl, stage)
+    card = training_card(cfg, net_args, cl, stage)
     if train.dims == 3:  # the volumes' padded shape: larger volumes are predicted window by window
-        meta["slicing"]["window"] = list(train.hw)
+        card = replace(card, slicing=replace(card.slicing, window=tuple(train.hw)))
     if stage == "source":  # label statistics: where each class lies (trust), how much per position (a prior)
-        meta["source_atlas"] = _atlas(train, len(cl.label_names))
-        meta["profile"] = training_profile(select_cases(cl, cfg.data.subjects or None), cfg.data.modality)
-        if train.dims == 2:
-            meta["source_position"] = position_table(train.foreground_fractions(), train.positions())
+        position = position_table(train.foreground_fractions(), train.positions()) if train.dims == 2 else None
+        card = replace(card, source=SourceStats(atlas=_atlas(train, len(cl.label_names)), position=position),
+                       profile=training_profile(select_cases(cl, cfg.data.subjects or None), cfg.data.modality))
     transform = _transform(cfg, spatial, train.dims)
-    out = fit(model, method, fit_spec(cfg, train, meta, val=val, transform=transform, progress=progress, **spec_kw))
+    out = fit(model, method, fit_spec(cfg, train, card, val=val, transform=transform, progress=progress, **spec_kw))
     if stage == "source" and is_main():
         _calibrate_flip(cfg, train)
     return out
@@ -127,12 +130,13 @@ def _calibrate_flip(cfg: TrainConfig, train, most: int = 256) -> None:
 
     rows = np.unique(np.linspace(0, len(train) - 1, min(most, len(train))).astype(int))
     path = Path(cfg.out) / "last.pt"
-    model, meta = load_model(path)
+    model, card = load_model(path)
+    # the card's slicing alone: no earlier calibration or atlas applies to this measurement
     flip = trust_signals(model.to(cfg.device), train.images[rows], train.valid_mask()[rows],
-                         {"slicing": meta["slicing"]}, len(meta["label_names"]), cfg.device)["flip_agreement"]
+                         replace(card, source=SourceStats()), len(card.labels), cfg.device)["flip_agreement"]
     for name in ("last.pt", "selected.pt"):  # selected.pt: the model to use, the last epoch here
         if (Path(cfg.out) / name).exists():
-            update_meta(Path(cfg.out) / name, source_flip=flip)
+            update_card(Path(cfg.out) / name, lambda c: replace(c, source=replace(c.source, flip=tuple(flip))))
 
 
 def train_prior(cfg: PriorTrainConfig, progress: bool = True, run: Stage | None = None) -> dict:

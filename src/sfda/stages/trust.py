@@ -12,10 +12,12 @@ structures a signal distrusts are taken from the source model (the whole model w
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from sfda.config.card import Network
 from sfda.data.sliceset import SliceSet
 from sfda.engine.checkpoint import load_model, save_checkpoint
 from sfda.engine.distributed import device_for, is_main
@@ -36,20 +38,21 @@ def check_trust(out: Path, source_ckpt: str, target: SliceSet, label_names: list
         return {}
     chosen = model_to_use(out)
     dev, valid, k = device_for(device), target.valid_mask(), len(label_names)
-    model, meta = load_model(chosen)
-    if meta.get("fallback_from") and (out / "trust.json").exists():  # checked already: this is its fall-back
-        say(f"trust: {chosen} is the fall-back of an earlier check ({meta['selected_by']}); {out}/trust.json kept")
+    model, card = load_model(chosen)
+    if card.selection.fallback_from and (out / "trust.json").exists():  # checked already: this is its fall-back
+        say(f"trust: {chosen} is the fall-back of an earlier check ({card.selection.selected_by}); "
+            f"{out}/trust.json kept")
         return json.loads((out / "trust.json").read_text())
-    source, source_meta = load_model(source_ckpt)
-    signals = trust_signals(model.to(dev), target.images, valid, meta, k, dev)
-    source_signals = trust_signals(source.to(dev), target.images, valid, source_meta, k, dev)
-    if not meta.get("source_flip"):  # a model trained elsewhere (nnU-Net): no calibration on its training slices,
+    source, source_card = load_model(source_ckpt)
+    signals = trust_signals(model.to(dev), target.images, valid, card, k, dev)
+    source_signals = trust_signals(source.to(dev), target.images, valid, source_card, k, dev)
+    if not card.source.flip:  # a model trained elsewhere (nnU-Net): no calibration on its training slices,
         # so the source model's own mirror test on these images decides where the flip signal means anything
         signals["flip_agreement"] = calibrated_flip(signals["flip_agreement"], source_signals["flip_agreement"])
     flags = trust_flags(signals, label_names) + vanish_flags(signals, source_signals, label_names)
     result = {"checkpoint": chosen.name, "signals": signals, "thresholds": {**THRESHOLDS, "vanish": VANISH},
               "source_signals": source_signals, "fallback": None, "warnings": [line for _, line in flags]}
-    if not meta.get("source_atlas"):
+    if not card.source.atlas:
         result["note"] = ("the source checkpoint carries no source atlas (trained before train-source stored "
                           "one, or imported from elsewhere): atlas share not computed")
     result["cautions"] = shrink_cautions(signals, source_signals, prior_shares(prior, valid), label_names)
@@ -59,7 +62,7 @@ def check_trust(out: Path, source_ckpt: str, target: SliceSet, label_names: list
         say(f"warning: trust (caution, no fall-back): {line}")
     classes = taken_classes(on_distrust, [c for c, _ in flags], k)
     if classes:
-        result.update(fall_back(out, chosen, (model, meta), (source, source_meta), classes, label_names))
+        result.update(fall_back(out, chosen, (model, card), (source, source_card), classes, label_names))
     write_json(out / "trust.json", result)
     record_decision(out, result)
     return result
@@ -77,16 +80,17 @@ def fall_back(out: Path, chosen: Path, adapted: tuple, source: tuple, classes: l
               label_names: list[str]) -> dict:
     """Make ``out/selected.pt`` the source model, or (some structures distrusted, others not) the
     adapted model with those structures taken from the source model (:mod:`sfda.nets.merge`)."""
-    (model, meta), (source_model, source_meta) = adapted, source
+    (model, card), (source_model, source_card) = adapted, source
     if len(classes) >= len(label_names) - 1:
-        save_checkpoint(out / "selected.pt", source_model.cpu(), {**meta, "selected_by": "fallback: source model",
-                                                                 "fallback_from": chosen.name})
+        chosen_by = replace(card.selection, selected_by="fallback: source model", fallback_from=chosen.name)
+        save_checkpoint(out / "selected.pt", source_model.cpu(), replace(card, selection=chosen_by))
         say(f"warning: trust: {out}/selected.pt is now the source model; the adapted weights stay in {out}/last.pt")
         return {"fallback": "source"}
     names = [label_names[c] for c in classes]
+    chosen_by = replace(card.selection, fallback_from=chosen.name,
+                        selected_by=f"fallback: source model for {', '.join(names)}")
     save_checkpoint(out / "selected.pt", StructureMerge(model.cpu(), source_model.cpu(), classes),
-                    {**meta, "net": MERGE, "net_args": merge_args(meta, source_meta, classes),
-                     "fallback_from": chosen.name, "selected_by": f"fallback: source model for {', '.join(names)}"})
+                    replace(card, network=Network(MERGE, merge_args(card, source_card, classes)), selection=chosen_by))
     say(f"warning: trust: {out}/selected.pt now takes {', '.join(names)} from the source model and the other "
         f"structures from {chosen.name}; the adapted weights stay in {out}/last.pt")
     return {"fallback": "structures", "fallback_structures": names}

@@ -1,0 +1,96 @@
+"""Where a stage's model comes from: ``--checkpoint PATH`` (an sfda checkpoint) or ``--nnunet FOLDER``
+(an nnU-Net v2 result folder, with ``--fold`` and ``--checkpoint-name``), turned once, at the stage's
+entry, into the model and its card (:func:`resolve_source`). The stage's config is only read.
+
+Adapt, evaluate and predict take either; :func:`check_source` refuses what cannot work with an
+nnU-Net network before the stage reads or writes anything, and :func:`resolve_source` imports the
+folder to ``<out>/source.pt`` (stages pass files) and loads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from sfda.config import MethodConfig, NnunetImportConfig
+from sfda.config.card import ModelCard
+from sfda.engine.checkpoint import load_checkpoint, model_from_checkpoint, require_kind, require_single
+from sfda.errors import SfdaError
+from sfda.io.nnunet_results import fold_names
+from sfda.stages.common import require
+from sfda.stages.nnunet import import_nnunet
+
+
+@dataclass(frozen=True)
+class Adapting:
+    """What a stage will adapt its source model with, for the refusals before anything is written:
+    ``method`` (its name; "" when it only predicts), its settings, the ``prior`` table given, and how
+    the user asked for it (``flag``: ``--method`` or ``--adapt``; ``command``: ``adapt`` or
+    ``predict --adapt``)."""
+
+    method: str
+    settings: MethodConfig
+    prior: str
+    flag: str
+    command: str
+
+
+@dataclass(frozen=True)
+class Source:
+    """A stage's source model (in eval mode), its card, and the checkpoint file it was read from
+    (``--checkpoint``, or ``<out>/source.pt`` imported from ``--nnunet``)."""
+
+    model: torch.nn.Module
+    card: ModelCard
+    path: str
+
+
+def _refuse_before_writing(folder: str, adapting: Adapting) -> None:
+    """What cannot work with an nnU-Net network, refused before ``source.pt`` is written."""
+    from sfda.methods import build_method
+    from sfda.methods.adabn import AdaBN
+
+    name = adapting.method
+    if name == AdaBN.name or adapting.settings.adabn_init:
+        raise SfdaError(f"nnU-Net's networks use instance norm, which keeps no batch statistics: adabn does not "
+                        f"apply to {folder}; use tent or adaent")
+    if name and build_method(name, adapting.settings).needs_prior and not adapting.prior:
+        raise SfdaError(f"{adapting.flag} {name} needs --prior TABLE (from `sfda prior`; an nnU-Net model carries no "
+                        "source label statistics to make one from); or use tent")
+
+
+def check_source(cfg, adapting: Adapting | None = None) -> None:
+    """What a stage given ``--nnunet`` refuses before it reads or writes anything. ``cfg``: the stage's
+    config (its ``checkpoint``, ``nnunet``, ``fold`` and ``out``); ``adapting``: None when the stage
+    does not adapt (evaluate)."""
+    if not cfg.nnunet:
+        return
+    if cfg.checkpoint:
+        raise SfdaError("give --checkpoint or --nnunet, not both")
+    require(cfg.out, "--out")
+    if adapting is not None:
+        _refuse_before_writing(cfg.nnunet, adapting)
+    folds = fold_names(cfg.nnunet, cfg.fold) if Path(cfg.nnunet).is_dir() else [cfg.fold]
+    if len(folds) > 1 and adapting is not None and adapting.method:
+        raise SfdaError(f"{adapting.command} --nnunet adapts one fold, not {len(folds)}: run it once per fold "
+                        "(--fold N --out OUT/fold_N); an ensemble of folds is for predict and evaluate")
+
+
+def resolve_source(cfg, use: str, write: bool = True, single: bool = False) -> Source:
+    """The stage's source model and its card, from ``cfg.checkpoint`` or, given ``--nnunet FOLDER``,
+    from the fold(s) imported to ``<out>/source.pt`` (``write`` False: another process imported it;
+    predict under torchrun, where rank 0 writes and the others wait for its file). Refuses a model
+    that is not a segmenter, or (``single``) an ensemble or merge, saying it is for ``use``."""
+    path = cfg.checkpoint
+    if cfg.nnunet:
+        path = str(Path(cfg.out) / "source.pt")
+        if write:  # inside the stage's own folder
+            import_nnunet(NnunetImportConfig(folder=cfg.nnunet, fold=cfg.fold, checkpoint_name=cfg.checkpoint_name,
+                                             out=path, overwrite=True))
+    ckpt = load_checkpoint(path)
+    require_kind(ckpt["card"], "segmentation", path, use)
+    if single:
+        require_single(ckpt["card"], path, use)
+    return Source(model_from_checkpoint(ckpt, path).eval(), ckpt["card"], path)
