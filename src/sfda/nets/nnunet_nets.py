@@ -20,12 +20,14 @@ mode) sees whole slices, padded with zeros to multiples of the encoder's strides
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import numpy as np
 import torch
 from torch import nn
 
+from sfda.data.slices import pad_widths
 from sfda.errors import SfdaError
 
 PREFIX = "nnunet."
@@ -137,7 +139,13 @@ def _starts(size: int, patch: int, step: float = 0.5) -> list[int]:
 def gaussian_weights(patch: list[int], sigma_scale: float = 1.0 / 8) -> torch.Tensor:
     """nnU-Net's importance map (its ``compute_gaussian``): a unit impulse at the patch's centre
     (index size // 2) smoothed by scipy's Gaussian filter (sigma ``sigma_scale`` x the size, truncated
-    at 4 sigma), scaled to a peak of 10; entries the filter left at 0 take the smallest other value."""
+    at 4 sigma), scaled to a peak of 10; entries the filter left at 0 take the smallest other value.
+    Computed once per patch size (every batch of a prediction reuses it, as nnU-Net caches it)."""
+    return torch.from_numpy(_gaussian(tuple(int(p) for p in patch), sigma_scale).copy())  # the cached one stays
+
+
+@functools.lru_cache(maxsize=4)
+def _gaussian(patch: tuple[int, ...], sigma_scale: float) -> np.ndarray:
     from scipy.ndimage import gaussian_filter
 
     impulse = np.zeros(patch)
@@ -145,16 +153,15 @@ def gaussian_weights(patch: list[int], sigma_scale: float = 1.0 / 8) -> torch.Te
     g = gaussian_filter(impulse, [p * sigma_scale for p in patch], 0, mode="constant", cval=0)
     g = g / g.max() * 10
     g[g == 0] = g[g > 0].min()
-    return torch.from_numpy(g.astype(np.float32))
+    return g.astype(np.float32)
 
 
 def pad_centred(x: torch.Tensor, shape: list[int]) -> tuple[torch.Tensor, tuple[slice, ...]]:
     """``x`` (N, C, *spatial) padded with zeros, centred as nnU-Net's ``pad_nd_image`` (the odd voxel
     after), to at least ``shape``; and the index that takes the padding off again."""
-    before = [max(t - s, 0) // 2 for s, t in zip(x.shape[2:], shape)]
-    after = [max(t - s, 0) - b for s, t, b in zip(x.shape[2:], shape, before)]
-    pads = [v for b, a in zip(reversed(before), reversed(after)) for v in (b, a)]
-    back = tuple(slice(b, b + s) for b, s in zip(before, x.shape[2:]))
+    widths = pad_widths(tuple(x.shape[2:]), tuple(max(s, t) for s, t in zip(x.shape[2:], shape)))
+    pads = [v for b, a in reversed(widths) for v in (b, a)]
+    back = tuple(slice(b, b + s) for (b, _), s in zip(widths, x.shape[2:]))
     return (torch.nn.functional.pad(x, pads) if any(pads) else x), (slice(None), slice(None), *back)
 
 
