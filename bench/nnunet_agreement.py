@@ -16,7 +16,7 @@ training size, sizes that are no multiple of the network's stride, one smaller t
 several patches, and one at another spacing (:data:`SIZES`). Each is predicted by ``nnUNetPredictor``
 (tile step 0.5, Gaussian weighting) and by ``sfda predict --nnunet``, with mirroring on and off; the
 figure is the share of voxels whose labels agree. Prints a table, writes
-``OUT/agreement.json`` and ``bench/nnunet_agreement.json``.
+``OUT/agreement.json`` and ``bench/nnunet_agreement_<configuration>.json``.
 """
 
 from __future__ import annotations
@@ -32,12 +32,14 @@ import nibabel as nib
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "nnunet_agreement.json"
-#: the generated scans' sizes (x, y, slices) and in-plane spacing (mm): the training cases' size, sizes
-#: that are no multiple of the strides, one smaller than the patch, one of several patches, and one
-#: at another spacing than the configuration's (resampled: nnU-Net cubic, sfda linear)
-SIZES = [(48, 40, 12, 0.8), (90, 76, 6, 0.8), (61, 53, 8, 0.8), (30, 26, 8, 0.8), (110, 97, 4, 0.8),
-         (40, 34, 6, 1.0)]
+#: the figures of each configuration: bench/nnunet_agreement_<configuration>.json
+RESULTS = str(ROOT / "bench" / "nnunet_agreement_{}.json")
+#: the generated scans' sizes (x, y, slices), in-plane spacing (mm) and a border of zeros (voxels, in
+#: plane): the training cases' size, sizes that are no multiple of the strides, one smaller than the
+#: patch, ones of several patches (in plane; along z for a 3D patch), one at another spacing than the
+#: configuration's (resampled), and one inside a frame of zeros (nnU-Net crops to the non-zero box)
+SIZES = [(48, 40, 12, 0.8, 0), (90, 76, 6, 0.8, 0), (61, 53, 8, 0.8, 0), (30, 26, 8, 0.8, 0),
+         (110, 97, 4, 0.8, 0), (40, 34, 6, 1.0, 0), (57, 45, 29, 0.8, 0), (60, 52, 14, 0.8, 6)]
 
 NNUNET = textwrap.dedent("""
     import sys, numpy as np, torch
@@ -48,7 +50,8 @@ NNUNET = textwrap.dedent("""
     folder, fold, scans, out, mirror = sys.argv[1:6]
     p = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=mirror == "1",
                         perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False)
-    p.initialize_from_trained_model_folder(folder, use_folds=(int(fold),), checkpoint_name="checkpoint_final.pth")
+    p.initialize_from_trained_model_folder(folder, use_folds=tuple(int(f) for f in fold.split(",")),
+                                           checkpoint_name="checkpoint_final.pth")
     p.predict_from_files(scans, out, save_probabilities=False, overwrite=True,
                          num_processes_preprocessing=1, num_processes_segmentation_export=1)
 """)
@@ -87,21 +90,23 @@ def make_scans(folder: Path, seed: int = 0) -> list[Path]:
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     out = []
-    for i, (nx, ny, nz, mm) in enumerate(SIZES):
+    for i, (nx, ny, nz, mm, border) in enumerate(SIZES):
         image, _, affine = _case(rng, nx, ny, nz, mm)
+        if border:
+            image[:border], image[-border:], image[:, :border], image[:, -border:] = 0, 0, 0, 0
         path = folder / f"scan{i}_0000.nii.gz"
         nib.save(nib.Nifti1Image(image, affine), path)
         out.append(path)
     return out
 
 
-def run_nnunet(python: str, folder: Path, fold: int, scans: Path, out: Path, mirror: bool) -> None:
+def run_nnunet(python: str, folder: Path, fold: str, scans: Path, out: Path, mirror: bool) -> None:
     subprocess.run([python, "-c", NNUNET, str(folder), str(fold), str(scans), str(out), "1" if mirror else "0"],
                    check=True, env={"OMP_NUM_THREADS": "1", "nnUNet_raw": "", "nnUNet_preprocessed": "",
                                     "nnUNet_results": "", "PATH": "/usr/bin:/bin"})
 
 
-def run_sfda(folder: Path, fold: int, scans: list[Path], out: Path, mirror: bool) -> None:
+def run_sfda(folder: Path, fold: str, scans: list[Path], out: Path, mirror: bool) -> None:
     from sfda.cli import main
 
     argv = ["predict", "--nnunet", str(folder), "--fold", str(fold), *map(str, scans), "--out", str(out),
@@ -122,7 +127,7 @@ def main(argv=None) -> int:
     p.add_argument("--make-raw", metavar="FOLDER", help="only write the tiny raw dataset (nnUNet_raw/DatasetXXX_Name)")
     p.add_argument("--folder", help="an nnU-Net v2 result folder (TRAINER__PLANS__CONFIG)")
     p.add_argument("--nnunet-python", help="a Python that imports nnunetv2")
-    p.add_argument("--fold", type=int, default=0)
+    p.add_argument("--fold", default="0", help="a fold (0) or several, averaged as an ensemble (0,1)")
     p.add_argument("--out", default="runs/nnunet-agreement")
     args = p.parse_args(argv)
     if args.make_raw:
@@ -140,16 +145,19 @@ def main(argv=None) -> int:
         for scan, size in zip(scans, SIZES):
             name = scan.name.replace("_0000.nii.gz", ".nii.gz")
             share = agreement(out / f"nnunet-{tag}" / name, out / f"sfda-{tag}" / name)
-            rows.append({"scan": name, "size": list(size[:3]), "spacing_mm": size[3], "mirroring": mirror,
+            rows.append({"scan": name, "size": list(size[:3]), "spacing_mm": size[3], "zero_border": size[4],
+                         "mirroring": mirror,
                          "agreement": share})
     result = {"folder": folder.name, "dataset": folder.parent.name, "fold": args.fold, "rows": rows}
     (out / "agreement.json").write_text(json.dumps(result, indent=1) + "\n")
-    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
+    configuration = folder.name.split("__")[-1]
+    Path(RESULTS.format(configuration)).write_text(json.dumps(result, indent=1) + "\n")
     print(f"{folder.parent.name}/{folder.name}, fold {args.fold}: voxels where sfda and nnUNetPredictor agree")
-    print("| scan | size | spacing (mm) | mirroring off | mirroring on |\n|---|---|---:|---:|---:|")
+    print("| scan | size | spacing (mm) | zero border | mirroring off | mirroring on |\n|---|---|---:|---:|---:|---:|")
     for r in [r for r in rows if not r["mirroring"]]:
         a = {x["mirroring"]: x["agreement"] for x in rows if x["scan"] == r["scan"]}
-        print(f"| {r['scan']} | {'x'.join(map(str, r['size']))} | {r['spacing_mm']} | {100 * a[False]:.2f} % | "
+        print(f"| {r['scan']} | {'x'.join(map(str, r['size']))} | {r['spacing_mm']} | {r['zero_border']} | "
+              f"{100 * a[False]:.2f} % | "
               f"{100 * a[True]:.2f} % |")
     return 0
 

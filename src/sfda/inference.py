@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from sfda.config.card import ModelCard, Slicing
+from sfda.data.nnunet_prep import IMAGE_ORDER, LOGIT_ORDER, new_shape, nonzero_box, resample, uncrop
 from sfda.data.normalize import apply_norm, volume_stats
 from sfda.data.resample import grid_shape, in_plane, resize, resize_volume
 from sfda.data.slices import pad_widths, padded_size, slice_shape, to_slices
@@ -73,25 +74,50 @@ class _Grid:
 class _Grid3:
     """How one volume meets a 3D network (``slicing.dims`` 3): its normalisation, its shape on the
     network's grid, the padded shape, and the window the network was trained on (a larger volume is
-    predicted window by window: MONAI's sliding window, Gaussian-weighted)."""
+    predicted window by window: MONAI's sliding window, Gaussian-weighted). With ``slicing.preprocess``
+    ``nnunet``, as nnU-Net's predictor: the non-zero box only, its spline resampling, the logits
+    resampled back (sfda.data.nnunet_prep)."""
 
     def __init__(self, sl: Slicing, array: np.ndarray, source: str, spacing: tuple | None):
         if sl.spacing and spacing is None:
             raise ValueError("this checkpoint resamples volumes to a voxel spacing: pass the volume's spacing")
-        self.stats = volume_stats(array, sl.norm.clip, source)
-        self.grid = grid_shape(array.shape, spacing or (1.0, 1.0, 1.0), sl.size, sl.spacing)
+        self.nnunet = sl.preprocess == "nnunet"
+        self.box = nonzero_box(array) if self.nnunet else tuple(slice(0, n) for n in array.shape)
+        self.cropped = tuple(b.stop - b.start for b in self.box)
+        self.full, self.spacing = tuple(array.shape), tuple(spacing or (1.0, 1.0, 1.0))
+        self.target = tuple(sl.spacing) or self.spacing
+        self.stats = volume_stats(array[self.box], sl.norm.clip, source)
+        self.grid = (new_shape(self.cropped, self.spacing, self.target) if self.nnunet else
+                     grid_shape(array.shape, self.spacing, sl.size, sl.spacing))
         self.shape = tuple(padded_size(s, sl.pad_multiple) for s in self.grid)
         self.window = tuple(sl.window or self.shape)
 
     def volume(self, array: np.ndarray) -> np.ndarray:
         """The volume as the network's (1, 1, D, H, W) input."""
-        v = pad_centre(resize_volume(apply_norm(array, self.stats), self.grid), self.shape, self.stats.floor)
+        part = apply_norm(array[self.box], self.stats)
+        if self.nnunet:
+            part = resample(part, self.grid, self.spacing, self.target, IMAGE_ORDER).astype(np.float32)
+        v = pad_centre(part if self.nnunet else resize_volume(part, self.grid), self.shape, self.stats.floor)
         return np.ascontiguousarray(v[None, None], dtype=np.float32)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Softmax (K, *volume shape) on the volume's own grid of the network's logits (K, *grid):
+        probabilities resampled linearly; with nnU-Net's preprocessing, the logits resampled as nnU-Net
+        does and the crop put back into background."""
+        if not self.nnunet:
+            return resize_volume(_softmax(logits), self.full)
+        back = np.stack([resample(k, self.cropped, self.target, self.spacing, LOGIT_ORDER) for k in logits])
+        background = np.eye(len(logits), 1, dtype=np.float32)[:, 0]
+        return uncrop(_softmax(back.astype(np.float32)), self.box, self.full, background)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    return torch.softmax(torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32)), dim=0).numpy()
 
 
 @torch.inference_mode()
-def _volume_probabilities(model: torch.nn.Module, g: _Grid3, x: np.ndarray, device: str) -> np.ndarray:
-    """Softmax (K, *grid) of one (1, 1, D, H, W) volume: whole when it fits the training window."""
+def _volume_logits(model: torch.nn.Module, g: _Grid3, x: np.ndarray, device: str) -> np.ndarray:
+    """Logits (K, *grid) of one (1, 1, D, H, W) volume: whole when it fits the training window."""
     was_training = model.training
     model.eval()
     try:
@@ -103,10 +129,10 @@ def _volume_probabilities(model: torch.nn.Module, g: _Grid3, x: np.ndarray, devi
 
             logits = sliding_window_inference(t, roi_size=g.window, sw_batch_size=1, predictor=model,
                                               overlap=0.25, mode="gaussian")
-        probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+        out = logits.float()[0].cpu().numpy()
     finally:
         model.train(was_training)
-    return crop_centre(probs, g.grid)
+    return crop_centre(out, g.grid)
 
 
 def _stream_volume3(model, slicing: Slicing, array: np.ndarray, source: str, device: str, entropy: bool,
@@ -114,7 +140,7 @@ def _stream_volume3(model, slicing: Slicing, array: np.ndarray, source: str, dev
     """:func:`stream_volume` for a 3D network: the whole volume at once, probabilities resampled back
     to the volume's own grid before the argmax."""
     g = _Grid3(slicing, array, source, spacing)
-    probs = resize_volume(_volume_probabilities(model, g, g.volume(array), device), array.shape)
+    probs = g.probabilities(_volume_logits(model, g, g.volume(array), device))
     out = {"labels": probs.argmax(axis=0).astype(np.uint8)}
     if entropy:
         out["entropy"] = entropy_map(probs, axis=0).astype(np.float32)

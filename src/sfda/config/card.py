@@ -75,6 +75,10 @@ class Slicing:
     spacing: tuple[float, ...] = ()
     window: tuple[int, ...] = ()
     norm: Normalization = field(default_factory=Normalization)
+    #: "" (sfda's: linear resampling of the whole volume) or "nnunet" (an imported 3D nnU-Net
+    #: configuration: crop to the non-zero box, nnU-Net's spline resampling, logits resampled back;
+    #: sfda.data.nnunet_prep)
+    preprocess: str = ""
 
     @classmethod
     def from_config(cls, c: SlicingConfig) -> Slicing:

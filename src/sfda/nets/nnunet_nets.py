@@ -9,7 +9,9 @@ anything. A checkpoint stores the class name and arguments, so it loads with ``w
 
 nnU-Net reads images with SimpleITK, whose arrays run (z, y, x): its 2D networks see slices with the
 in-plane axes in the opposite order to sfda's (x, y) arrays. ``transpose: true`` swaps them at the
-network's input and output, so the weights see what nnU-Net showed them.
+network's input and output, so the weights see what nnU-Net showed them. A 3D network takes
+``axes``: sfda's array axis for each of nnU-Net's (``[2, 1, 0]`` without a ``transpose_forward``);
+its input is permuted to nnU-Net's order and its logits back.
 
 In eval mode (prediction, validation, the trust check) every input is predicted as nnU-Net's
 predictor does it: padded with zeros to at least the plans' ``patch_size``, then overlapping patches
@@ -74,7 +76,7 @@ class NnunetNet(nn.Module):
     only (deep supervision off, as nnU-Net predicts)."""
 
     def __init__(self, name: str, arch_kwargs: dict, in_channels: int = 1, num_classes: int = 2,
-                 transpose: bool = False, patch_size: list[int] | None = None):
+                 transpose: bool = False, patch_size: list[int] | None = None, axes: list[int] | None = None):
         super().__init__()
         cls = _dna_class(name)
         kwargs = {**resolve_ops(arch_kwargs), "input_channels": in_channels, "num_classes": num_classes,
@@ -84,24 +86,32 @@ class NnunetNet(nn.Module):
         except (TypeError, ValueError, AssertionError) as exc:
             raise SfdaError(f"nnU-Net architecture {name}: the plans' arch_kwargs do not build it ({exc})") from None
         self.transpose = transpose
+        self.axes = [int(a) for a in axes] if axes else None
+        if self.axes is not None and sorted(self.axes) != list(range(len(self.axes))):
+            raise SfdaError(f"nnU-Net network: axes {axes} must order the spatial axes 0..{len(self.axes) - 1}")
         self.num_classes = num_classes
         self.patch = [int(v) for v in patch_size] if patch_size else None
         self.strides = total_strides(arch_kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.transpose:
-            return self._logits(x.transpose(-1, -2)).transpose(-1, -2)
-        return self._logits(x)
+        return self._ordered(x, ())
 
     def mirrored(self, x: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
-        """The logits averaged over flips along ``axes`` (sfda's slice axes: 0 is H, 1 is W), each patch
-        mirrored on its own as nnU-Net does (sfda.nets.mirror.Mirrored calls this); train mode: none."""
-        if self.training or not axes:
-            return self(x)
-        own = tuple(1 - a for a in axes) if self.transpose else tuple(axes)  # nnU-Net's (rows, cols)
+        """The logits averaged over flips along ``axes`` (sfda's sample axes: 0 is the first spatial
+        axis), each patch mirrored on its own as nnU-Net does (sfda.nets.mirror.Mirrored calls this);
+        train mode: none."""
+        return self._ordered(x, () if self.training else tuple(axes))
+
+    def _ordered(self, x: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
+        """The logits of ``x`` in sfda's axis order, the network run in nnU-Net's."""
         if self.transpose:
-            return self._logits(x.transpose(-1, -2), own).transpose(-1, -2)
-        return self._logits(x, own)
+            return self._logits(x.transpose(-1, -2), tuple(sorted(1 - a for a in axes))).transpose(-1, -2)
+        if self.axes is None:
+            return self._logits(x, tuple(axes))
+        order = [0, 1, *(2 + a for a in self.axes)]
+        back = [order.index(i) for i in range(len(order))]
+        own = tuple(sorted(self.axes.index(a) for a in axes))  # nnU-Net's axes
+        return self._logits(x.permute(order), own).permute(back)
 
     def _logits(self, x: torch.Tensor, mirror: tuple[int, ...] = ()) -> torch.Tensor:
         from sfda.nets.mirror import mirrored_logits

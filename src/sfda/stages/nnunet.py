@@ -43,9 +43,13 @@ def _configuration(model: NnunetModel) -> dict:
         chain.append(name)
         cfg = {**configs[name], **cfg}
         name = configs[name].get("inherits_from")
-    if len(cfg.get("patch_size", [])) != 2:
-        raise SfdaError(f"{model.folder}: configuration '{model.configuration}' is 3D; sfda adapts nnU-Net's 2D "
-                        "configurations (train a 2d configuration, or use a 3D MONAI network)")
+    if len(cfg.get("patch_size", [])) not in (2, 3):
+        raise SfdaError(f"{model.folder}: configuration '{model.configuration}' has patch size "
+                        f"{cfg.get('patch_size')}; sfda reads 2D and 3D configurations")
+    if cfg.get("previous_stage"):
+        raise SfdaError(f"{model.folder}: configuration '{model.configuration}' is a cascade stage (it takes "
+                        f"'{cfg['previous_stage']}''s segmentation as input), which sfda does not run; give the "
+                        "3d_fullres or 3d_lowres folder")
     reader = str(model.plans.get("image_reader_writer", "SimpleITKIO"))
     if reader not in _READERS:
         raise SfdaError(f"{model.folder / 'plans.json'}: images were read with {reader}; sfda reads files in their "
@@ -94,21 +98,32 @@ def _normalization(model: NnunetModel, cfg: dict) -> Normalization:
     raise SfdaError(f"{model.folder}: normalisation {scheme} is not supported (ZScoreNormalization, CTNormalization)")
 
 
-def _slicing(model: NnunetModel, cfg: dict, arch_kwargs: dict) -> tuple[Slicing, bool, list[int]]:
+def _slicing(model: NnunetModel, cfg: dict) -> tuple[Slicing, dict, list[int]]:
     """nnU-Net's axes are SimpleITK's (z, y, x) after ``transpose_forward``; sfda's arrays are (x, y, z).
-    Also the mirroring axes in sfda's slice axes (nnU-Net's are its slice's (rows, cols))."""
+    Returns the slicing, the network's axis arguments (2D: ``transpose``, nnU-Net's slice is
+    (rows, cols); 3D: ``axes``, sfda's axis for each of nnU-Net's) and the mirroring axes in sfda's
+    sample axes (nnU-Net's are its own)."""
     tf = [int(a) for a in model.plans.get("transpose_forward", [0, 1, 2])]
-    axis, rows, cols = (2 - a for a in tf)
+    ours = [2 - a for a in tf]  # sfda's array axis for each of nnU-Net's axes
+    allowed = [int(a) for a in model.checkpoint.get("inference_allowed_mirroring_axes") or ()]
+    spacing = [float(v) for v in cfg["spacing"]]
+    if len(cfg["patch_size"]) == 3:
+        if any(a not in (0, 1, 2) for a in allowed):
+            raise ValueError(f"inference_allowed_mirroring_axes {tuple(allowed)} are not a volume's axes")
+        in_ours = tuple(spacing[ours.index(i)] for i in range(3))
+        # pad_multiple 1: the network pads as nnU-Net's predictor does (sfda.nets.nnunet_nets)
+        slicing = Slicing(dims=3, pad_multiple=1, spacing=in_ours, preprocess="nnunet")
+        return slicing, {"axes": ours}, sorted(ours[a] for a in allowed)
+    axis, rows, cols = ours
     transpose = rows > cols  # nnU-Net's slice is (rows, cols); sfda's slice keeps the array's axis order
-    spacing = [float(v) for v in cfg["spacing"][-2:]]
+    spacing = spacing[-2:]
     # pad_multiple 1: slices reach the network at their own size; it pads them as nnU-Net's predictor
     # does (sfda.nets.nnunet_nets), so its patches sit where nnU-Net's sit
     slicing = Slicing(axis=axis, pad_multiple=1, spacing=tuple(spacing[::-1] if transpose else spacing))
-    allowed = model.checkpoint.get("inference_allowed_mirroring_axes") or ()
-    if any(int(a) not in (0, 1) for a in allowed):
+    if any(a not in (0, 1) for a in allowed):
         raise ValueError(f"inference_allowed_mirroring_axes {tuple(allowed)} are not a 2D slice's axes")
-    mirror = sorted(sorted((rows, cols)).index((rows, cols)[int(a)]) for a in allowed)
-    return slicing, transpose, mirror
+    mirror = sorted(sorted((rows, cols)).index((rows, cols)[a]) for a in allowed)
+    return slicing, {"transpose": transpose}, mirror
 
 
 def nnunet_card(model: NnunetModel) -> ModelCard:
@@ -124,10 +139,10 @@ def _card(model: NnunetModel) -> ModelCard:
     cfg = _configuration(model)
     name, arch_kwargs = _architecture(model, cfg)
     labels, channel = _labels_and_channel(model)
-    slicing, transpose, mirror = _slicing(model, cfg, arch_kwargs)
+    slicing, axes, mirror = _slicing(model, cfg)
     slicing = replace(slicing, norm=_normalization(model, cfg))
-    net_args = {"arch_kwargs": arch_kwargs, "in_channels": 1, "num_classes": len(labels),
-                "transpose": transpose, "patch_size": [int(v) for v in cfg["patch_size"]]}
+    net_args = {"arch_kwargs": arch_kwargs, "in_channels": 1, "num_classes": len(labels), **axes,
+                "patch_size": [int(v) for v in cfg["patch_size"]]}
     origin = NnunetOrigin(folder=str(model.folder.resolve()), fold=model.fold, configuration=model.configuration,
                           checkpoint=str(model.checkpoint_path.resolve()),
                           trainer=str(model.checkpoint.get("trainer_name", "")),
