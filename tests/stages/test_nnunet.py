@@ -28,22 +28,23 @@ from sfda.nets.nnunet_nets import NnunetNet, resolve_ops  # noqa: E402
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "nnunet"
 
 
-def _dna_net(plans: dict, deep_supervision: bool = True):
+def _dna_net(plans: dict, deep_supervision: bool = True, configuration: str = "2d"):
     from dynamic_network_architectures.architectures.unet import PlainConvUNet
 
-    kwargs = resolve_ops(plans["configurations"]["2d"]["architecture"]["arch_kwargs"])
+    kwargs = resolve_ops(plans["configurations"][configuration]["architecture"]["arch_kwargs"])
     return PlainConvUNet(input_channels=1, num_classes=3, deep_supervision=deep_supervision, **kwargs)
 
 
-def make_result_folder(root: Path, dataset: str = "Dataset901_Tiny", seed: int = 0) -> Path:
-    """RESULTS/<dataset>/nnUNetTrainer__nnUNetPlans__2d with fold_0/checkpoint_final.pth."""
-    folder = root / dataset / "nnUNetTrainer__nnUNetPlans__2d"
+def make_result_folder(root: Path, dataset: str = "Dataset901_Tiny", seed: int = 0,
+                       configuration: str = "2d") -> Path:
+    """RESULTS/<dataset>/nnUNetTrainer__nnUNetPlans__<configuration> with fold_0/checkpoint_final.pth."""
+    folder = root / dataset / f"nnUNetTrainer__nnUNetPlans__{configuration}"
     (folder / "fold_0").mkdir(parents=True)
     shutil.copyfile(FIXTURES / f"{dataset}.plans.json", folder / "plans.json")
     shutil.copyfile(FIXTURES / f"{dataset}.dataset.json", folder / "dataset.json")
     plans, dj = json.loads((folder / "plans.json").read_text()), json.loads((folder / "dataset.json").read_text())
     torch.manual_seed(seed)
-    net = _dna_net(plans)
+    net = _dna_net(plans, configuration=configuration)
     ckpt = {"network_weights": net.state_dict(), "optimizer_state": {"state": {}, "param_groups": []},
             "grad_scaler_state": None,
             "logging": {"mean_fg_dice": [np.float32(0.5)], "ema_fg_dice": [np.float64(0.5)],
@@ -51,9 +52,10 @@ def make_result_folder(root: Path, dataset: str = "Dataset901_Tiny", seed: int =
                         "train_losses": [np.float32(-0.3)], "val_losses": [np.float32(-0.2)], "lrs": [0.01],
                         "epoch_start_timestamps": [1.0], "epoch_end_timestamps": [2.0]},
             "_best_ema": np.float32(0.5), "current_epoch": 1,
-            "init_args": {"plans": plans, "configuration": "2d", "fold": 0, "dataset_json": dj,
+            "init_args": {"plans": plans, "configuration": configuration, "fold": 0, "dataset_json": dj,
                           "device": torch.device("cpu")},
-            "trainer_name": "nnUNetTrainer", "inference_allowed_mirroring_axes": (0, 1)}
+            "trainer_name": "nnUNetTrainer",
+            "inference_allowed_mirroring_axes": (0, 1) if configuration == "2d" else (0, 1, 2)}
     torch.save(ckpt, folder / "fold_0" / "checkpoint_final.pth")
     return folder
 

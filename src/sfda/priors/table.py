@@ -25,11 +25,17 @@ def save_prior(path: str | Path, slice_ids: list[str], ratios: np.ndarray, class
     write_text(path, buf.getvalue())
 
 
-def load_prior(path: str | Path, slice_ids: list[str], num_classes: int) -> np.ndarray:
-    """Ratios (N, K) aligned with ``slice_ids``; refuses missing slices or rows not summing to one."""
+def require_prior(path: str | Path) -> Path:
+    """``path`` if it is a file; else the refusal that says how to make one."""
     p = Path(path)
     if not p.is_file():
         raise SfdaError(f"prior table {p} not found; create it with `sfda prior`")
+    return p
+
+
+def load_prior(path: str | Path, slice_ids: list[str], num_classes: int) -> np.ndarray:
+    """Ratios (N, K) aligned with ``slice_ids``; refuses missing slices or rows not summing to one."""
+    p = require_prior(path)
     try:
         rows = list(csv.reader(p.read_text().splitlines()))
         table = {r[0]: np.array([float(v) for v in r[1:]], dtype=np.float32) for r in rows[1:] if r}
@@ -38,8 +44,12 @@ def load_prior(path: str | Path, slice_ids: list[str], num_classes: int) -> np.n
                         "recreate it with `sfda prior`") from None
     missing = [s for s in slice_ids if s not in table]
     if missing:
-        raise SfdaError(f"prior table {p} has no row for {len(missing)} target slices (e.g. {missing[0]}); "
-                        "recreate it with `sfda prior` for the same cases, modality and subjects")
+        volumes = [s.endswith(":volume") for s in (missing[0], next(iter(table), ""))]
+        hint = ("" if volumes[0] == volumes[1] else " (the model takes whole volumes, the table has a row per slice"
+                if volumes[0] else " (the model takes slices, the table has a row per volume")
+        raise SfdaError(f"prior table {p} has no row for {len(missing)} target slices (e.g. {missing[0]}{hint}"
+                        f"{')' if hint else ''}); recreate it with `sfda prior` for the same cases, modality and "
+                        "subjects, given the model (--checkpoint) so that its rows are the model's samples")
     ratios = np.stack([table[s] for s in slice_ids])
     if ratios.shape[1] != num_classes:
         raise SfdaError(f"prior table {p} has {ratios.shape[1]} classes but the model has {num_classes}")

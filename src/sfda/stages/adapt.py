@@ -32,7 +32,7 @@ from sfda.data.profile import training_profile
 from sfda.io.cases import load_cases, select_cases
 from sfda.methods import build_method
 from sfda.nets.merge import is_merge
-from sfda.priors.table import load_prior
+from sfda.priors.table import load_prior, require_prior
 from sfda.progress import say
 from sfda.stages.common import check_output, check_subjects, fit_spec, on_device, require, slices_for, write_config
 from sfda.stages.freshness import Stage
@@ -54,6 +54,8 @@ def adapt(cfg: AdaptConfig, progress: bool = True, run: Stage | None = None) -> 
     check_source(cfg, Adapting(cfg.method.name, cfg.method, cfg.prior, flag="--method", command="adapt"))
     cl = load_cases(cfg.data.cases)
     check_subjects(cfg.data)
+    if cfg.prior:
+        require_prior(cfg.prior)  # before the folder is claimed: a refusal leaves nothing behind
     run = run or Stage(cfg, [p for p in (cfg.data.cases, cfg.checkpoint, cfg.prior) if p], command="adapt")
     reads = [cfg.data.cases, cfg.checkpoint, cfg.nnunet, cfg.prior, *case_files(cl)]
     with claim_folder(cfg.out, run, reads, resume=cfg.resume, overwrite=cfg.overwrite):

@@ -34,6 +34,9 @@ from sfda.stages.freshness import RECORD, Stage
 #: files any sfda stage leaves in its folder: a folder with one of them (but no ``stage.json``)
 #: is a run made before sfda recorded runs
 _MARKS = ("config.yaml", "done.json", "last.pt", "log.jsonl", "metrics.json", "results.md", "adapt.jsonl")
+#: what ``--nnunet`` imports into a stage's folder before the stage's work (made again from the folder)
+IMPORTED_SOURCE = "source.pt"
+_IMPORTED = (IMPORTED_SOURCE, "source.config.yaml")
 #: what a resumed run may change: more epochs extend a run
 RESUMABLE = ("optim.epochs",)
 
@@ -184,10 +187,11 @@ def _claim_share(folder: Path, stage: Stage, inputs, resume: bool, option: str, 
 
 
 def _tidy(folder: Path, created: bool, keep_record: bool = False) -> None:
-    """After a failed run: a folder holding nothing but the run's record (and its config) goes back to
-    how it was, so fixing the input and running again needs no --overwrite."""
+    """After a failed run: a folder holding nothing but the run's record, its config and what a stage
+    writes before its work (``--nnunet``'s imported ``source.pt``) goes back to how it was, so fixing
+    the input and running again needs no --overwrite."""
     names = {p.name for p in folder.iterdir()} - {LOCK}
-    if not keep_record and names and names <= {RECORD, "config.yaml"}:
+    if not keep_record and names and names <= {RECORD, "config.yaml", *_IMPORTED}:
         for name in names:
             (folder / name).unlink(missing_ok=True)
         names = set()

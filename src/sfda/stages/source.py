@@ -21,6 +21,7 @@ from sfda.errors import SfdaError
 from sfda.io.nnunet_results import fold_names
 from sfda.stages.common import require
 from sfda.stages.nnunet import import_nnunet
+from sfda.stages.outputs import IMPORTED_SOURCE
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def resolve_source(cfg, use: str, write: bool = True, single: bool = False) -> S
     that is not a segmenter, or (``single``) an ensemble or merge, saying it is for ``use``."""
     path = cfg.checkpoint
     if cfg.nnunet:
-        path = str(Path(cfg.out) / "source.pt")
+        path = str(Path(cfg.out) / IMPORTED_SOURCE)
         if write:  # inside the stage's own folder
             import_nnunet(NnunetImportConfig(folder=cfg.nnunet, fold=cfg.fold, checkpoint_name=cfg.checkpoint_name,
                                              out=path, overwrite=True))
