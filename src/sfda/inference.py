@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from sfda.config.card import ModelCard, Slicing
-from sfda.data.nnunet_prep import IMAGE_ORDER, LOGIT_ORDER, new_shape, nonzero_box, resample, uncrop
+from sfda.data.nnunet_prep import LOGIT_ORDER, prepare, resample, uncrop
 from sfda.data.normalize import apply_norm, volume_stats
 from sfda.data.resample import grid_shape, in_plane, resize, resize_volume
 from sfda.data.slices import pad_widths, padded_size, slice_shape, to_slices
@@ -82,22 +82,23 @@ class _Grid3:
         if sl.spacing and spacing is None:
             raise ValueError("this checkpoint resamples volumes to a voxel spacing: pass the volume's spacing")
         self.nnunet = sl.preprocess == "nnunet"
-        self.box = nonzero_box(array) if self.nnunet else tuple(slice(0, n) for n in array.shape)
-        self.cropped = tuple(b.stop - b.start for b in self.box)
         self.full, self.spacing = tuple(array.shape), tuple(spacing or (1.0, 1.0, 1.0))
         self.target = tuple(sl.spacing) or self.spacing
-        self.stats = volume_stats(array[self.box], sl.norm.clip, source)
-        self.grid = (new_shape(self.cropped, self.spacing, self.target) if self.nnunet else
-                     grid_shape(array.shape, self.spacing, sl.size, sl.spacing))
+        if self.nnunet:
+            self.image, self.box, self.stats = prepare(array, sl.norm.clip, self.spacing, self.target, source)
+            self.grid = self.image.shape
+        else:
+            self.box = tuple(slice(0, n) for n in array.shape)
+            self.stats = volume_stats(array, sl.norm.clip, source)
+            self.grid = grid_shape(array.shape, self.spacing, sl.size, sl.spacing)
+        self.cropped = tuple(b.stop - b.start for b in self.box)
         self.shape = tuple(padded_size(s, sl.pad_multiple) for s in self.grid)
         self.window = tuple(sl.window or self.shape)
 
     def volume(self, array: np.ndarray) -> np.ndarray:
         """The volume as the network's (1, 1, D, H, W) input."""
-        part = apply_norm(array[self.box], self.stats)
-        if self.nnunet:
-            part = resample(part, self.grid, self.spacing, self.target, IMAGE_ORDER).astype(np.float32)
-        v = pad_centre(part if self.nnunet else resize_volume(part, self.grid), self.shape, self.stats.floor)
+        part = self.image if self.nnunet else resize_volume(apply_norm(array, self.stats), self.grid)
+        v = pad_centre(part, self.shape, self.stats.floor)
         return np.ascontiguousarray(v[None, None], dtype=np.float32)
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:

@@ -145,3 +145,25 @@ def test_a_cascade_stage_is_refused_with_the_folders_to_use(tmp_path, capsys):
     assert main(["import-nnunet", "--folder", str(folder), "--out", str(tmp_path / "src.pt")]) == 2
     err = capsys.readouterr().err
     assert "cascade" in err and "3d_lowres" in err and not (tmp_path / "src.pt").exists()
+
+
+def test_adaptation_reads_volumes_as_prediction_does(tmp_path):
+    """The volumes a 3D nnU-Net model adapts on are the ones it predicts: cropped to the non-zero
+    box, normalised there, on nnU-Net's grid (a frame of zeros would otherwise shift both)."""
+    from sfda.data.volumeset import build_volumeset
+    from sfda.io.cases import load_cases
+
+    _, _, card = _imported(tmp_path)
+    raw = write_raw(tmp_path / "raw", n=1)
+    path = raw / "imagesTr" / "case0_0000.nii.gz"
+    image = nib.load(path)
+    array = np.asarray(image.dataobj).copy()
+    array[:5], array[:, -3:] = 0, 0
+    nib.save(nib.Nifti1Image(array, image.affine), path)
+    assert main(["data", "index", str(raw), "-o", str(tmp_path / "cases.json")]) == 0
+    vs = build_volumeset(load_cases(tmp_path / "cases.json").cases, "MRI", card.slicing,
+                         label_names=list(card.labels), progress=False)
+    predicted, valid = scan_slices(card.slicing, array, str(path), spacing=SPACING)
+    assert vs.images.shape == predicted.shape == (1, 1, 43, 37, 12)
+    assert np.array_equal(vs.images, predicted) and valid.all()
+    assert vs.labels.shape == (1, 43, 37, 12) and vs.valid_mask().all()

@@ -25,6 +25,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from sfda.data.normalize import apply_norm, volume_stats
+
 #: nnU-Net's ANISO_THRESHOLD: a spacing is anisotropic when its largest / smallest exceeds it
 ANISOTROPY = 3.0
 #: the spline orders nnU-Net's plans give (``resampling_fn_data_kwargs`` / ``..._probabilities_kwargs``)
@@ -98,3 +100,20 @@ def uncrop(cropped: np.ndarray, box: tuple[slice, ...], shape, fill) -> np.ndarr
     out[...] = np.reshape(fill, (*np.shape(fill), *([1] * len(shape))))
     out[(..., *box)] = cropped
     return out
+
+
+def prepare(array: np.ndarray, clip: tuple, spacing, target, source: str = "volume"):
+    """Steps 1-3 for one volume: ``(image on the network's grid (float32), the non-zero box, the
+    normalisation statistics)``. ``target``: the configuration's spacing (empty: the volume's own)."""
+    box = nonzero_box(array)
+    stats = volume_stats(array[box], clip, source)
+    part = apply_norm(array[box], stats)
+    target = tuple(target) or tuple(spacing)
+    grid = new_shape(part.shape, spacing, target)
+    return resample(part, grid, spacing, target, IMAGE_ORDER).astype(np.float32, copy=False), box, stats
+
+
+def cropped_grid(array: np.ndarray, spacing, target) -> tuple[int, ...]:
+    """The shape :func:`prepare` gives ``array`` (its non-zero box on the configuration's grid)."""
+    shape = tuple(b.stop - b.start for b in nonzero_box(array))
+    return new_shape(shape, spacing, tuple(target) or tuple(spacing))

@@ -171,7 +171,7 @@ def _read_case(case: Case, modality: str, axis: int, hw, grid, clip: tuple[float
 
 
 def _cache_key(cases: list[Case], modality: str, axis: int, hw, clip, with_labels: bool, resample,
-               dims: int = 2) -> str:
+               dims: int = 2, preprocess: str = "") -> str:
     items = []
     for c in cases:
         for p in (c.images[modality], c.label if with_labels else None):
@@ -180,7 +180,7 @@ def _cache_key(cases: list[Case], modality: str, axis: int, hw, clip, with_label
                 items.append([p, st.st_mtime_ns, st.st_size])
     blob = json.dumps([items, modality, axis, list(hw), list(clip), with_labels, 2,
                        *([list(map(list, resample))] if any(resample) else []),
-                       *(["3d"] if dims == 3 else [])]).encode()
+                       *(["3d"] if dims == 3 else []), *([preprocess] if preprocess else [])]).encode()
     return hashlib.sha1(blob).hexdigest()[:16]
 
 

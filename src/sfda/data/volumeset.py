@@ -13,23 +13,28 @@ given, then padded (centred) to a common shape, each side a multiple of ``pad_mu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
 
 from sfda.config.card import Slicing
+from sfda.data.nnunet_prep import cropped_grid, prepare
 from sfda.data.resample import grid_shape, grid_spacing, resize_volume
 from sfda.data.sliceset import SliceSet, _cache_key, cached_arrays, check_cases, read_label, read_normalised
 from sfda.data.slices import pad_centre, padded_size
 from sfda.errors import SfdaError
 from sfda.io.cases import Case
+from sfda.io.volume import read_volume
 from sfda.progress import bar
 
 
 @dataclass
 class VolumeSet(SliceSet):
     dims: ClassVar[int] = 3
+    #: "" or "nnunet": how volumes reach the grid (sfda.config.card.Slicing.preprocess)
+    preprocess: str = ""
+    _grids: dict = field(default_factory=dict, repr=False)
 
     @property
     def slice_ids(self) -> list[str]:
@@ -40,11 +45,19 @@ class VolumeSet(SliceSet):
                         "source-position prior (and --min-presence) does not apply; use prior.method source-mean")
 
     def grid(self, case: Case) -> tuple[int, ...]:
-        """A case's volume shape on the network's grid (before padding)."""
+        """A case's volume shape on the network's grid (before padding); with nnU-Net's preprocessing,
+        its non-zero box's (sfda.data.nnunet_prep: the image is read once to find it)."""
+        if self.preprocess == "nnunet":
+            if case.case_id not in self._grids:
+                image = read_volume(case.images[self.modality], dtype=None, check_finite=False).array
+                self._grids[case.case_id] = cropped_grid(image, tuple(case.spacing), self.spacing)
+            return self._grids[case.case_id]
         return grid_shape(tuple(case.shape), tuple(case.spacing), self.size, self.spacing)
 
     def grid_volume(self, case: Case) -> tuple[tuple[int, ...], tuple[float, ...]]:
         grid = self.grid(case)
+        if self.preprocess == "nnunet":  # the configuration's spacing (nnU-Net rounds the shape, not it)
+            return grid, tuple(self.spacing) or tuple(case.spacing)
         return grid, grid_spacing(case.shape, case.spacing, grid)
 
     def valid_mask(self) -> np.ndarray:
@@ -67,10 +80,24 @@ def _read_case(case: Case, modality: str, shape, grid, clip, with_labels: bool, 
             None if label is None else pad_centre(resize_volume(label, grid, labels=True), shape, 0))
 
 
-def _build_arrays(cases, grids, modality, shape, clip, with_labels, label_names, progress):
+def _read_case_nnunet(case: Case, modality: str, shape, spacing, clip, with_labels: bool, label_names: list[str]):
+    """As :func:`_read_case`, with nnU-Net's preprocessing (crop to the non-zero box, its resampling;
+    labels cropped and resampled by nearest neighbour)."""
+    raw = read_volume(case.images[modality], dtype=None, check_finite=False).array
+    image, box, stats = prepare(raw, clip, tuple(case.spacing), spacing, case.images[modality])
+    label = None
+    if with_labels:
+        label = resize_volume(read_label(case, modality, raw.shape, label_names)[box], image.shape, labels=True)
+    return pad_centre(image, shape, stats.floor), None if label is None else pad_centre(label, shape, 0)
+
+
+def _build_arrays(cases, grids, modality, shape, clip, with_labels, label_names, progress, spacing=None):
     images, labels = [], []
     for case, grid in zip(bar(cases, f"reading {modality} volumes", progress), grids):
-        image, label = _read_case(case, modality, shape, grid, clip, with_labels, label_names)
+        if spacing is not None:  # nnU-Net's preprocessing
+            image, label = _read_case_nnunet(case, modality, shape, spacing, clip, with_labels, label_names)
+        else:
+            image, label = _read_case(case, modality, shape, grid, clip, with_labels, label_names)
         images.append(image.astype(np.float32))
         labels.append(label)
     n = len(cases)
@@ -92,14 +119,18 @@ def build_volumeset(cases: list[Case], modality: str, slicing: Slicing = VOLUMES
     axis, clip = slicing.axis, slicing.norm.clip
     vs = VolumeSet(images=np.empty((0, 1, 0, 0, 0), np.float32), labels=None, case_index=np.empty(0, np.int64),
                    slice_index=np.empty(0, np.int64), cases=list(cases), modality=modality, axis=axis,
-                   hw=(0, 0, 0), num_classes=len(label_names), size=tuple(slicing.size), spacing=tuple(slicing.spacing))
+                   hw=(0, 0, 0), num_classes=len(label_names), size=tuple(slicing.size), spacing=tuple(slicing.spacing),
+                   preprocess=slicing.preprocess)
     grids = [vs.grid(c) for c in cases]
     vs.hw = tuple(hw or volume_target(grids, slicing.pad_multiple))
     too_big = [c.case_id for c, g in zip(cases, grids) if any(n > m for n, m in zip(g, vs.hw))]
     if too_big:
         raise SfdaError(f"volume {too_big[0]} is larger than the model's input {list(vs.hw)}; resample "
                         "(slicing.size / slicing.spacing) so that every volume fits")
-    key = _cache_key(cases, modality, axis, vs.hw, clip, with_labels, (vs.size, vs.spacing), dims=3)
+    key = _cache_key(cases, modality, axis, vs.hw, clip, with_labels, (vs.size, vs.spacing), dims=3,
+                     preprocess=vs.preprocess)
+    nnunet = vs.spacing if vs.preprocess == "nnunet" else None
     vs.images, vs.labels, vs.case_index, vs.slice_index = cached_arrays(
-        cache_dir, key, lambda: _build_arrays(cases, grids, modality, vs.hw, clip, with_labels, label_names, progress))
+        cache_dir, key, lambda: _build_arrays(cases, grids, modality, vs.hw, clip, with_labels, label_names, progress,
+                                              nnunet))
     return vs
