@@ -11,6 +11,7 @@ one line and exit 2; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -102,8 +103,6 @@ def cmd_train_prior(args) -> int:
 
 def _print_last(out) -> None:
     """The run's last figures and, last, the one model file to use (``done.json`` names it)."""
-    import json
-
     from sfda.stages.report import read_log
 
     log = read_log(Path(out))
@@ -126,9 +125,10 @@ def cmd_prior(args) -> int:
 
 
 def cmd_adapt(args) -> int:
-    from sfda.stages.adapt import adapt
+    from sfda.stages.adapt_folds import adapt_all
 
-    _print_last(adapt(_cfg(args, ADAPT)))
+    for out in adapt_all(_cfg(args, ADAPT)):  # one run; or, given several nnU-Net folds, one per fold
+        _print_last(out)
     return 0
 
 

@@ -151,13 +151,41 @@ def _cases(tmp_path: Path, raw: Path) -> Path:
     return cases
 
 
-def test_adapting_several_folds_is_refused_with_the_way_on(tmp_path, capsys):
+def test_several_folds_adapt_each_on_its_own_and_export_as_one_folder(tmp_path, capsys):
+    from sfda.io.nnunet_results import load_nnunet_checkpoint
+
+    folder = _three_folds(tmp_path)
+    raw = write_raw(tmp_path / "raw", n=2)
+    out = tmp_path / "out"
+    assert main(["adapt", "--nnunet", str(folder), "--fold", "all", "--method", "tent", "--cases",
+                 str(_cases(tmp_path, raw)), "--modality", "MRI", "--epochs", "1", "--batch-size", "6",
+                 "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    combined = out / "nnunet" / folder.name
+    for fold in ("0", "1", "2"):
+        assert f"model to use: {out / f'fold_{fold}'}/selected.pt" in said
+        adapted, card = load_model(out / f"fold_{fold}" / "selected.pt")
+        assert card.nnunet.fold == fold
+        weights = load_nnunet_checkpoint(combined / f"fold_{fold}" / "checkpoint_final.pth")["network_weights"]
+        assert all(torch.equal(weights[k], v) for k, v in adapted.net.state_dict().items())
+        original = load_nnunet_checkpoint(folder / f"fold_{fold}" / "checkpoint_final.pth")["network_weights"]
+        assert any(not torch.equal(original[k], v) for k, v in weights.items())  # each fold adapted
+    assert json.loads((combined / "plans.json").read_text()) == json.loads((folder / "plans.json").read_text())
+    # the combined folder is an ensemble sfda (and nnU-Net) predicts with
+    image = raw / "imagesTr" / "case0_0000.nii.gz"
+    assert main(["predict", "--nnunet", str(combined), "--fold", "all", str(image), "--out", str(tmp_path / "p")]) == 0
+    assert main(["adapt", "--nnunet", str(folder), "--fold", "all", "--method", "tent", "--cases",
+                 str(_cases(tmp_path, raw)), "--modality", "MRI", "--out", str(out)]) == 2
+    assert "give --resume" in capsys.readouterr().err  # never over an earlier run's folds
+
+
+def test_per_scan_adaptation_of_several_folds_is_refused_with_the_way_on(tmp_path, capsys):
     folder = _three_folds(tmp_path)
     out = tmp_path / "out"
-    assert main(["adapt", "--nnunet", str(folder), "--fold", "all", "--method", "tent", "--cases", "c.json",
-                 "--modality", "MRI", "--out", str(out)]) == 2
+    assert main(["predict", "--nnunet", str(folder), "--fold", "all", "--adapt", "tent", "scan.nii.gz",
+                 "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "adapts one fold, not 3" in err and "--fold N --out OUT/fold_N" in err and not out.exists()
+    assert "adapts one fold, not 3" in err and "--fold 0,1,..." in err and not out.exists()
     shutil.rmtree(folder / "fold_1")
     assert main(["import-nnunet", "--folder", str(folder), "--fold", "0,0", "--out", str(tmp_path / "x.pt")]) == 2
     assert "without repeats" in capsys.readouterr().err

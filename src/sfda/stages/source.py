@@ -75,8 +75,11 @@ def check_source(cfg, adapting: Adapting | None = None) -> None:
         _refuse_before_writing(cfg.nnunet, adapting)
     folds = fold_names(cfg.nnunet, cfg.fold) if Path(cfg.nnunet).is_dir() else [cfg.fold]
     if len(folds) > 1 and adapting is not None and adapting.method:
-        raise SfdaError(f"{adapting.command} --nnunet adapts one fold, not {len(folds)}: run it once per fold "
-                        "(--fold N --out OUT/fold_N); an ensemble of folds is for predict and evaluate")
+        raise SfdaError(f"{adapting.command} --nnunet adapts one fold, not {len(folds)}: "
+                        + ("sfda.stages.adapt_folds.adapt_folds adapts several, each on its own (OUT/fold_N), as "
+                           "`sfda adapt --nnunet FOLDER --fold 0,1,...` does" if adapting.command == "adapt" else
+                           "per-scan adaptation takes one fold (--fold N); adapt several on a cohort with "
+                           "`sfda adapt --nnunet FOLDER --fold 0,1,...`"))
 
 
 def resolve_source(cfg, use: str, write: bool = True, single: bool = False) -> Source:
