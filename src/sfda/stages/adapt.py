@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import tempfile
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +24,9 @@ from sfda.config import AdaptConfig, MethodConfig, OptimConfig, config_to_dict, 
 from sfda.config.card import ModelCard, Network, Training
 from sfda.config.methods import DEFAULT_METHOD, said, source_free_methods
 from sfda.data.sliceset import SliceSet
-from sfda.engine.checkpoint import load_model
-from sfda.engine.distributed import check_device, device_for, is_main, resolve_device
+from sfda.engine.distributed import check_device, device_for, resolve_device
 from sfda.engine.loop import FitSpec, fit
-from sfda.engine.selection import CRITERIA, model_to_use
+from sfda.engine.selection import CRITERIA, SELECTED
 from sfda.errors import SfdaError
 from sfda.data.profile import training_profile
 from sfda.io.cases import load_cases, select_cases
@@ -65,6 +65,7 @@ def adapt(cfg: AdaptConfig, progress: bool = True, run: Stage | None = None) -> 
 
 def _adapt(cfg: AdaptConfig, cl, progress: bool) -> None:
     src = resolve_source(cfg, "adapt", single=True)
+    reference = (copy.deepcopy(src.model), src.card)  # the trust check's source model: src.model is adapted
     model = src.model.train()  # as built: the method sets the modes it trains in
     method = build_method(cfg.method.name, cfg.method)
     _check_source_use(method, cfg)
@@ -89,11 +90,14 @@ def _adapt(cfg: AdaptConfig, cl, progress: bool) -> None:
 
         reestimate_bn(model, target.images, device=device_for(cfg.device), seed=cfg.seed)
     write_config(cfg, Path(cfg.out) / "config.yaml")
-    fit(model, method, fit_spec(cfg, target, _adapted_card(src.card, cfg, cl, method.name), val=val, source=source,
-                                prior=prior, val_prior=val_prior, select=cfg.select, progress=progress))
-    check_trust(Path(cfg.out), src.path, target, cl.label_names, cfg.on_distrust, cfg.device, prior)
-    if src.card.nnunet:
-        _export(Path(cfg.out))
+    # the selected model is checked before selected.pt is written, and exported as it is handed back
+    vet = partial(check_trust, source=reference, target=target, label_names=cl.label_names,
+                  on_distrust=cfg.on_distrust, out=Path(cfg.out), device=cfg.device, prior=prior)
+    fitted = fit(model, method, fit_spec(cfg, target, _adapted_card(src.card, cfg, cl, method.name), val=val,
+                                         source=source, prior=prior, val_prior=val_prior, select=cfg.select,
+                                         progress=progress, vet=vet))
+    if src.card.nnunet and fitted.get("selected"):
+        _export(Path(cfg.out), *fitted["selected"])
 
 
 def _adapted_card(card: ModelCard, cfg: AdaptConfig, cl, method: str) -> ModelCard:
@@ -105,17 +109,16 @@ def _adapted_card(card: ModelCard, cfg: AdaptConfig, cl, method: str) -> ModelCa
                    profile=training_profile(select_cases(cl, cfg.data.subjects or None), cfg.data.modality))
 
 
-def _export(out: Path) -> None:
+def _export(out: Path, model: torch.nn.Module, card: ModelCard) -> None:
     """A model imported from nnU-Net goes back as an nnU-Net result folder (``out/nnunet``): the
-    reported model (``selected.pt``; the source model after a trust fall-back)."""
-    chosen = model_to_use(out)
-    if chosen.exists() and is_main():
-        model, card = load_model(chosen)
-        if is_merge(card):  # an nnU-Net folder holds one network
-            say(f"warning: no nnU-Net result folder: {chosen} joins two networks ({card.selection.selected_by}); "
-                f"predict with `sfda predict --checkpoint {chosen}`, or export {out / 'last.pt'} yourself")
-            return
-        say(f"nnU-Net result folder of {chosen.name}: {export_nnunet(card, model, out).parents[1]}")
+    reported model (``selected.pt``'s, handed over by the loop; the source model after a trust
+    fall-back)."""
+    chosen = out / SELECTED
+    if is_merge(card):  # an nnU-Net folder holds one network
+        say(f"warning: no nnU-Net result folder: {chosen} joins two networks ({card.selection.selected_by}); "
+            f"predict with `sfda predict --checkpoint {chosen}`, or export {out / 'last.pt'} yourself")
+        return
+    say(f"nnU-Net result folder of {chosen.name}: {export_nnunet(card, model, out).parents[1]}")
 
 
 def _val_prior(cfg: AdaptConfig, val: SliceSet | None, k: int) -> np.ndarray | None:
