@@ -68,7 +68,7 @@ def _adapt(cfg: AdaptConfig, cl, progress: bool) -> None:
     reference = (copy.deepcopy(src.model), src.card)  # the trust check's source model: src.model is adapted
     model = src.model.train()  # as built: the method sets the modes it trains in
     method = build_method(cfg.method.name, cfg.method)
-    _check_source_use(method, cfg)
+    _check_source_use(method, cfg.method)
     slicing, cache = src.card.slicing, cfg.data.cache  # the target sliced as the source model was trained
     # Target labels are never read for adaptation: with_labels=False.
     target = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, slicing, with_labels=False, cache=cache,
@@ -79,8 +79,8 @@ def _adapt(cfg: AdaptConfig, cl, progress: bool) -> None:
     if method.needs_prior or cfg.prior:
         require(cfg.prior, "--prior (a table from `sfda prior`)")
         prior = load_prior(cfg.prior, target.slice_ids, len(cl.label_names))
-        val_prior = _val_prior(cfg, val, len(cl.label_names))
-    _check_selection(cfg, val_prior)
+        val_prior = _val_prior(cfg.prior, val, len(cl.label_names))
+    _check_selection(cfg.select, val_prior)
     source = None
     if not method.source_free:
         source = slices_for(cl, cfg.method.source_subjects, cfg.method.source_modality, slicing,
@@ -121,27 +121,26 @@ def _export(out: Path, model: torch.nn.Module, card: ModelCard) -> None:
     say(f"nnU-Net result folder of {chosen.name}: {export_nnunet(card, model, out).parents[1]}")
 
 
-def _val_prior(cfg: AdaptConfig, val: SliceSet | None, k: int) -> np.ndarray | None:
-    """The prior of the held-out (validation) target slices, when the table covers them."""
+def _val_prior(table: str, val: SliceSet | None, k: int) -> np.ndarray | None:
+    """The prior of the held-out (validation) target slices, when the ``table`` covers them."""
     if val is None:
         return None
     try:
-        return load_prior(cfg.prior, val.slice_ids, k)
+        return load_prior(table, val.slice_ids, k)
     except SfdaError:
         return None
 
 
-def _check_selection(cfg: AdaptConfig, val_prior) -> None:
-    if cfg.select not in CRITERIA:
-        raise SfdaError(f"unknown select '{cfg.select}'; choose one of: {', '.join(CRITERIA)}")
-    if cfg.select not in ("last", "average") and val_prior is None:
-        raise SfdaError(f"select={cfg.select} scores held-out target images: give --val-subjects and a prior "
+def _check_selection(select: str, val_prior) -> None:
+    if select not in CRITERIA:
+        raise SfdaError(f"unknown select '{select}'; choose one of: {', '.join(CRITERIA)}")
+    if select not in ("last", "average") and val_prior is None:
+        raise SfdaError(f"select={select} scores held-out target images: give --val-subjects and a prior "
                         "table that covers their slices (`sfda prior` with --subjects listing both), "
                         "or select=last")
 
 
-def _check_source_use(method, cfg: AdaptConfig) -> None:
-    m = cfg.method
+def _check_source_use(method, m: MethodConfig) -> None:
     if method.source_free and (m.source_modality or m.source_subjects):
         raise SfdaError(f"method '{method.name}' is source-free and takes no source data; "
                         "remove --source-modality/--source-subjects")
