@@ -73,6 +73,28 @@ def tiny_source(tiny_cases, tmp_path_factory):
     return str(root / "source" / "last.pt"), str(prior)
 
 
+@pytest.fixture
+def file_traffic(monkeypatch):
+    """What a run writes and reads: ``(writes, reads)``, lists of paths in order. Every output is
+    written through :func:`sfda.io.atomic.atomic_path` (its rename names the file), every
+    checkpoint read through :func:`torch.load`."""
+    writes: list = []
+    reads: list = []
+    real_replace, real_load = os.replace, torch.load
+
+    def replace(src, dst, *a, **k):
+        writes.append(os.fspath(dst))
+        return real_replace(src, dst, *a, **k)
+
+    def load(f, *a, **k):
+        reads.append(os.fspath(f))
+        return real_load(f, *a, **k)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(torch, "load", load)
+    return writes, reads
+
+
 # --------------------------------------------------------------------------- two unpaired cohorts
 # Two tiny nnU-Net raw datasets of different "patients" with three structures each: different
 # in-plane sizes and spacings per subject, axial slices along axis 2, and the contrast of one

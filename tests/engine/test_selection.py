@@ -150,3 +150,56 @@ def test_end_of_epoch_evaluation_is_one_forward_pass_with_the_same_scores(tiny_c
         assert row[key] == pytest.approx(value, rel=1e-6)
     assert row["val_dice_per_subject"] == subject_dice(val, predict_slices(net, val.images)[0])
     assert row["val_s"] > 0
+
+
+def test_the_kept_epoch_resumes_with_the_run_and_is_what_the_selection_hands_back(tmp_path):
+    """select=holdout_*: the best epoch's weights are kept in memory and in last.pt's state (no
+    selected.pt written each time it improves); a run begun by an older sfda has them in selected.pt."""
+    from sfda.config.card import ModelCard, Network
+    from sfda.engine.checkpoint import load_checkpoint, save_checkpoint
+    from sfda.engine.selection import Selector
+    from sfda.nets import build_net
+
+    args = {"width": 4, "depth": 2}
+    card = ModelCard(network=Network("unet", args), kind="segmentation", labels=("bg", "fg"))
+    torch.manual_seed(0)
+    model = build_net("unet", **args)
+    selector, log = Selector("holdout_kl", card, tmp_path), [{"epoch": 1, "holdout_kl": 0.1}]
+    selector.update(model, log)
+    best = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    log.append({"epoch": 2, "holdout_kl": 0.3})
+    selector.update(model, log)
+    save_checkpoint(tmp_path / "last.pt", model, card, train_state={"selector": selector.state_dict()})
+    older = build_net("unet", **args)  # a run begun by an older sfda: no weights kept, selected.pt has them
+    older.load_state_dict(best)
+    save_checkpoint(tmp_path / "selected.pt", older, card)
+    for state in (load_checkpoint(tmp_path / "last.pt")["train_state"]["selector"], {}):
+        resumed = Selector("holdout_kl", card, tmp_path)
+        resumed.load_state_dict(state)
+        run = [*log, {"epoch": 3, "holdout_kl": 0.2}]
+        resumed.update(model, run)
+        choice, (chosen, chosen_card) = resumed.finish(model, run, card)
+        assert choice == {"criterion": "holdout_kl", "epoch": 1} and chosen is not model
+        assert all(torch.equal(v, best[k]) for k, v in chosen.state_dict().items())
+        assert chosen_card.selection.selected_by == "holdout_kl"
+
+
+def test_the_last_epoch_selected_is_the_trained_model_with_its_final_card(tmp_path):
+    from dataclasses import replace
+
+    from sfda.config.card import ModelCard, Network
+    from sfda.engine.selection import Selector
+
+    card = ModelCard(network=Network("unet"), labels=("bg", "fg"))
+    final = replace(card, source=replace(card.source, flip=(0.9,)))
+    model = torch.nn.Linear(1, 1)
+    for criterion, row in (("last", {}), ("holdout_kl", {}), ("holdout_kl", {"holdout_kl": 0.1})):
+        selector, log = Selector(criterion, card, tmp_path), [{"epoch": 1, **row}]
+        selector.update(model, log)
+        choice, (chosen, chosen_card) = selector.finish(model, log, final)
+        assert chosen is model and chosen_card == replace(final, selection=replace(final.selection,
+                                                                                 selected_by=criterion))
+        assert choice == {"criterion": criterion, "epoch": 1}

@@ -84,40 +84,38 @@ def _card(names: list[str], atlas: dict | None = None) -> ModelCard:
     return ModelCard(network=Network("painter"), labels=tuple(names), source=SourceStats(atlas=atlas))
 
 
-def _patch_models(monkeypatch, tmp_path, stage, models: dict, card: ModelCard) -> dict:
-    """The trust stage loads ``models`` by file name and records what it saves (returned)."""
-    monkeypatch.setattr(stage, "load_model", lambda p: (models[p.name if hasattr(p, "name") else p.split("/")[-1]],
-                                                        card))
-    saved = {}
-    monkeypatch.setattr(stage, "save_checkpoint", lambda path, model, m: saved.update({path.name: (model, m)}))
-    (tmp_path / "selected.pt").write_bytes(b"")
-    return saved
+def _check(tmp_path, adapted, source, card: ModelCard, labels: np.ndarray, on_distrust: str,
+           images: np.ndarray | None = None) -> tuple:
+    """The trust check of ``adapted`` against ``source`` (both described by ``card``), in memory:
+    (the model to use, its card, done.json's decision, trust.json)."""
+    from sfda.data.sliceset import SliceSet
+    from sfda.stages.trust import check_trust
+
+    images = np.zeros((len(labels), 1, *labels.shape[1:]), np.float32) if images is None else images
+    model, chosen, done = check_trust(adapted, card, source=(source, card), label_names=list(card.labels),
+                                      target=SliceSet.from_arrays(images, labels, len(card.labels)),
+                                      on_distrust=on_distrust, out=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trust.json"]  # the loop writes selected.pt
+    return model, chosen, done["trust"], json.loads((tmp_path / "trust.json").read_text())
 
 
 @pytest.mark.parametrize("on_distrust", ["source", "keep"])
-def test_check_trust_flags_a_mask_in_the_wrong_place_and_falls_back(tmp_path, monkeypatch, on_distrust):
-    from sfda.data.sliceset import SliceSet
-    from sfda.engine.checkpoint import load_checkpoint, save_checkpoint
-    from sfda.stages import trust as stage
-
+def test_check_trust_flags_a_mask_in_the_wrong_place_and_falls_back(tmp_path, on_distrust):
     labels, valid = _labels()
     atlas = label_atlas(labels, valid, 2 + 1)
     wrong, right = _Painter(slice(4, 6), slice(5, 8)), _Painter(slice(2, 4), slice(2, 5))
-    saved = _patch_models(monkeypatch, tmp_path, stage, {"selected.pt": wrong, "source.pt": right},
-                          _card(["bg", "disc", "vert"], atlas))
-    images = np.zeros((4, 1, 6, 8), np.float32)
-    result = stage.check_trust(tmp_path, str(tmp_path / "source.pt"), SliceSet.from_arrays(images, labels, 3),
-                               ["bg", "disc", "vert"], on_distrust)
+    card = _card(["bg", "disc", "vert"], atlas)
+    model, chosen, decision, result = _check(tmp_path, wrong, right, card, labels, on_distrust)
     assert result["signals"]["atlas_share"][0] == pytest.approx(0.0)
     assert result["source_signals"]["atlas_share"][0] == pytest.approx(1.0)
     assert any(w.startswith("atlas_share of disc") for w in result["warnings"])
-    written = json.loads((tmp_path / "trust.json").read_text())
-    assert written["warnings"] == result["warnings"]
+    assert decision["warnings"] == result["warnings"] and decision["fallback"] == result["fallback"]
     if on_distrust == "source":
-        assert written["fallback"] == "source" and saved["selected.pt"][0] is right
-        assert saved["selected.pt"][1].selection.selected_by == "fallback: source model"
+        assert result["fallback"] == "source" and model is right
+        assert chosen.selection.selected_by == "fallback: source model"
+        assert chosen.selection.fallback_from == "selected.pt"
     else:
-        assert written["fallback"] is None and not saved
+        assert result["fallback"] is None and model is wrong and chosen is card
 
 
 def test_flip_signal_is_dropped_where_the_source_model_fails_the_mirror_test_itself():
@@ -147,36 +145,24 @@ def test_vanish_warns_when_a_structure_the_source_model_finds_is_lost():
     assert not vanish_flags({"fractions": [0.09, 0.0026, 0.0], "pixels": 10000}, source, names)  # > a quarter
 
 
-def test_check_trust_falls_back_when_the_adapted_model_loses_a_structure(tmp_path, monkeypatch):
-    from sfda.data.sliceset import SliceSet
-    from sfda.stages import trust as stage
-
-    labels, valid = _labels()
+def test_check_trust_falls_back_when_the_adapted_model_loses_a_structure(tmp_path):
+    labels, _ = _labels()
     empty, found = _Painter(slice(0, 0), slice(0, 0)), _Painter(slice(2, 4), slice(2, 5))
-    saved = _patch_models(monkeypatch, tmp_path, stage, {"selected.pt": empty, "source.pt": found},
-                          _card(["bg", "disc", "vert"]))
-    result = stage.check_trust(tmp_path, str(tmp_path / "source.pt"),
-                               SliceSet.from_arrays(np.zeros((4, 1, 6, 8), np.float32), labels, 3),
-                               ["bg", "disc", "vert"], "source")
+    model, _, _, result = _check(tmp_path, empty, found, _card(["bg", "disc", "vert"]), labels, "source")
     assert [w for w in result["warnings"] if "vanishes" in w][0].startswith("disc vanishes")
-    assert result["fallback"] == "source" and saved["selected.pt"][0] is found
+    assert result["fallback"] == "source" and model is found
 
 
-def test_without_its_own_calibration_the_source_models_mirror_test_on_the_target_decides(tmp_path, monkeypatch):
+def test_without_its_own_calibration_the_source_models_mirror_test_on_the_target_decides(tmp_path):
     """A model trained elsewhere (no ``source_flip``): where the source model itself fails the mirror
     test on the adaptation images, the adapted model's flip agreement is not judged."""
-    from sfda.data.sliceset import SliceSet
-    from sfda.stages import trust as stage
-
     labels, _ = _labels()
     box = _Painter(slice(2, 4), slice(1, 3))  # off-centre: its mask never survives a mirror
-    saved = _patch_models(monkeypatch, tmp_path, stage, {"selected.pt": box, "source.pt": box},
-                          _card(["bg", "disc", "vert"]))
-    result = stage.check_trust(tmp_path, str(tmp_path / "source.pt"),
-                               SliceSet.from_arrays(np.zeros((4, 1, 6, 8), np.float32), labels, 3),
-                               ["bg", "disc", "vert"], "source")
+    card = _card(["bg", "disc", "vert"])
+    model, chosen, _, result = _check(tmp_path, box, box, card, labels, "source")
     assert result["source_signals"]["flip_agreement"][0] == pytest.approx(0.0)
-    assert result["signals"]["flip_agreement"][0] is None and not result["warnings"] and not saved
+    assert result["signals"]["flip_agreement"][0] is None and not result["warnings"]
+    assert model is box and chosen is card and result["fallback"] is None
 
 
 def test_a_structure_shrunk_against_both_the_source_model_and_the_prior_is_a_caution():
@@ -200,8 +186,8 @@ def test_a_structure_shrunk_against_both_the_source_model_and_the_prior_is_a_cau
 def test_structure_fall_back_takes_only_the_distrusted_structures_from_the_source_model(tmp_path, monkeypatch,
                                                                                          on_distrust, flagged, expect):
     """``on_distrust: structure``: one of two structures distrusted -> selected.pt merges (that structure
-    from the source model, the other from the adapted one); both distrusted -> the source model itself."""
-    from sfda.data.sliceset import SliceSet
+    from the source model, the other from the adapted one); both distrusted -> the source model itself.
+    The model handed back is the one selected.pt is written with: it rebuilds from its card alone."""
     from sfda.engine.checkpoint import load_model, save_checkpoint
     from sfda.nets import build_net
     from sfda.stages import trust as stage
@@ -210,28 +196,22 @@ def test_structure_fall_back_takes_only_the_distrusted_structures_from_the_sourc
     card = ModelCard(network=Network("unet", args), kind="segmentation", labels=tuple(names))
     torch.manual_seed(0)
     adapted, source = build_net("unet", **args).eval(), build_net("unet", **args).eval()
-    save_checkpoint(tmp_path / "last.pt", adapted, card)
-    save_checkpoint(tmp_path / "source.pt", source, card)
     monkeypatch.setattr(stage, "trust_flags", lambda s, n: [(k, f"atlas_share of {n[k]} is 0.10") for k in flagged])
     monkeypatch.setattr(stage, "vanish_flags", lambda *a: [])
     labels = np.zeros((2, 16, 16), np.int64)
     images = np.random.default_rng(0).normal(size=(2, 1, 16, 16)).astype(np.float32)
-    result = stage.check_trust(tmp_path, str(tmp_path / "source.pt"), SliceSet.from_arrays(images, labels, 3),
-                               names, on_distrust)
+    chosen, chosen_card, decision, result = _check(tmp_path, adapted, source, card, labels, on_distrust, images)
+    save_checkpoint(tmp_path / "selected.pt", chosen, chosen_card)
     model, saved = load_model(tmp_path / "selected.pt")
     x = torch.from_numpy(images)
     with torch.no_grad():
         out, p_src, p_ad = torch.softmax(model(x), 1), torch.softmax(source(x), 1), torch.softmax(adapted(x), 1)
-    assert result["fallback"] == expect == json.loads((tmp_path / "trust.json").read_text())["fallback"]
+    assert result["fallback"] == expect == decision["fallback"] and saved == chosen_card
     assert torch.allclose(out[:, 1], p_src[:, 1], atol=1e-5)
     if expect == "structures":
-        assert result["fallback_structures"] == ["liver"]
+        assert result["fallback_structures"] == decision["fallback_structures"] == ["liver"]
         assert saved.selection.selected_by == "fallback: source model for liver"
         ratio = out[:, 2] / out[:, 0]  # the adapted model's proportions between the structures it keeps
         assert torch.allclose(ratio, p_ad[:, 2] / p_ad[:, 0], rtol=1e-4)
     else:
         assert torch.allclose(out, p_src, atol=1e-6)
-    again = stage.check_trust(tmp_path, str(tmp_path / "source.pt"), SliceSet.from_arrays(images, labels, 3),
-                              names, on_distrust)  # a re-check reads the fall-back: the first verdict stands
-    assert again == json.loads((tmp_path / "trust.json").read_text()) and again["fallback"] == expect
-    assert load_model(tmp_path / "selected.pt")[1].selection.selected_by == saved.selection.selected_by

@@ -28,7 +28,7 @@ def test_a_checkpoint_resolves_to_its_model_and_card_and_the_config_is_not_writt
         resolve_source(EvaluateConfig(checkpoint=str(OLD / "regressor_v1.pt")), "evaluate")
 
 
-def test_an_nnunet_folder_resolves_to_the_imported_fold_and_the_config_is_not_written(tmp_path):
+def test_an_nnunet_folder_resolves_to_the_imported_fold_and_the_config_is_not_written(tmp_path, file_traffic):
     pytest.importorskip("dynamic_network_architectures")
     from stages.test_nnunet import make_result_folder
 
@@ -43,8 +43,12 @@ def test_an_nnunet_folder_resolves_to_the_imported_fold_and_the_config_is_not_wr
     assert src.card.network.name == "nnunet.PlainConvUNet" and src.card.nnunet.fold == "0"
     assert src.card.nnunet.folder == str(folder.resolve()) and src.card.mirror_axes == (0, 1)
     assert src.card.training.config["folder"] == str(folder)
+    writes, reads = file_traffic
+    assert writes.count(src.path) == 1 and src.path not in reads  # written once, handed on in memory
     again = resolve_source(cfg, "adapt", write=False)  # another process wrote source.pt: read it
-    assert again.card == src.card
+    assert again.card == src.card and not src.model.training
+    weights = again.model.state_dict()
+    assert all(torch.equal(v, weights[k]) for k, v in src.model.state_dict().items())
 
 
 def test_what_an_nnunet_source_cannot_do_is_refused_by_explicit_stage_types(tmp_path):

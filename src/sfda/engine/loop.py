@@ -20,10 +20,11 @@ from sfda.config.card import ModelCard
 from sfda.data.sliceset import SliceSet
 from sfda.engine import distributed as ddp
 from sfda.engine.batches import Tensors, epoch_batches
+from sfda.engine.checkpoint import save_checkpoint
 from sfda.engine.collapse import flag_collapse
 from sfda.engine.distributed import check_device
 from sfda.engine.optim import build_optimizer, build_scheduler
-from sfda.engine.selection import Selector
+from sfda.engine.selection import SELECTED, Selector
 from sfda.engine.state import restore, save_epoch
 from sfda.engine.validate import evaluate_epoch, fraction_row
 from sfda.errors import SfdaError
@@ -61,17 +62,25 @@ class FitSpec:
     progress: bool = True
     on_epoch: Callable[[dict], None] | None = None
     keep_epochs: bool = False  # also write epoch_NNN.pt each epoch
+    # The trained model's card, worked out from the model itself before its last epoch's files are
+    # written (train-source: its own flip agreement): (model, card) -> card.
+    final_card: Callable[[torch.nn.Module, ModelCard], ModelCard] | None = None
+    # What becomes of the selected model before selected.pt is written (adapt: the trust check and
+    # its fall-back): (model, card) -> (the model to use, its card, what done.json adds).
+    vet: Callable[[torch.nn.Module, ModelCard], tuple[torch.nn.Module, ModelCard, dict]] | None = None
 
 
 def fit(model: torch.nn.Module, method: Method, spec: FitSpec) -> dict:
-    """Train ``model`` with ``method``; writes checkpoints and ``log.jsonl`` under ``spec.out``."""
+    """Train ``model`` with ``method``; writes checkpoints and ``log.jsonl`` under ``spec.out``, each
+    file once with its final card. Returns the log and, in the process that writes (rank 0),
+    ``selected``: the model to use and its card, as ``selected.pt`` holds them."""
     device = check_device(ddp.device_for(spec.device))
     dist = ddp.context(device)
     _check_distributed(method, spec, dist)
     spec.progress = spec.progress and dist.main
     spec.out.mkdir(parents=True, exist_ok=True)
     model.to(device)
-    selector = Selector(spec.select, spec.out)
+    selector = Selector(spec.select, spec.card, spec.out)
     if not method.trains:
         return _fit_without_gradients(model, method, spec, selector, device, dist)
     params = method.parameters(model)
@@ -81,7 +90,7 @@ def fit(model: torch.nn.Module, method: Method, spec: FitSpec) -> dict:
         p.requires_grad_(True)
     opt = build_optimizer(params, spec.optim)
     sched = build_scheduler(opt, spec.optim)
-    start, log = 0, []
+    start, log, card = 0, [], None  # card: the model's, once its last epoch is trained
     if spec.resume and (spec.out / "last.pt").exists():
         start, log = restore(spec.out / "last.pt", model, opt, sched, method, selector)
     net = ddp.wrap(model, dist, device)  # the replica that trains; ``model`` is the weights it shares
@@ -94,22 +103,28 @@ def fit(model: torch.nn.Module, method: Method, spec: FitSpec) -> dict:
         sched.step()
         log.append(row)
         if dist.main:
-            _end_epoch(model, method, spec, selector, log, device,
+            card = _final_card(model, spec) if epoch + 1 == spec.optim.epochs else spec.card
+            _end_epoch(model, method, spec, card, selector, log, device,
                        {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()})
         ddp.barrier(dist)
+    done = {"log": log}
     if dist.main:
-        _finish(model, spec, selector, log)
+        if card is None:  # resumed with no epoch left to train: the restored model's card
+            card = _final_card(model, spec)
+        done["selected"] = _finish(model, spec, selector, log, card)
     ddp.barrier(dist)
-    return {"log": log}
+    return done
 
 
-def _end_epoch(model, method, spec: FitSpec, selector: Selector, log: list[dict], device, opt_state: dict) -> None:
-    """Evaluate, flag collapse, update the selection and write the epoch's files (rank 0)."""
+def _end_epoch(model, method, spec: FitSpec, card: ModelCard, selector: Selector, log: list[dict], device,
+               opt_state: dict) -> None:
+    """Evaluate, flag collapse, update the selection and write the epoch's files (rank 0), whose
+    model ``card`` describes."""
     row = log[-1]
     row.update(evaluate_epoch(model, method, spec.val, spec.val_prior, spec.regression, device))
     flag_collapse(row, method, list(spec.card.labels) or None)
-    selector.update(model, log, spec.card)
-    save_epoch(model, spec.out, spec.card, log, spec.keep_epochs,
+    selector.update(model, log)
+    save_epoch(model, spec.out, card, log, spec.keep_epochs,
                {**opt_state, "method": method.state_dict(), "selector": selector.state_dict()})
     if spec.progress:
         say(epoch_line(row, spec.optim.epochs))
@@ -117,10 +132,23 @@ def _end_epoch(model, method, spec: FitSpec, selector: Selector, log: list[dict]
         spec.on_epoch(row)
 
 
-def _finish(model, spec: FitSpec, selector: Selector, log: list[dict]) -> None:
-    selection = selector.finish(model, log, spec.card)
+def _final_card(model, spec: FitSpec) -> ModelCard:
+    return spec.final_card(model, spec.card) if spec.final_card else spec.card
+
+
+def _finish(model, spec: FitSpec, selector: Selector, log: list[dict], card: ModelCard) -> tuple | None:
+    """Write ``selected.pt`` (once: the selection, vetted) and ``done.json``; return (model, card) of
+    ``selected.pt``."""
+    selection, chosen = selector.finish(model, log, card)
+    added = {}
+    if chosen is not None and spec.vet:
+        model, card, added = spec.vet(*chosen)
+        chosen = (model, card)
+    if chosen is not None:
+        save_checkpoint(spec.out / SELECTED, *chosen)
     write_json(spec.out / "done.json", {"epochs": len(log), "final": log[-1] if log else {}, "selection": selection,
-                                        "model": "selected.pt"})
+                                        "model": SELECTED, **added})
+    return chosen
 
 
 def _check_distributed(method, spec: FitSpec, dist) -> None:
@@ -140,10 +168,11 @@ def _fit_without_gradients(model, method, spec: FitSpec, selector: Selector, dev
         ddp.barrier(dist)
         return {"log": []}
     log = [{"epoch": 1, "loss": None, **fraction_row(model, spec.data, spec.prior, device)}]
-    _end_epoch(model, method, spec, selector, log, device, {})
-    _finish(model, spec, selector, log)
+    card = _final_card(model, spec)
+    _end_epoch(model, method, spec, card, selector, log, device, {})
+    done = {"log": log, "selected": _finish(model, spec, selector, log, card)}
     ddp.barrier(dist)
-    return {"log": log}
+    return done
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

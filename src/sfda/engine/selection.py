@@ -30,9 +30,10 @@ import torch
 
 from sfda.config.card import ModelCard
 from sfda.losses import kl_prior, pixel_entropy
-from sfda.engine.checkpoint import save_checkpoint
+from sfda.engine.checkpoint import load_checkpoint
 
 CRITERIA = ("last", "average", "holdout_kl", "holdout_objective", "holdout_entropy")
+SELECTED = "selected.pt"  # the model a run reports (done.json's "model")
 
 
 class HoldoutStats:
@@ -90,43 +91,65 @@ class WeightAverage:
 
 def model_to_use(run: Path) -> Path:
     """The model a run reports: ``run/selected.pt`` if it exists, else ``run/last.pt``."""
-    return run / "selected.pt" if (run / "selected.pt").exists() else run / "last.pt"
+    return run / SELECTED if (run / SELECTED).exists() else run / "last.pt"
 
 
 class Selector:
-    """Keeps ``selected.pt`` up to date with the epoch ``criterion`` chooses (see CRITERIA)."""
+    """Chooses the model ``selected.pt`` holds (see CRITERIA), in memory: the loop writes it once,
+    when the run ends. ``card`` describes every epoch's model before the last (the loop's
+    ``FitSpec.card``). A chosen epoch that may not stay the last is kept as a copy of its weights,
+    which resumes with the run, as the running average does."""
 
-    def __init__(self, criterion: str, out: Path) -> None:
-        self.criterion, self.out = criterion, out
+    def __init__(self, criterion: str, card: ModelCard, out: Path) -> None:
+        self.criterion, self.card, self.out = criterion, card, out
         self.average = WeightAverage() if criterion == "average" else None
+        self.kept: dict[str, torch.Tensor] | None = None  # the best epoch's weights so far (holdout_*)
 
-    def update(self, model: torch.nn.Module, log: list[dict], card: ModelCard) -> None:
-        """After each epoch (``log[-1]``), whose model ``card`` describes."""
+    def update(self, model: torch.nn.Module, log: list[dict]) -> None:
+        """After each epoch (``log[-1]``)."""
         if self.average is not None:
             self.average.add(model.state_dict())
-        elif select_epoch(log, self.criterion) in (log[-1]["epoch"], None):
-            save_checkpoint(self.out / "selected.pt", model,
-                            replace(card, selection=replace(card.selection, selected_by=self.criterion)))
+        elif self.criterion != "last" and select_epoch(log, self.criterion) == log[-1]["epoch"]:
+            self.kept = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
-    def finish(self, model: torch.nn.Module, log: list[dict], card: ModelCard) -> dict:
-        """Write the averaged weights (``average``); return the choice for ``done.json``."""
-        if self.average is not None and self.average.count:
-            averaged = copy.deepcopy(model).cpu()
-            averaged.load_state_dict(self.average.result())
-            chosen = replace(card.selection, selected_by="average", epochs_averaged=self.average.count)
-            save_checkpoint(self.out / "selected.pt", averaged,
-                            replace(card, training=replace(card.training, epoch=len(log)), selection=chosen))
+    def finish(self, model: torch.nn.Module, log: list[dict], card: ModelCard) -> tuple[dict, tuple | None]:
+        """The choice for ``done.json`` and the model ``selected.pt`` is to hold with its card (None
+        when no epoch ran); ``model`` is the trained one and ``card`` its own (the last epoch's)."""
         if self.criterion == "average" and len(log) > 1:
-            return {"criterion": "average", "epoch": f"mean of 1-{len(log)}"}
-        epoch = select_epoch(log, self.criterion)
-        return {"criterion": self.criterion, "epoch": epoch if epoch is not None else (log[-1]["epoch"] if log else None)}
+            choice = {"criterion": "average", "epoch": f"mean of 1-{len(log)}"}
+        else:
+            epoch = select_epoch(log, self.criterion)
+            choice = {"criterion": self.criterion,
+                      "epoch": epoch if epoch is not None else (log[-1]["epoch"] if log else None)}
+        if self.average is not None:
+            if not self.average.count:
+                return choice, None
+            chosen = replace(self.card.selection, selected_by="average", epochs_averaged=self.average.count)
+            return choice, (self._with(model, self.average.result()),
+                            replace(self.card, training=replace(self.card.training, epoch=len(log)), selection=chosen))
+        if not log:
+            return choice, None
+        if select_epoch(log, self.criterion) not in (log[-1]["epoch"], None):  # an earlier epoch: its weights
+            model, card = self._with(model, self.kept), self.card
+        return choice, (model, replace(card, selection=replace(card.selection, selected_by=self.criterion)))
+
+    @staticmethod
+    def _with(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+        other = copy.deepcopy(model).cpu()
+        other.load_state_dict(state)
+        return other
 
     def state_dict(self) -> dict:
-        return self.average.state_dict() if self.average is not None else {}
+        if self.average is not None:
+            return self.average.state_dict()
+        return {"kept": self.kept} if self.criterion != "last" else {}
 
     def load_state_dict(self, state: dict) -> None:
         if self.average is not None and state:
             self.average.load_state_dict(state)
+        elif self.average is None and self.criterion != "last":
+            # a run begun by an older sfda wrote its chosen epoch to selected.pt instead
+            self.kept = state["kept"] if "kept" in state else load_checkpoint(self.out / SELECTED)["state_dict"]
 
 
 def select_epoch(log: list[dict], criterion: str) -> int | None:

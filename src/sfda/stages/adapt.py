@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import tempfile
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +24,9 @@ from sfda.config import AdaptConfig, MethodConfig, OptimConfig, config_to_dict, 
 from sfda.config.card import ModelCard, Network, Training
 from sfda.config.methods import DEFAULT_METHOD, said, source_free_methods
 from sfda.data.sliceset import SliceSet
-from sfda.engine.checkpoint import load_model
-from sfda.engine.distributed import check_device, device_for, is_main, resolve_device
+from sfda.engine.distributed import check_device, device_for, resolve_device
 from sfda.engine.loop import FitSpec, fit
-from sfda.engine.selection import CRITERIA, model_to_use
+from sfda.engine.selection import CRITERIA, SELECTED
 from sfda.errors import SfdaError
 from sfda.data.profile import training_profile
 from sfda.io.cases import load_cases, select_cases
@@ -65,9 +65,10 @@ def adapt(cfg: AdaptConfig, progress: bool = True, run: Stage | None = None) -> 
 
 def _adapt(cfg: AdaptConfig, cl, progress: bool) -> None:
     src = resolve_source(cfg, "adapt", single=True)
+    reference = (copy.deepcopy(src.model), src.card)  # the trust check's source model: src.model is adapted
     model = src.model.train()  # as built: the method sets the modes it trains in
     method = build_method(cfg.method.name, cfg.method)
-    _check_source_use(method, cfg)
+    _check_source_use(method, cfg.method)
     slicing, cache = src.card.slicing, cfg.data.cache  # the target sliced as the source model was trained
     # Target labels are never read for adaptation: with_labels=False.
     target = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, slicing, with_labels=False, cache=cache,
@@ -78,8 +79,8 @@ def _adapt(cfg: AdaptConfig, cl, progress: bool) -> None:
     if method.needs_prior or cfg.prior:
         require(cfg.prior, "--prior (a table from `sfda prior`)")
         prior = load_prior(cfg.prior, target.slice_ids, len(cl.label_names))
-        val_prior = _val_prior(cfg, val, len(cl.label_names))
-    _check_selection(cfg, val_prior)
+        val_prior = _val_prior(cfg.prior, val, len(cl.label_names))
+    _check_selection(cfg.select, val_prior)
     source = None
     if not method.source_free:
         source = slices_for(cl, cfg.method.source_subjects, cfg.method.source_modality, slicing,
@@ -89,11 +90,14 @@ def _adapt(cfg: AdaptConfig, cl, progress: bool) -> None:
 
         reestimate_bn(model, target.images, device=device_for(cfg.device), seed=cfg.seed)
     write_config(cfg, Path(cfg.out) / "config.yaml")
-    fit(model, method, fit_spec(cfg, target, _adapted_card(src.card, cfg, cl, method.name), val=val, source=source,
-                                prior=prior, val_prior=val_prior, select=cfg.select, progress=progress))
-    check_trust(Path(cfg.out), src.path, target, cl.label_names, cfg.on_distrust, cfg.device, prior)
-    if src.card.nnunet:
-        _export(Path(cfg.out))
+    # the selected model is checked before selected.pt is written, and exported as it is handed back
+    vet = partial(check_trust, source=reference, target=target, label_names=cl.label_names,
+                  on_distrust=cfg.on_distrust, out=Path(cfg.out), device=cfg.device, prior=prior)
+    fitted = fit(model, method, fit_spec(cfg, target, _adapted_card(src.card, cfg, cl, method.name), val=val,
+                                         source=source, prior=prior, val_prior=val_prior, select=cfg.select,
+                                         progress=progress, vet=vet))
+    if src.card.nnunet and fitted.get("selected"):
+        _export(Path(cfg.out), *fitted["selected"])
 
 
 def _adapted_card(card: ModelCard, cfg: AdaptConfig, cl, method: str) -> ModelCard:
@@ -105,40 +109,38 @@ def _adapted_card(card: ModelCard, cfg: AdaptConfig, cl, method: str) -> ModelCa
                    profile=training_profile(select_cases(cl, cfg.data.subjects or None), cfg.data.modality))
 
 
-def _export(out: Path) -> None:
+def _export(out: Path, model: torch.nn.Module, card: ModelCard) -> None:
     """A model imported from nnU-Net goes back as an nnU-Net result folder (``out/nnunet``): the
-    reported model (``selected.pt``; the source model after a trust fall-back)."""
-    chosen = model_to_use(out)
-    if chosen.exists() and is_main():
-        model, card = load_model(chosen)
-        if is_merge(card):  # an nnU-Net folder holds one network
-            say(f"warning: no nnU-Net result folder: {chosen} joins two networks ({card.selection.selected_by}); "
-                f"predict with `sfda predict --checkpoint {chosen}`, or export {out / 'last.pt'} yourself")
-            return
-        say(f"nnU-Net result folder of {chosen.name}: {export_nnunet(card, model, out).parents[1]}")
+    reported model (``selected.pt``'s, handed over by the loop; the source model after a trust
+    fall-back)."""
+    chosen = out / SELECTED
+    if is_merge(card):  # an nnU-Net folder holds one network
+        say(f"warning: no nnU-Net result folder: {chosen} joins two networks ({card.selection.selected_by}); "
+            f"predict with `sfda predict --checkpoint {chosen}`, or export {out / 'last.pt'} yourself")
+        return
+    say(f"nnU-Net result folder of {chosen.name}: {export_nnunet(card, model, out).parents[1]}")
 
 
-def _val_prior(cfg: AdaptConfig, val: SliceSet | None, k: int) -> np.ndarray | None:
-    """The prior of the held-out (validation) target slices, when the table covers them."""
+def _val_prior(table: str, val: SliceSet | None, k: int) -> np.ndarray | None:
+    """The prior of the held-out (validation) target slices, when the ``table`` covers them."""
     if val is None:
         return None
     try:
-        return load_prior(cfg.prior, val.slice_ids, k)
+        return load_prior(table, val.slice_ids, k)
     except SfdaError:
         return None
 
 
-def _check_selection(cfg: AdaptConfig, val_prior) -> None:
-    if cfg.select not in CRITERIA:
-        raise SfdaError(f"unknown select '{cfg.select}'; choose one of: {', '.join(CRITERIA)}")
-    if cfg.select not in ("last", "average") and val_prior is None:
-        raise SfdaError(f"select={cfg.select} scores held-out target images: give --val-subjects and a prior "
+def _check_selection(select: str, val_prior) -> None:
+    if select not in CRITERIA:
+        raise SfdaError(f"unknown select '{select}'; choose one of: {', '.join(CRITERIA)}")
+    if select not in ("last", "average") and val_prior is None:
+        raise SfdaError(f"select={select} scores held-out target images: give --val-subjects and a prior "
                         "table that covers their slices (`sfda prior` with --subjects listing both), "
                         "or select=last")
 
 
-def _check_source_use(method, cfg: AdaptConfig) -> None:
-    m = cfg.method
+def _check_source_use(method, m: MethodConfig) -> None:
     if method.source_free and (m.source_modality or m.source_subjects):
         raise SfdaError(f"method '{method.name}' is source-free and takes no source data; "
                         "remove --source-modality/--source-subjects")

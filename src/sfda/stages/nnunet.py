@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
 from sfda.config import NnunetImportConfig, config_to_dict
 from sfda.config.card import ModelCard, Network, NnunetOrigin, Normalization, Slicing, Training
 from sfda.engine.checkpoint import save_checkpoint
@@ -180,15 +182,23 @@ def _ensemble(members: list[tuple], folds: list[str]):
 def import_nnunet(cfg: NnunetImportConfig) -> Path:
     """Write ``cfg.out``: the folder's fold (or folds, as one ensemble) as an sfda source checkpoint
     (weights unchanged)."""
+    imported(cfg)
+    return Path(cfg.out)
+
+
+def imported(cfg: NnunetImportConfig) -> tuple[torch.nn.Module, ModelCard]:
+    """What :func:`import_nnunet` writes, handed back as well: the network (in eval mode) and its card,
+    for a stage that imports its own source model (``--nnunet``) to go on with, not read back."""
     require(cfg.folder, "--folder (an nnU-Net result folder)")
     require(cfg.out, "--out")
     claim_file(cfg.out, [cfg.folder], overwrite=cfg.overwrite)
     folds = fold_names(cfg.folder, cfg.fold)
     members = [_fold_net(cfg.folder, f, cfg.checkpoint_name) for f in folds]
     net, card = members[0] if len(members) == 1 else _ensemble(members, folds)
-    save_checkpoint(cfg.out, net, replace(card, training=replace(card.training, config=config_to_dict(cfg))))
+    card = replace(card, training=replace(card.training, config=config_to_dict(cfg)))
+    save_checkpoint(cfg.out, net, card)
     write_config(cfg, Path(cfg.out).parent / f"{Path(cfg.out).stem}.config.yaml")
-    return Path(cfg.out)
+    return net.eval(), card
 
 
 def export_nnunet(card: ModelCard, net, out: str | Path) -> Path | None:

@@ -20,7 +20,7 @@ from sfda.engine.checkpoint import load_checkpoint, model_from_checkpoint, requi
 from sfda.errors import SfdaError
 from sfda.io.nnunet_results import fold_names
 from sfda.stages.common import require
-from sfda.stages.nnunet import import_nnunet
+from sfda.stages.nnunet import imported
 from sfda.stages.outputs import IMPORTED_SOURCE
 
 
@@ -84,17 +84,22 @@ def check_source(cfg, adapting: Adapting | None = None) -> None:
 
 def resolve_source(cfg, use: str, write: bool = True, single: bool = False) -> Source:
     """The stage's source model and its card, from ``cfg.checkpoint`` or, given ``--nnunet FOLDER``,
-    from the fold(s) imported to ``<out>/source.pt`` (``write`` False: another process imported it;
-    predict under torchrun, where rank 0 writes and the others wait for its file). Refuses a model
-    that is not a segmenter, or (``single``) an ensemble or merge, saying it is for ``use``."""
-    path = cfg.checkpoint
-    if cfg.nnunet:
-        path = str(Path(cfg.out) / IMPORTED_SOURCE)
-        if write:  # inside the stage's own folder
-            import_nnunet(NnunetImportConfig(folder=cfg.nnunet, fold=cfg.fold, checkpoint_name=cfg.checkpoint_name,
-                                             out=path, overwrite=True))
+    from the fold(s) imported to ``<out>/source.pt`` and handed on in memory (``write`` False: another
+    process imported it; predict under torchrun, where rank 0 writes and the others wait for its file,
+    then read it). Refuses a model that is not a segmenter, or (``single``) an ensemble or merge,
+    saying it is for ``use``."""
+    path = str(Path(cfg.out) / IMPORTED_SOURCE) if cfg.nnunet else cfg.checkpoint
+    if cfg.nnunet and write:  # inside the stage's own folder
+        model, card = imported(NnunetImportConfig(folder=cfg.nnunet, fold=cfg.fold,
+                                                  checkpoint_name=cfg.checkpoint_name, out=path, overwrite=True))
+        _require_usable(card, path, use, single)
+        return Source(model, card, path)
     ckpt = load_checkpoint(path)
-    require_kind(ckpt["card"], "segmentation", path, use)
-    if single:
-        require_single(ckpt["card"], path, use)
+    _require_usable(ckpt["card"], path, use, single)
     return Source(model_from_checkpoint(ckpt, path).eval(), ckpt["card"], path)
+
+
+def _require_usable(card: ModelCard, path: str, use: str, single: bool) -> None:
+    require_kind(card, "segmentation", path, use)
+    if single:
+        require_single(card, path, use)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from sfda.config import PriorTrainConfig, TrainConfig
-from sfda.config.card import Slicing, SourceStats
+from sfda.config.card import ModelCard, Slicing, SourceStats
 from sfda.data.spatial import SpatialAugment, check_spatial, spatial_active
 from sfda.data.transforms import Chain, IntensityAugment
-from sfda.engine.checkpoint import load_model, update_card
-from sfda.engine.distributed import is_main
+from sfda.engine.distributed import device_for
 from sfda.engine.optim import check_optim
 from sfda.engine.loop import fit
 from sfda.data.profile import training_profile
@@ -71,10 +71,10 @@ def _train(cfg, cl, stage: str, method, progress: bool, dims_args: dict, spatial
         card = replace(card, source=SourceStats(atlas=_atlas(train, len(cl.label_names)), position=position),
                        profile=training_profile(select_cases(cl, cfg.data.subjects or None), cfg.data.modality))
     transform = _transform(cfg, spatial, train.dims)
-    out = fit(model, method, fit_spec(cfg, train, card, val=val, transform=transform, progress=progress, **spec_kw))
-    if stage == "source" and is_main():
-        _calibrate_flip(cfg, train)
-    return out
+    # a source model's card carries its own flip agreement, measured once it is trained
+    final = partial(_with_flip, train=train, device=device_for(cfg.device)) if stage == "source" else None
+    return fit(model, method, fit_spec(cfg, train, card, val=val, transform=transform, progress=progress,
+                                       final_card=final, **spec_kw))
 
 
 def _transform(cfg, spatial, dims: int):
@@ -122,21 +122,17 @@ def train_source(cfg: TrainConfig, progress: bool = True, run: Stage | None = No
     return Path(cfg.out)
 
 
-def _calibrate_flip(cfg: TrainConfig, train, most: int = 256) -> None:
-    """The trained model's own flip agreement on (up to ``most``) of its ``train`` slices, stored in
-    last.pt: where it fails the mirror test on the data it was trained on, the trust check
-    gives no flip signal (:func:`sfda.metrics.trust.calibrated_flip`)."""
+def _with_flip(model: torch.nn.Module, card: ModelCard, train, device: str, most: int = 256) -> ModelCard:
+    """``card`` with the trained ``model``'s own flip agreement on (up to ``most``) of its ``train``
+    slices (the card of last.pt and selected.pt): where it fails the mirror test on the data it was
+    trained on, the trust check gives no flip signal (:func:`sfda.metrics.trust.calibrated_flip`)."""
     from sfda.inference import trust_signals
 
     rows = np.unique(np.linspace(0, len(train) - 1, min(most, len(train))).astype(int))
-    path = Path(cfg.out) / "last.pt"
-    model, card = load_model(path)
     # the card's slicing alone: no earlier calibration or atlas applies to this measurement
-    flip = trust_signals(model.to(cfg.device), train.images[rows], train.valid_mask()[rows],
-                         replace(card, source=SourceStats()), len(card.labels), cfg.device)["flip_agreement"]
-    for name in ("last.pt", "selected.pt"):  # selected.pt: the model to use, the last epoch here
-        if (Path(cfg.out) / name).exists():
-            update_card(Path(cfg.out) / name, lambda c: replace(c, source=replace(c.source, flip=tuple(flip))))
+    flip = trust_signals(model, train.images[rows], train.valid_mask()[rows],
+                         replace(card, source=SourceStats()), len(card.labels), device)["flip_agreement"]
+    return replace(card, source=replace(card.source, flip=tuple(flip)))
 
 
 def train_prior(cfg: PriorTrainConfig, progress: bool = True, run: Stage | None = None) -> dict:

@@ -11,17 +11,16 @@ structures a signal distrusts are taken from the source model (the whole model w
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from sfda.config.card import Network
+from sfda.config.card import ModelCard, Network
 from sfda.data.sliceset import SliceSet
-from sfda.engine.checkpoint import load_model, save_checkpoint
-from sfda.engine.distributed import device_for, is_main
-from sfda.engine.selection import model_to_use
+from sfda.engine.distributed import device_for
+from sfda.engine.selection import SELECTED
 from sfda.inference import trust_signals
 from sfda.io.atomic import write_json
 from sfda.metrics.trust import THRESHOLDS, VANISH, calibrated_flip, shrink_cautions, trust_flags, vanish_flags
@@ -29,28 +28,24 @@ from sfda.nets.merge import NAME as MERGE, StructureMerge, merge_args, taken_cla
 from sfda.progress import say
 
 
-def check_trust(out: Path, source_ckpt: str, target: SliceSet, label_names: list[str], on_distrust: str,
-                device: str = "cpu", prior: np.ndarray | None = None) -> dict:
-    """Score ``out/selected.pt`` (else ``last.pt``) and the source model; write ``out/trust.json``.
-    With the target's ``prior`` (N, K), a structure that shrank against both it and the source model
-    is a caution: said and written, no fall-back."""
-    if not is_main():
-        return {}
-    chosen = model_to_use(out)
+def check_trust(model: torch.nn.Module, card: ModelCard, *, source: tuple[torch.nn.Module, ModelCard],
+                target: SliceSet, label_names: list[str], on_distrust: str, out: Path, device: str = "cpu",
+                prior: np.ndarray | None = None) -> tuple[torch.nn.Module, ModelCard, dict]:
+    """Score the selected ``model`` (its ``card``) and the ``source`` model (its model and card) on
+    the ``target`` images, before ``out/selected.pt`` is written; write ``out/trust.json``. Returns
+    the model to use (``model``, or its fall-back), its card, and ``done.json``'s ``trust`` decision
+    (the loop's :attr:`sfda.engine.loop.FitSpec.vet`). With the target's ``prior`` (N, K), a
+    structure that shrank against both it and the source model is a caution: said and written, no
+    fall-back."""
     dev, valid, k = device_for(device), target.valid_mask(), len(label_names)
-    model, card = load_model(chosen)
-    if card.selection.fallback_from and (out / "trust.json").exists():  # checked already: this is its fall-back
-        say(f"trust: {chosen} is the fall-back of an earlier check ({card.selection.selected_by}); "
-            f"{out}/trust.json kept")
-        return json.loads((out / "trust.json").read_text())
-    source, source_card = load_model(source_ckpt)
+    source_model, source_card = source
     signals = trust_signals(model.to(dev), target.images, valid, card, k, dev)
-    source_signals = trust_signals(source.to(dev), target.images, valid, source_card, k, dev)
+    source_signals = trust_signals(source_model.to(dev), target.images, valid, source_card, k, dev)
     if not card.source.flip:  # a model trained elsewhere (nnU-Net): no calibration on its training slices,
         # so the source model's own mirror test on these images decides where the flip signal means anything
         signals["flip_agreement"] = calibrated_flip(signals["flip_agreement"], source_signals["flip_agreement"])
     flags = trust_flags(signals, label_names) + vanish_flags(signals, source_signals, label_names)
-    result = {"checkpoint": chosen.name, "signals": signals, "thresholds": {**THRESHOLDS, "vanish": VANISH},
+    result = {"checkpoint": SELECTED, "signals": signals, "thresholds": {**THRESHOLDS, "vanish": VANISH},
               "source_signals": source_signals, "fallback": None, "warnings": [line for _, line in flags]}
     if not card.source.atlas:
         result["note"] = ("the source checkpoint carries no source atlas (trained before train-source stored "
@@ -62,38 +57,36 @@ def check_trust(out: Path, source_ckpt: str, target: SliceSet, label_names: list
         say(f"warning: trust (caution, no fall-back): {line}")
     classes = taken_classes(on_distrust, [c for c, _ in flags], k)
     if classes:
-        result.update(fall_back(out, chosen, (model, card), (source, source_card), classes, label_names))
+        model, card, taken = fall_back(out, (model, card), source, classes, label_names)
+        result.update(taken)
     write_json(out / "trust.json", result)
-    record_decision(out, result)
-    return result
+    return model, card, {"trust": decision(result)}
 
 
-def record_decision(out: Path, result: dict) -> None:
-    """``done.json`` names the model to use and what the trust check decided about it."""
-    done = json.loads((out / "done.json").read_text()) if (out / "done.json").exists() else {}
-    decision = {"fallback": result.get("fallback"), "fallback_structures": result.get("fallback_structures"),
-                "warnings": result["warnings"], "cautions": result.get("cautions", [])}
-    write_json(out / "done.json", {**done, "model": "selected.pt", "trust": decision})
+def decision(result: dict) -> dict:
+    """What ``done.json`` says the trust check decided about the model to use."""
+    return {"fallback": result.get("fallback"), "fallback_structures": result.get("fallback_structures"),
+            "warnings": result["warnings"], "cautions": result.get("cautions", [])}
 
 
-def fall_back(out: Path, chosen: Path, adapted: tuple, source: tuple, classes: list[int],
-              label_names: list[str]) -> dict:
-    """Make ``out/selected.pt`` the source model, or (some structures distrusted, others not) the
-    adapted model with those structures taken from the source model (:mod:`sfda.nets.merge`)."""
+def fall_back(out: Path, adapted: tuple, source: tuple, classes: list[int],
+              label_names: list[str]) -> tuple[torch.nn.Module, ModelCard, dict]:
+    """The model ``out/selected.pt`` is to hold instead of the adapted one: the source model, or
+    (some structures distrusted, others not) the adapted model with those structures taken from the
+    source model (:mod:`sfda.nets.merge`); with its card and what ``trust.json`` adds."""
     (model, card), (source_model, source_card) = adapted, source
     if len(classes) >= len(label_names) - 1:
-        chosen_by = replace(card.selection, selected_by="fallback: source model", fallback_from=chosen.name)
-        save_checkpoint(out / "selected.pt", source_model.cpu(), replace(card, selection=chosen_by))
+        chosen_by = replace(card.selection, selected_by="fallback: source model", fallback_from=SELECTED)
         say(f"warning: trust: {out}/selected.pt is now the source model; the adapted weights stay in {out}/last.pt")
-        return {"fallback": "source"}
+        return source_model.cpu(), replace(card, selection=chosen_by), {"fallback": "source"}
     names = [label_names[c] for c in classes]
-    chosen_by = replace(card.selection, fallback_from=chosen.name,
+    chosen_by = replace(card.selection, fallback_from=SELECTED,
                         selected_by=f"fallback: source model for {', '.join(names)}")
-    save_checkpoint(out / "selected.pt", StructureMerge(model.cpu(), source_model.cpu(), classes),
-                    replace(card, network=Network(MERGE, merge_args(card, source_card, classes)), selection=chosen_by))
+    merged = StructureMerge(model.cpu(), source_model.cpu(), classes)
     say(f"warning: trust: {out}/selected.pt now takes {', '.join(names)} from the source model and the other "
-        f"structures from {chosen.name}; the adapted weights stay in {out}/last.pt")
-    return {"fallback": "structures", "fallback_structures": names}
+        f"structures from {SELECTED}; the adapted weights stay in {out}/last.pt")
+    return (merged, replace(card, network=Network(MERGE, merge_args(card, source_card, classes)), selection=chosen_by),
+            {"fallback": "structures", "fallback_structures": names})
 
 
 def prior_shares(prior: np.ndarray | None, valid: np.ndarray) -> list[float] | None:
