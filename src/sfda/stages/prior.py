@@ -117,7 +117,7 @@ def make_prior(cfg: PriorConfig, progress: bool = True) -> Path:
         source = cfg.source_subjects if cfg.method.startswith("source") else cfg.data.subjects
         cfg = dataclasses.replace(cfg, data=decide_axis(cfg.data, select_cases(cl, source or None)))
     model, slicing = None, Slicing.from_config(cfg.data)
-    if kind or cfg.checkpoint:  # a constant or source prior given --checkpoint takes the model's slicing
+    if kind or (cfg.checkpoint and cfg.method == "constant"):  # a constant prior's rows: the given model's samples
         model, card = _model(cfg, kind or "segmentation")
         slicing = card.slicing  # the target slices as the network was trained to see them
     target = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, slicing,
