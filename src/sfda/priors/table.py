@@ -44,12 +44,12 @@ def load_prior(path: str | Path, slice_ids: list[str], num_classes: int) -> np.n
                         "recreate it with `sfda prior`") from None
     missing = [s for s in slice_ids if s not in table]
     if missing:
-        volumes = [s.endswith(":volume") for s in (missing[0], next(iter(table), ""))]
-        hint = ("" if volumes[0] == volumes[1] else " (the model takes whole volumes, the table has a row per slice"
-                if volumes[0] else " (the model takes slices, the table has a row per volume")
-        raise SfdaError(f"prior table {p} has no row for {len(missing)} target slices (e.g. {missing[0]}{hint}"
-                        f"{')' if hint else ''}); recreate it with `sfda prior` for the same cases, modality and "
-                        "subjects, given the model (--checkpoint) so that its rows are the model's samples")
+        wanted, held = (s.endswith(":volume") for s in (missing[0], next(iter(table), "")))
+        hint = ("" if wanted == held else " (the model takes whole volumes, the table has a row per slice)"
+                if wanted else " (the model takes slices, the table has a row per volume)")
+        raise SfdaError(f"prior table {p} has no row for {len(missing)} target slices (e.g. {missing[0]}{hint}); "
+                        "recreate it with `sfda prior` for the same cases, modality and subjects, given the model "
+                        "(--checkpoint) so that its rows are the model's samples")
     ratios = np.stack([table[s] for s in slice_ids])
     if ratios.shape[1] != num_classes:
         raise SfdaError(f"prior table {p} has {ratios.shape[1]} classes but the model has {num_classes}")

@@ -53,7 +53,7 @@ def adapt_folds(cfg: AdaptConfig, folds: list[str], progress: bool = True) -> li
     for fold in folds:
         say(f"fold {fold} of {', '.join(folds)}")
         outs.append(adapt(replace(cfg, fold=fold, out=str(Path(cfg.out) / f"fold_{fold}")), progress))
-    missing = [f for f, out in zip(folds, outs) if not _export(out, cfg.nnunet).is_file()]
+    missing = [f for f, out in zip(folds, outs) if not _export(out, cfg.nnunet, f).is_file()]
     if missing:
         say(f"no combined nnU-Net folder: fold {', '.join(missing)} kept the source model for some structures "
             "(its trust.json says which), which one nnU-Net network cannot hold; each other fold's export is in "
@@ -64,10 +64,9 @@ def adapt_folds(cfg: AdaptConfig, folds: list[str], progress: bool = True) -> li
     return outs
 
 
-def _export(out: Path, folder: str) -> Path:
-    """The checkpoint a fold's run exported (sfda.stages.nnunet.export_nnunet)."""
-    fold_dir = next((p for p in (out / "nnunet" / Path(folder).name).glob("fold_*") if p.is_dir()), None)
-    return fold_dir / "checkpoint_final.pth" if fold_dir else out / "nnunet" / "missing"
+def _export(out: Path, folder: str, fold: str) -> Path:
+    """Where fold ``fold``'s run exported its checkpoint (sfda.stages.nnunet.export_nnunet)."""
+    return out / "nnunet" / Path(folder).name / f"fold_{fold}" / "checkpoint_final.pth"
 
 
 def _gather(folder: str, folds: list[str], outs: list[Path], combined: Path) -> None:
@@ -78,7 +77,7 @@ def _gather(folder: str, folds: list[str], outs: list[Path], combined: Path) -> 
     for fold, out in zip(folds, outs):
         dest = combined / f"fold_{fold}" / "checkpoint_final.pth"
         dest.parent.mkdir(parents=True)
-        _link(_export(out, folder), dest)
+        _link(_export(out, folder, fold), dest)
     for item in first.iterdir():
         if item.is_file():
             _link(item, combined / item.name)
