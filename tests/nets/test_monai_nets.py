@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -60,7 +62,7 @@ def test_monai_unet_trains_adapts_and_predicts_through_the_cli(tiny_cases, tiny_
     assert set(np.unique(np.asarray(nib.load(mask).dataobj))) <= {0, 1}
 
 
-def test_monai_3d_unet_trains_adapts_and_predicts_whole_volumes_through_the_cli(tiny_cases, tmp_path):
+def test_monai_3d_unet_trains_adapts_and_predicts_whole_volumes_through_the_cli(tiny_cases, tmp_path, capsys):
     """slicing.dims 3: each case one sample; the adapted model predicts a NIfTI with the scan's geometry."""
     from sfda.engine.checkpoint import load_model
     from sfda.io.cases import load_cases
@@ -83,8 +85,14 @@ def test_monai_3d_unet_trains_adapts_and_predicts_whole_volumes_through_the_cli(
     mask, image = nib.load(next((tmp_path / "pred").glob("*_seg.nii.gz"))), nib.load(scan)
     assert mask.shape == image.shape and np.allclose(mask.affine, image.affine)
     assert main(["predict", "--checkpoint", str(tmp_path / "ada" / "selected.pt"), scan, "--adapt", "adaent",
-                 "--out", str(tmp_path / "per-scan")]) == 2  # per-scan adaptation is 2D only: refused, nothing written
-    assert not (tmp_path / "per-scan").exists()
+                 "--out", str(tmp_path / "per-scan")]) == 2  # a 3D model's prior: a table, a row per volume
+    assert "<file stem>:volume" in capsys.readouterr().err and not (tmp_path / "per-scan").exists()
+    assert main(["predict", "--checkpoint", str(tmp_path / "ada" / "selected.pt"), scan, "--adapt", "tent",
+                 "--steps", "2", "--out", str(tmp_path / "per-scan")]) == 0  # per scan, on the whole volume
+    record = json.loads((tmp_path / "per-scan" / "adapt.jsonl").read_text())
+    assert record["steps"] == 2 and record["decision"].startswith(("adapted", "source"))
+    mask = nib.load(next((tmp_path / "per-scan").glob("*_seg.nii.gz")))
+    assert mask.shape == image.shape and np.allclose(mask.affine, image.affine)
     assert main(["evaluate", "--checkpoint", str(tmp_path / "ada" / "selected.pt"), "--modality", "inn",
                  "--subjects", "P03", "--cases", tiny_cases, "--out", str(tmp_path / "eval")]) == 0
     assert {"P03/image", "P03/pred"} <= set(np.load(tmp_path / "eval" / "examples.npz"))

@@ -19,6 +19,7 @@ from sfda.cli import main  # noqa: E402
 from sfda.engine.checkpoint import load_model  # noqa: E402
 from sfda.inference import scan_slices, stream_volume  # noqa: E402
 from sfda.io.nnunet_results import load_nnunet_checkpoint  # noqa: E402
+from sfda.nets import nnunet_nets  # noqa: E402
 from stages.test_nnunet import _dna_net, make_result_folder, write_raw  # noqa: E402
 
 SPACING = (0.8, 0.8, 3.0)  # sfda's (x, y, z)
@@ -109,7 +110,7 @@ def test_mirroring_averages_the_flips_along_nnunets_axes(tmp_path):
                               atol=1e-5)
 
 
-def test_a_3d_folder_adapts_with_adaent_predicts_and_exports_back(tmp_path, capsys):
+def test_a_3d_folder_adapts_with_adaent_on_patches_predicts_and_exports_back(tmp_path, capsys, monkeypatch):
     folder, _, _ = _imported(tmp_path)
     raw = write_raw(tmp_path / "raw", n=2)
     cases, prior, out = tmp_path / "cases.json", tmp_path / "prior.csv", tmp_path / "adapted"
@@ -124,7 +125,13 @@ def test_a_3d_folder_adapts_with_adaent_predicts_and_exports_back(tmp_path, caps
     assert main(["prior", "--method", "constant", "--ratios", "0.8,0.15,0.05", "--cases", str(cases),
                  "--modality", "MRI", "--checkpoint", str(tmp_path / "src.pt"), "--out", str(prior)]) == 0
     assert "case0:volume" in prior.read_text()
-    assert main([*adapt, "--prior", str(prior)]) == 0
+    assert main([*adapt, "--prior", str(prior)]) == 2  # a volume's ratios asked of each patch
+    assert "method.kl_scope=batch" in capsys.readouterr().err and not out.exists()
+    seen = []
+    original = nnunet_nets.strided  # the train-mode path: what adaptation steps on
+    monkeypatch.setattr(nnunet_nets, "strided", lambda net, x, s: seen.append(tuple(x.shape)) or original(net, x, s))
+    assert main([*adapt, "--prior", str(prior), "method.kl_scope=batch"]) == 0
+    assert seen and set(seen) == {(2, 1, 12, 40, 48)}  # the plans' patch, in nnU-Net's axes as the network runs
     image = raw / "imagesTr" / "case0_0000.nii.gz"
     assert main(["predict", "--checkpoint", str(out / "selected.pt"), str(image), "--out", str(tmp_path / "pred")]) == 0
     mask = nib.load(tmp_path / "pred" / "case0.nii.gz")
@@ -167,3 +174,34 @@ def test_adaptation_reads_volumes_as_prediction_does(tmp_path):
     assert vs.images.shape == predicted.shape == (1, 1, 43, 37, 12)
     assert np.array_equal(vs.images, predicted) and valid.all()
     assert vs.labels.shape == (1, 43, 37, 12) and vs.valid_mask().all()
+
+
+def test_per_scan_adaptation_steps_on_patches_of_the_scan(tmp_path, capsys, monkeypatch):
+    """predict --adapt on a 3D folder: TENT and AdaEnt (its prior a row <file stem>:volume, the KL
+    pooled over the batch's patches) step on random patches of the plans' size, the safety net
+    compares the whole scan's masks, and the mask is written in the scan's geometry."""
+    folder, _, _ = _imported(tmp_path)
+    raw = write_raw(tmp_path / "raw", n=1)
+    image = raw / "imagesTr" / "case0_0000.nii.gz"
+    seen = []
+    original = nnunet_nets.strided
+    monkeypatch.setattr(nnunet_nets, "strided", lambda net, x, s: seen.append(tuple(x.shape)) or original(net, x, s))
+    base = ["predict", "--nnunet", str(folder), str(image), "--steps", "2", "optim.batch_size=3"]
+    assert main([*base, "--adapt", "tent", "--out", str(tmp_path / "tent")]) == 0
+    assert set(seen) == {(3, 1, 12, 40, 48)}
+    record = json.loads((tmp_path / "tent" / "adapt.jsonl").read_text())
+    assert record["steps"] == 2 and len(record["losses"]) == 2 and record["fractions"]["source"]
+    mask = nib.load(tmp_path / "tent" / "case0.nii.gz")
+    assert mask.shape == nib.load(image).shape and np.allclose(mask.affine, nib.load(image).affine)
+
+    assert main([*base, "--adapt", "adaent", "--out", str(tmp_path / "a")]) == 2  # no prior
+    assert "needs --prior" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    prior = tmp_path / "prior.csv"
+    prior.write_text("slice,background,a,b\ncase0_0000:volume,0.8,0.15,0.05\n")
+    assert main([*base, "--adapt", "adaent", "--prior", str(prior), "--out", str(tmp_path / "a")]) == 2
+    assert "method.kl_scope=batch" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    assert main([*base, "--adapt", "adaent", "--prior", str(prior), "method.kl_scope=batch",
+                 "--out", str(tmp_path / "a")]) == 0
+    record = json.loads((tmp_path / "a" / "adapt.jsonl").read_text())
+    assert record["fractions"]["prior"] == pytest.approx([0.15, 0.05])
+    assert (tmp_path / "a" / "case0.nii.gz").exists()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from sfda.metrics.overlap import dice
-from sfda.metrics.trust import FLOOD, MIN_PIXELS, THRESHOLDS, VANISH, atlas_share, class_fractions
+from sfda.metrics.trust import FLOOD, MIN_PIXELS, THRESHOLDS, VANISH, as_planes, atlas_share, class_fractions
 
 #: Dice between the source model's and the adapted mask below this: the structure moved. Set on
 #: the crops' development split (opp -> inn, A1-D1): good per-scan runs stayed at or above 0.22 on
@@ -41,8 +41,10 @@ def _mean_entropy(probs: np.ndarray, valid: np.ndarray) -> float:
 
 
 def scan_signals(source: tuple[np.ndarray, np.ndarray], adapted: tuple[np.ndarray, np.ndarray],
-                 valid: np.ndarray, prior: np.ndarray | None, atlas: dict | None = None) -> dict:
-    """``source`` / ``adapted``: (labels (N, H, W), probabilities (N, K, H, W)) on the scan's slices."""
+                 valid: np.ndarray, prior: np.ndarray | None, atlas: dict | None = None,
+                 axis: int | None = None) -> dict:
+    """``source`` / ``adapted``: (labels (N, H, W), probabilities (N, K, H, W)) on the scan's slices,
+    or on its volume ((1, D, H, W), (1, K, D, H, W)) with ``axis`` the slicing axis the atlas reads."""
     k = source[1].shape[1]
     out = {"pixels": int(valid.sum()),
            "fractions": {"source": class_fractions(source[0], valid, k),
@@ -51,8 +53,9 @@ def scan_signals(source: tuple[np.ndarray, np.ndarray], adapted: tuple[np.ndarra
            "agreement": _agreement(source[0], adapted[0], valid, k),
            "entropy": {"source": _mean_entropy(source[1], valid), "adapted": _mean_entropy(adapted[1], valid)}}
     if atlas:
-        out["atlas_share"] = {"source": atlas_share(source[0], valid, atlas),
-                              "adapted": atlas_share(adapted[0], valid, atlas)}
+        planes = (lambda a: a) if axis is None else (lambda a: as_planes(a, axis))
+        out["atlas_share"] = {"source": atlas_share(planes(source[0]), planes(valid), atlas),
+                              "adapted": atlas_share(planes(adapted[0]), planes(valid), atlas)}
     return out
 
 

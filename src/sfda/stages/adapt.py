@@ -23,6 +23,7 @@ import torch
 from sfda.config import AdaptConfig, MethodConfig, OptimConfig, config_to_dict, merge_into
 from sfda.config.card import ModelCard, Network, Training
 from sfda.config.methods import DEFAULT_METHOD, said, source_free_methods
+from sfda.data.patches import RandomPatches, check_patch_method, model_patch
 from sfda.data.sliceset import SliceSet
 from sfda.engine.distributed import check_device, device_for, resolve_device
 from sfda.engine.loop import FitSpec, fit
@@ -81,6 +82,9 @@ def _adapt(cfg: AdaptConfig, cl, progress: bool) -> None:
         prior = load_prior(cfg.prior, target.slice_ids, len(cl.label_names))
         val_prior = _val_prior(cfg.prior, val, len(cl.label_names))
     _check_selection(cfg.select, val_prior)
+    patch = model_patch(src.card)
+    if patch:
+        check_patch_method(method, cfg.method.kl_scope, patch)
     source = None
     if not method.source_free:
         source = slices_for(cl, cfg.method.source_subjects, cfg.method.source_modality, slicing,
@@ -95,7 +99,8 @@ def _adapt(cfg: AdaptConfig, cl, progress: bool) -> None:
                   on_distrust=cfg.on_distrust, out=Path(cfg.out), device=cfg.device, prior=prior)
     fitted = fit(model, method, fit_spec(cfg, target, _adapted_card(src.card, cfg, cl, method.name), val=val,
                                          source=source, prior=prior, val_prior=val_prior, select=cfg.select,
-                                         progress=progress, vet=vet))
+                                         transform=RandomPatches(patch) if patch else None, progress=progress,
+                                         vet=vet))
     if src.card.nnunet and fitted.get("selected"):
         _export(Path(cfg.out), *fitted["selected"])
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from sfda.config import PredictConfig
+from sfda.data.patches import RandomPatches, check_patch_method, model_patch
 from sfda.data.slices import relative_positions
 from sfda.engine.checkpoint import require_single
 from sfda.engine.tta import adapt_scan
@@ -43,9 +44,12 @@ class ScanAdapter:
         self.source, self.card, self.cfg = source.model.eval(), source.card, cfg
         self.method = build_method(cfg.adapt, dataclasses.replace(cfg.method, name=cfg.adapt))
         self.carried: torch.nn.Module | None = None
-        if self.card.slicing.volumetric:
-            raise SfdaError(f"--adapt (per-scan adaptation) works on 2D models; {source.path} is a 3D model "
-                            "(slicing.dims 3): adapt it on a cohort with `sfda adapt`, then predict without --adapt")
+        self.volumetric, self.patch = self.card.slicing.volumetric, model_patch(self.card)
+        if self.patch:
+            check_patch_method(self.method, cfg.method.kl_scope, self.patch)
+        if self.volumetric and self.method.needs_prior and not cfg.prior:
+            raise SfdaError(f"--adapt {cfg.adapt} on a 3D model ({source.path}) needs --prior TABLE with a row "
+                            "<file stem>:volume per scan (e.g. `sfda prior --method constant`); or use tent")
         if self.method.needs_prior and not cfg.prior and not self.card.source.position:
             raise SfdaError(f"--adapt {cfg.adapt} needs a prior, and checkpoint {source.path} carries no "
                             "position statistics (imported from elsewhere, or trained before sfda stored them): give "
@@ -56,7 +60,7 @@ class ScanAdapter:
         if self.cfg.prior:
             axis = self.card.slicing.axis
             for path, stem in zip(files, stems):
-                self.prior(stem, read_header(path)[0][axis])
+                self.prior(stem, 1 if self.volumetric else read_header(path)[0][axis])
 
     def prior(self, stem: str, n: int) -> np.ndarray | None:
         """τe of the scan's slices (also for methods that need none: the safety net reads it)."""
@@ -64,7 +68,8 @@ class ScanAdapter:
             return None
         k = len(self.card.labels)
         if self.cfg.prior:
-            return load_prior(self.cfg.prior, [f"{stem}:{i}" for i in range(n)], k)
+            rows = [f"{stem}:volume"] if self.volumetric else [f"{stem}:{i}" for i in range(n)]
+            return load_prior(self.cfg.prior, rows, k)
         return prior_from_table(self.card.source.position, relative_positions(np.arange(n), np.full(n, n)))
 
     def __call__(self, path: Path, stem: str, vol) -> tuple[torch.nn.Module, dict]:
@@ -77,10 +82,10 @@ class ScanAdapter:
         model = copy.deepcopy(start)
         seed = (cfg.seed * 1_000_003 + zlib.crc32(stem.encode())) % (2**31)
         run = adapt_scan(model, self.method, images, valid, tau if self.method.needs_prior else None, cfg.steps,
-                         cfg.optim, seed, cfg.device)
+                         cfg.optim, seed, cfg.device, RandomPatches(self.patch) if self.patch else None)
         signals = scan_signals(predict_slices(self.source, images, device=cfg.device, probabilities=True),
                                predict_slices(model, images, device=cfg.device, probabilities=True),
-                               valid, tau, self.card.source.atlas)
+                               valid, tau, self.card.source.atlas, self.card.slicing.axis if self.volumetric else None)
         flags = scan_flags(signals, list(self.card.labels))
         written, decision = self.decide(model, [c for c, _ in flags])
         self.carried = model if written is model else None
