@@ -40,7 +40,24 @@ def test_labels_and_volumes_from_the_masks_on_disk(tmp_path):
     assert json.loads((tmp_path / "labels.json").read_text()) == {"background": 0, "liver": 1, "kidney": 2}
     (row,) = _rows(tmp_path)
     assert row == {"scan": str(scan), "mask": "scan_seg.nii.gz", "liver_ml": "8.000", "kidney_ml": "0.800",
-                   "far_from_training": "voxel spacing 9 mm", "decision": "adapted", "warnings": "a; b"}
+                   "liver_scatter": "0.000", "kidney_scatter": "0.000", "far_from_training": "voxel spacing 9 mm",
+                   "scattered": "", "decision": "adapted", "warnings": "a; b"}
+
+
+def test_a_scattered_structure_is_warned_about_where_its_labels_are_one_piece(tmp_path, capsys):
+    mask = np.zeros((20, 20, 20), np.uint8)
+    mask[5:15, 5:15, 5:15] = 1  # the liver: 1000 voxels in one piece, and 300 apart (3/13 scattered)
+    mask[0:3, 0:20, 15:20] = 1
+    mask[16:20, 0:5, 0:5], mask[16:20, 15:20, 15:20] = 2, 2  # two kidneys of 100 voxels: half scattered
+    scan, seg = tmp_path / "scan.nii.gz", tmp_path / "scan_seg.nii.gz"
+    write_volume(seg, mask, np.diag([2.0, 2.0, 2.0, 1.0]))
+    write_summaries(tmp_path, [(scan, seg)], NAMES, {}, adapt=False, pieces=(0.0, 0.3))  # kidney: two pieces
+    (row,) = _rows(tmp_path)
+    assert row["liver_scatter"] == "0.231" and row["kidney_scatter"] == "0.500" and row["scattered"] == "liver"
+    said = capsys.readouterr().out
+    assert "warning: scan_seg.nii.gz: liver is scattered: 23%" in said and "kidney" not in said
+    write_summaries(tmp_path, [(scan, seg)], NAMES, {}, adapt=False, pieces=None)  # no statistic: no warning
+    assert _rows(tmp_path)[0]["scattered"] == "" and "scattered" not in capsys.readouterr().out
 
 
 @pytest.fixture

@@ -50,3 +50,27 @@ def test_a_finished_training_resumed_writes_the_same_selected_pt(tiny_train_conf
     again = load_checkpoint(out / "selected.pt")
     assert again["card"].source == first["card"].source and again["card"].source.flip is not None
     assert all(torch.equal(v, first["state_dict"][k]) for k, v in again["state_dict"].items())
+
+
+def test_the_card_carries_how_many_pieces_each_structure_has_in_the_training_labels(tiny_train_config, tmp_path):
+    """source.pieces: per structure, the worst share of its voxels outside its largest piece over the
+    training volumes (the slices stacked back), as sfda.metrics.components computes it."""
+    import numpy as np
+
+    from sfda.data.sliceset import build_sliceset
+    from sfda.io.cases import load_cases
+    from sfda.metrics.components import label_pieces
+
+    cfg = tiny_train_config(tmp_path / "src", "optim.epochs=1")
+    out = train_source(cfg, progress=False)
+    card = load_checkpoint(out / "last.pt")["card"]
+    cl = load_cases(cfg.data.cases)
+    ss = build_sliceset(cl.cases if not cfg.data.subjects else [c for c in cl.cases if c.subject in cfg.data.subjects],
+                        cfg.data.modality, card.slicing, label_names=list(card.labels), progress=False)
+    volumes = list(ss.label_volumes())
+    assert len(volumes) == len(ss.cases) and all(v.ndim == 3 for v in volumes)
+    assert sum(int(v.size) for v in volumes) == int(ss.labels.size)
+    assert card.source.pieces == label_pieces(volumes, len(card.labels))
+    assert len(card.source.pieces) == len(card.labels) - 1 and all(0 <= p < 1 for p in card.source.pieces)
+    assert np.array_equal(volumes[0][0], ss.labels[np.flatnonzero(ss.case_index == 0)[np.argmin(
+        ss.slice_index[ss.case_index == 0])]])

@@ -108,11 +108,14 @@ class SourceStats:
     """Label statistics of the source model's training slices (train-source; none for a model
     imported from elsewhere): where each class lies (``atlas``, :func:`sfda.metrics.trust.label_atlas`),
     its class ratios per position along the axis (``position``, :func:`sfda.priors.estimate.position_table`),
-    and its own flip agreement per class (``flip``, the trust check's calibration)."""
+    its own flip agreement per class (``flip``, the trust check's calibration), and per class the
+    largest share of its voxels outside its largest connected piece in any training volume
+    (``pieces``, :func:`sfda.metrics.components.label_pieces`)."""
 
     atlas: dict | None = None
     position: dict | None = None
     flip: tuple[float | None, ...] | None = None
+    pieces: tuple[float | None, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,15 @@ class SliceSet:
             raise SfdaError("these slices have no labels; class ratios need labelled cases")
         return label_ratios(self.labels, self.valid_mask(), self.num_classes)
 
+    def label_volumes(self):
+        """Each case's labels as a volume (its slices stacked in order, on the network's grid)."""
+        if self.labels is None:
+            raise SfdaError("these slices have no labels; label volumes need labelled cases")
+        for c in range(len(self.cases)):
+            rows = np.flatnonzero(self.case_index == c)
+            if len(rows):
+                yield self.labels[rows[np.argsort(self.slice_index[rows], kind="stable")]]
+
     def positions(self) -> np.ndarray:
         """Each slice's place along its volume's slicing axis, from 0 (first) to 1 (last)."""
         return relative_positions(self.slice_index, np.array([c.shape[self.axis] for c in self.cases])[self.case_index])

@@ -40,6 +40,12 @@ class VolumeSet(SliceSet):
     def slice_ids(self) -> list[str]:
         return [f"{case.case_id}:volume" for case in self.cases]
 
+    def label_volumes(self):
+        """Each case's labels (one sample a volume)."""
+        if self.labels is None:
+            raise SfdaError("these volumes have no labels; label volumes need labelled cases")
+        yield from self.labels
+
     def positions(self) -> np.ndarray:
         raise SfdaError("with slicing.dims 3 every sample is a whole volume: there are no slice positions, so the "
                         "source-position prior (and --min-presence) does not apply; use prior.method source-mean")

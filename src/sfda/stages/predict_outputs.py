@@ -3,7 +3,9 @@
 - ``labels.json``: each mask value's structure, as nnU-Net's ``dataset.json`` ``labels``
   (``{"background": 0, "liver": 1, ...}``), from the checkpoint's label names;
 - ``volumes.csv``: one row per scan: its mask file, each structure's volume in mL (voxel count x
-  the scan's voxel volume), why the scan is far from the model's training scans (if it is) and,
+  the scan's voxel volume), each structure's scatter (the share of its voxels outside its largest
+  connected piece, :mod:`sfda.metrics.components`), why the scan is far from the model's training
+  scans (if it is), the structures warned about as scattered and,
   with ``--adapt``, the safety net's decision and warnings (the record ``adapt.jsonl`` holds).
 
 ``volumes.csv`` is rebuilt from the masks on disk at the end of every run, so after
@@ -21,6 +23,8 @@ import numpy as np
 
 from sfda.io.atomic import write_json, write_text
 from sfda.io.volume import read_volume
+from sfda.metrics.components import scatter, scattered, scattered_line
+from sfda.progress import say
 
 LABELS = "labels.json"
 VOLUMES = "volumes.csv"
@@ -43,12 +47,15 @@ def _adapt_records(out: Path) -> dict[str, dict]:
 
 
 def write_summaries(out: Path, scans: list[tuple[Path, Path]], label_names: list[str], far: dict[Path, list[str]],
-                    adapt: bool) -> None:
+                    adapt: bool, pieces: tuple | None = None) -> None:
     """``labels.json`` and ``volumes.csv`` in ``out`` for ``scans`` (input, mask) whose masks are on
-    disk; ``far``: each input's reasons to be far from the training scans."""
+    disk; ``far``: each input's reasons to be far from the training scans; ``pieces``: the model
+    card's ``source.pieces`` (a structure whose mask is scattered while its labels are one piece is
+    warned about, :mod:`sfda.metrics.components`)."""
     write_json(out / LABELS, {name: k for k, name in enumerate(label_names)})
     records = _adapt_records(out) if adapt else {}
-    header = ["scan", "mask", *(f"{name}_ml" for name in label_names[1:]), "far_from_training"]
+    header = ["scan", "mask", *(f"{name}_ml" for name in label_names[1:]),
+              *(f"{name}_scatter" for name in label_names[1:]), "far_from_training", "scattered"]
     header += ["decision", "warnings"] if adapt else []
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -58,7 +65,12 @@ def write_summaries(out: Path, scans: list[tuple[Path, Path]], label_names: list
             continue
         vol = read_volume(mask, dtype=None, check_finite=False)
         ml = structure_volumes(vol.array, vol.spacing, len(label_names))
-        row = [str(scan), mask.name, *(f"{v:.3f}" for v in ml), "; ".join(far.get(scan, []))]
+        spread = scatter(vol.array, len(label_names))
+        warned = scattered(spread, pieces, label_names[1:])
+        for name, share in warned:
+            say(f"warning: {mask.name}: {scattered_line(name, share)}")
+        row = [str(scan), mask.name, *(f"{v:.3f}" for v in ml), *("" if v is None else f"{v:.3f}" for v in spread),
+               "; ".join(far.get(scan, [])), "; ".join(name for name, _ in warned)]
         if adapt:
             record = records.get(mask.name, {})
             row += [record.get("decision", ""), "; ".join(record.get("warnings", []))]

@@ -21,6 +21,7 @@ from sfda.data.profile import training_profile
 from sfda.io.cases import load_cases, select_cases
 from sfda.methods import Supervised
 from sfda.errors import SfdaError
+from sfda.metrics.components import label_pieces
 from sfda.metrics.trust import as_planes, label_atlas
 from sfda.priors.estimate import position_table
 from sfda.methods.regression import RatioRegression
@@ -68,7 +69,8 @@ def _train(cfg, cl, stage: str, method, progress: bool, dims_args: dict, spatial
         card = replace(card, slicing=replace(card.slicing, window=tuple(train.hw)))
     if stage == "source":  # label statistics: where each class lies (trust), how much per position (a prior)
         position = position_table(train.foreground_fractions(), train.positions()) if train.dims == 2 else None
-        card = replace(card, source=SourceStats(atlas=_atlas(train, len(cl.label_names)), position=position),
+        card = replace(card, source=SourceStats(atlas=_atlas(train, len(cl.label_names)), position=position,
+                                                pieces=label_pieces(train.label_volumes(), len(cl.label_names))),
                        profile=training_profile(select_cases(cl, cfg.data.subjects or None), cfg.data.modality))
     transform = _transform(cfg, spatial, train.dims)
     # a source model's card carries its own flip agreement, measured once it is trained
