@@ -16,6 +16,9 @@ from sfda.config.methods import per_scan_methods
 from sfda.config.nnunet import NnunetFold, NnunetSource
 from sfda.config.spatial import SpatialConfig
 
+#: the ways `selected.pt` is chosen (sfda.engine.selection reads them from here)
+SELECT_CRITERIA = ("last", "average", "holdout_kl", "holdout_objective", "holdout_entropy")
+
 
 @dataclass
 class SlicingConfig:
@@ -197,9 +200,9 @@ class AdaptSettings(DistrustSettings):
 
     method: MethodConfig = opt(MethodConfig())
     optim: OptimConfig = opt(OptimConfig(lr=1e-4, epochs=10))  # the optimiser
-    # Which epoch `selected.pt` holds, chosen without target labels (sfda.engine.selection.CRITERIA):
-    # last, average, holdout_objective, holdout_kl or holdout_entropy.
-    select: str = "last"
+    # Which epoch `selected.pt` holds, chosen without target labels (sfda.engine.selection): the last,
+    # the average of the epochs' weights, or the best by a held-out score (needs --val-subjects).
+    select: str = opt("last", choices=SELECT_CRITERIA)
 
 
 @dataclass

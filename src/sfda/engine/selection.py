@@ -29,10 +29,11 @@ import numpy as np
 import torch
 
 from sfda.config.card import ModelCard
+from sfda.config.stages import SELECT_CRITERIA
 from sfda.losses import kl_prior, pixel_entropy
 from sfda.engine.checkpoint import load_checkpoint
 
-CRITERIA = ("last", "average", "holdout_kl", "holdout_objective", "holdout_entropy")
+CRITERIA = SELECT_CRITERIA  # declared with the option (sfda.config.stages)
 SELECTED = "selected.pt"  # the model a run reports (done.json's "model")
 
 

@@ -108,7 +108,7 @@ def _adapt(cfg: AdaptConfig, cl, progress: bool) -> None:
 def _adapted_card(card: ModelCard, cfg: AdaptConfig, cl, method: str) -> ModelCard:
     """The source model's card, for the model adapted by ``method`` to ``cfg``'s target scans."""
     training = replace(card.training, stage=f"adapt:{method}", config=config_to_dict(cfg),
-                       source_modality=card.modality)
+                       source_modality=card.modality, epoch=None)  # each saved epoch states its own
     # profile: what the adapted model is for, the target scans it adapted on
     return replace(card, modality=cfg.data.modality, training=training,
                    profile=training_profile(select_cases(cl, cfg.data.subjects or None), cfg.data.modality))
