@@ -38,6 +38,7 @@ def sfda(argv: list[str], log: Path) -> None:
 def score(checkpoint: Path, run: Path, modality: str, subjects: list[str], out: Path) -> float:
     """Mean 3D Dice over structures and subjects, from `sfda evaluate`'s metrics.json."""
     if not (out / "metrics.json").exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
         sfda(["evaluate", "--checkpoint", str(checkpoint), "--cases", str(run / "cases.json"), "--modality", modality,
               "--subjects", ",".join(subjects), "--out", str(out), "--overwrite"], out.with_suffix(".log"))
     rows = json.loads((out / "metrics.json").read_text())["per_subject"]
