@@ -5,7 +5,8 @@
 Reads a finished ``sfda experiment`` folder (``OUT/<src>-<tgt>/seed<k>/<method>/selected.pt``; NoAdaptation:
 the source model ``OUT/models/<src>/seed<k>/last.pt``), predicts the target domain's **validation**
 subjects (the experiment's ``domains.<target>.val``; ``--split test``: its test subjects, to report what
-was chosen on the validation subjects, never to choose) as ``sfda predict`` does, and scores each mask in 3D on the scan's own grid (Dice per structure) as it is and
+was chosen on the validation subjects, never to choose) as ``sfda predict`` does, and scores each
+mask in 3D on the scan's own grid (Dice per structure) as it is and
 after keeping, per structure, only its largest 3D connected component (26-connectivity), as nnU-Net's
 post-processing does when its cross-validation says so. Beside the Dice it reports the label-free share
 of each structure's predicted voxels outside its largest component (``scatter``,
@@ -108,7 +109,8 @@ def _detector(rows: list[dict], bad: float = 0.5) -> None:
 def _print(rows: list[dict], labels: list[str], split: str) -> None:
     print(f"Mean Dice over the structures (%), {split} subjects, mean over seeds and subjects; scatter: share "
           "of predicted voxels outside each structure's largest component (mean over structures)")
-    print("| direction | method | Dice | Dice, largest component kept | change | scatter |\n|---|---|---:|---:|---:|---:|")
+    print("| direction | method | Dice | Dice, largest component kept | change | scatter |\n"
+          "|---|---|---:|---:|---:|---:|")
     for direction in dict.fromkeys(r["direction"] for r in rows):
         for method in dict.fromkeys(r["method"] for r in rows):
             sel = [r for r in rows if r["direction"] == direction and r["method"] == method]

@@ -1,7 +1,8 @@
 """Speed of 3D prediction: `sfda predict --nnunet` against nnU-Net's own predictor on one scan, with
 and without mirroring, and what per-scan adaptation (`sfda predict --adapt tent`) adds to a prediction.
 
-    python bench/nnunet_speed.py --folder $nnUNet_results/Dataset901_Tiny/nnUNetTrainer_sfdaTiny__nnUNetPlans__3d_fullres \
+    R=$nnUNet_results/Dataset901_Tiny/nnUNetTrainer_sfdaTiny__nnUNetPlans__3d_fullres
+    python bench/nnunet_speed.py --folder $R \
         --nnunet-python /path/to/nnunet-venv/bin/python [--scan CT.nii.gz] [--threads 1] [--out runs/nnunet-speed]
 
 The scan is by default the largest CT of the shared abdominal data (``../shared/data/abdomen-ct-mr``,
@@ -123,7 +124,8 @@ def main(argv=None) -> int:
     print(f"| sfda predict --adapt tent --steps {args.steps}, no-mirror | {runs['sfda_adapt_tent']:.1f} | |")
     print(f"sfda / nnU-Net: {r['sfda_over_nnunet_no_mirror']:.2f} (no mirroring), {r['sfda_over_nnunet_mirror']:.2f} "
           f"(mirroring); mirroring / none: sfda {r['mirror_over_no_mirror_sfda']:.2f}, nnU-Net "
-          f"{r['mirror_over_no_mirror_nnunet']:.2f}; per-scan TENT / plain prediction: {r['adapt_tent_over_predict']:.2f}")
+          f"{r['mirror_over_no_mirror_nnunet']:.2f}; per-scan TENT / plain prediction: "
+          f"{r['adapt_tent_over_predict']:.2f}")
     return 0
 
 
