@@ -49,7 +49,7 @@ class ScanAdapter:
             check_patch_method(self.method, cfg.method.kl_scope, self.patch)
         if self.volumetric and self.method.needs_prior and not cfg.prior:
             raise SfdaError(f"--adapt {cfg.adapt} on a 3D model ({source.path}) needs --prior TABLE with a row "
-                            "<file stem>:volume per scan (e.g. `sfda prior --method constant`); or use tent")
+                            "<file stem>:volume per scan (e.g. case_0000:volume, then the class ratios you expect); or use tent")
         if self.method.needs_prior and not cfg.prior and not self.card.source.position:
             raise SfdaError(f"--adapt {cfg.adapt} needs a prior, and checkpoint {source.path} carries no "
                             "position statistics (imported from elsewhere, or trained before sfda stored them): give "
