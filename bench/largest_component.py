@@ -29,7 +29,7 @@ from sfda.engine.checkpoint import load_model
 from sfda.inference import stream_volume
 from sfda.io.cases import load_cases
 from sfda.io.volume import read_volume
-from sfda.metrics.components import SCATTER_MAX, largest_component
+from sfda.metrics.components import SCATTER_MAX, split
 from sfda.metrics.overlap import dice
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,10 +40,10 @@ def score(pred: np.ndarray, truth: np.ndarray, k: int) -> dict:
     out = {"dice": [], "dice_lcc": [], "scatter": []}
     for c in range(1, k):
         p, t = pred == c, truth == c
-        kept = largest_component(p)
+        kept, share = split(p)
         out["dice"].append(dice(p, t))
         out["dice_lcc"].append(dice(kept, t))
-        out["scatter"].append(float(1 - kept.sum() / p.sum()) if p.any() else None)
+        out["scatter"].append(share)
     return out
 
 

@@ -29,11 +29,9 @@ import numpy as np
 import torch
 
 from sfda.config.card import ModelCard
-from sfda.config.stages import SELECT_CRITERIA
 from sfda.losses import kl_prior, pixel_entropy
 from sfda.engine.checkpoint import load_checkpoint
 
-CRITERIA = SELECT_CRITERIA  # declared with the option (sfda.config.stages)
 SELECTED = "selected.pt"  # the model a run reports (done.json's "model")
 
 
@@ -96,10 +94,10 @@ def model_to_use(run: Path) -> Path:
 
 
 class Selector:
-    """Chooses the model ``selected.pt`` holds (see CRITERIA), in memory: the loop writes it once,
-    when the run ends. ``card`` describes every epoch's model before the last (the loop's
-    ``FitSpec.card``). A chosen epoch that may not stay the last is kept as a copy of its weights,
-    which resumes with the run, as the running average does."""
+    """Chooses the model ``selected.pt`` holds (the criteria: sfda.config.stages.SELECT_CRITERIA), in
+    memory: the loop writes it once, when the run ends. ``card`` describes every epoch's model before
+    the last (the loop's ``FitSpec.card``). A chosen epoch that may not stay the last is kept as a
+    copy of its weights, which resumes with the run, as the running average does."""
 
     def __init__(self, criterion: str, card: ModelCard, out: Path) -> None:
         self.criterion, self.card, self.out = criterion, card, out

@@ -49,11 +49,11 @@ def _steps(model, method, images, valid, prior, steps: int, optim, seed: int, de
     for _ in range(steps):
         if patches is None:
             idx = torch.randperm(len(x), generator=gen)[:optim.batch_size]
-            images, held = x[idx], mask[idx]
+            drawn, held = x[idx], mask[idx]
         else:  # the batch's volumes drawn with replacement (one scan: its volume, batch_size times)
             idx = torch.randint(len(x), (optim.batch_size,), generator=gen)
-            images, _, held = patches(x[idx], None, mask[idx], gen)
-        batch = Batch(images=images.to(device), mask=held.to(device), index=idx,
+            drawn, _, held = patches(x[idx], None, mask[idx], gen)
+        batch = Batch(images=drawn.to(device), mask=held.to(device), index=idx,
                       prior=None if tau is None else tau[idx].to(device))
         loss, _, _ = method.step(model, batch, None)
         opt.zero_grad(set_to_none=True)

@@ -40,15 +40,16 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return comps == 1 + int(np.argmax(np.bincount(comps.ravel())[1:]))
 
 
+def split(mask: np.ndarray) -> tuple[np.ndarray, float | None]:
+    """``mask``'s largest component and the share of its voxels outside it (None for an empty mask)."""
+    kept, total = largest_component(mask), int(mask.sum())
+    return kept, None if total == 0 else float(1 - kept.sum() / total)
+
+
 def scatter(labels: np.ndarray, num_classes: int) -> list[float | None]:
     """Per structure 1..K-1 of an integer mask: the share of its voxels outside its largest
     component (None where the mask holds none of it)."""
-    out = []
-    for c in range(1, num_classes):
-        mask = labels == c
-        total = int(mask.sum())
-        out.append(None if total == 0 else float(1 - largest_component(mask).sum() / total))
-    return out
+    return [split(labels == c)[1] for c in range(1, num_classes)]
 
 
 def label_pieces(volumes: Iterable[np.ndarray], num_classes: int) -> tuple[float | None, ...]:

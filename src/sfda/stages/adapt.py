@@ -23,11 +23,12 @@ import torch
 from sfda.config import AdaptConfig, MethodConfig, OptimConfig, config_to_dict, merge_into
 from sfda.config.card import ModelCard, Network, Training
 from sfda.config.methods import DEFAULT_METHOD, said, source_free_methods
+from sfda.config.stages import SELECT_CRITERIA
 from sfda.data.patches import RandomPatches, check_patch_method, model_patch
 from sfda.data.sliceset import SliceSet
 from sfda.engine.distributed import check_device, device_for, resolve_device
 from sfda.engine.loop import FitSpec, fit
-from sfda.engine.selection import CRITERIA, SELECTED
+from sfda.engine.selection import SELECTED
 from sfda.errors import SfdaError
 from sfda.data.profile import training_profile
 from sfda.io.cases import load_cases, select_cases
@@ -137,8 +138,8 @@ def _val_prior(table: str, val: SliceSet | None, k: int) -> np.ndarray | None:
 
 
 def _check_selection(select: str, val_prior) -> None:
-    if select not in CRITERIA:
-        raise SfdaError(f"unknown select '{select}'; choose one of: {', '.join(CRITERIA)}")
+    if select not in SELECT_CRITERIA:
+        raise SfdaError(f"unknown select '{select}'; choose one of: {', '.join(SELECT_CRITERIA)}")
     if select not in ("last", "average") and val_prior is None:
         raise SfdaError(f"select={select} scores held-out target images: give --val-subjects and a prior "
                         "table that covers their slices (`sfda prior` with --subjects listing both), "

@@ -36,7 +36,7 @@ from sfda.stages.freshness import RECORD, Stage
 _MARKS = ("config.yaml", "done.json", "last.pt", "log.jsonl", "metrics.json", "results.md", "adapt.jsonl")
 #: what ``--nnunet`` imports into a stage's folder before the stage's work (made again from the folder)
 IMPORTED_SOURCE = "source.pt"
-_IMPORTED = (IMPORTED_SOURCE, "source.config.yaml")
+_IMPORTED = (IMPORTED_SOURCE, f"{Path(IMPORTED_SOURCE).stem}.config.yaml")  # and its config (stages.nnunet.imported)
 #: what a resumed run may change: more epochs extend a run
 RESUMABLE = ("optim.epochs",)
 
