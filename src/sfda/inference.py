@@ -16,6 +16,7 @@ from sfda.data.normalize import apply_norm, volume_stats
 from sfda.data.resample import grid_shape, in_plane, resize, resize_volume
 from sfda.data.slices import pad_widths, padded_size, slice_shape, to_slices
 from sfda.data.slices import crop_centre, pad_centre
+from sfda.errors import SfdaError
 from sfda.io.slabs import slabs, take
 
 #: 3D samples (N, C, D, H, W) go through the network at most this many at a time (memory)
@@ -52,23 +53,41 @@ def predict_slices(model: torch.nn.Module, images: np.ndarray, batch_size: int =
     return np.concatenate(labels), (np.concatenate(probs) if probabilities else None)
 
 
+def channels(array, source) -> tuple[list[np.ndarray], list[str]]:
+    """A scan as its channels: ``array`` one volume, or one per channel of a model that takes several
+    (``source``: its file name, or one per channel)."""
+    arrays = [array] if isinstance(array, np.ndarray) else list(array)
+    sources = [source] * len(arrays) if isinstance(source, str) else list(source)
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise SfdaError(f"the channels {', '.join(sources)} have shapes {sorted(shapes)}; the channels of one scan "
+                        "must share one grid: re-export them")
+    return arrays, sources
+
+
 class _Grid:
-    """How one volume meets the network: its normalisation, slicing axis, native and network
+    """How one scan meets the network: each channel's normalisation, slicing axis, native and network
     in-plane sizes, and the padded size (what the model card's ``slicing`` says training saw)."""
 
-    def __init__(self, sl: Slicing, array: np.ndarray, source: str, spacing: tuple | None):
+    def __init__(self, sl: Slicing, array, source, spacing: tuple | None):
+        self.arrays, sources = channels(array, source)
         self.axis = sl.axis
-        self.native = slice_shape(array.shape, self.axis)
+        self.native = slice_shape(self.arrays[0].shape, self.axis)
         if sl.spacing and spacing is None:
             raise ValueError("this checkpoint resamples slices to a pixel spacing: pass the volume's spacing")
-        self.stats = volume_stats(array, sl.norm.clip, source)
+        self.stats = [volume_stats(a, clip, src) for a, clip, src in zip(self.arrays, sl.clips(len(self.arrays)),
+                                                                         sources)]
         self.grid = grid_shape(self.native, in_plane(spacing or (1.0, 1.0, 1.0), self.axis), sl.size, sl.spacing)
         self.hw = tuple(padded_size(s, sl.pad_multiple) for s in self.grid)
 
-    def slices(self, part: np.ndarray) -> np.ndarray:
-        """A part of the volume (whole planes along the axis) as the network's (N, 1, H, W) input."""
-        planes = resize(np.moveaxis(apply_norm(part, self.stats), self.axis, 0), self.grid)
-        return np.ascontiguousarray(to_slices(planes, 0, self.hw, fill=self.stats.floor)[:, None])
+    def slices(self, rows: slice | None = None) -> np.ndarray:
+        """The scan's planes ``rows`` along the axis (all of them when None) as the network's (N, C, H, W) input."""
+        out = []
+        for array, stats in zip(self.arrays, self.stats):
+            part = array if rows is None else take(array, self.axis, rows)
+            planes = resize(np.moveaxis(apply_norm(part, stats), self.axis, 0), self.grid)
+            out.append(to_slices(planes, 0, self.hw, fill=stats.floor))
+        return np.ascontiguousarray(np.stack(out, axis=1))
 
 
 class _Grid3:
@@ -78,28 +97,31 @@ class _Grid3:
     ``nnunet``, as nnU-Net's predictor: the non-zero box only, its spline resampling, the logits
     resampled back (sfda.data.nnunet_prep)."""
 
-    def __init__(self, sl: Slicing, array: np.ndarray, source: str, spacing: tuple | None):
+    def __init__(self, sl: Slicing, array, source, spacing: tuple | None):
         if sl.spacing and spacing is None:
             raise ValueError("this checkpoint resamples volumes to a voxel spacing: pass the volume's spacing")
+        self.arrays, sources = channels(array, source)
+        clips = sl.clips(len(self.arrays))
         self.nnunet = sl.preprocess == "nnunet"
-        self.full, self.spacing = tuple(array.shape), tuple(spacing or (1.0, 1.0, 1.0))
+        self.full, self.spacing = tuple(self.arrays[0].shape), tuple(spacing or (1.0, 1.0, 1.0))
         self.target = tuple(sl.spacing) or self.spacing
         if self.nnunet:
-            self.image, self.box, self.stats = prepare(array, sl.norm.clip, self.spacing, self.target, source)
-            self.grid = self.image.shape
+            self.image, self.box, self.stats = prepare(self.arrays, clips, self.spacing, self.target, sources)
+            self.grid = self.image.shape[1:]
         else:
-            self.box = tuple(slice(0, n) for n in array.shape)
-            self.stats = volume_stats(array, sl.norm.clip, source)
-            self.grid = grid_shape(array.shape, self.spacing, sl.size, sl.spacing)
+            self.box = tuple(slice(0, n) for n in self.full)
+            self.stats = [volume_stats(a, clip, src) for a, clip, src in zip(self.arrays, clips, sources)]
+            self.grid = grid_shape(self.full, self.spacing, sl.size, sl.spacing)
         self.cropped = tuple(b.stop - b.start for b in self.box)
         self.shape = tuple(padded_size(s, sl.pad_multiple) for s in self.grid)
         self.window = tuple(sl.window or self.shape)
 
-    def volume(self, array: np.ndarray) -> np.ndarray:
-        """The volume as the network's (1, 1, D, H, W) input."""
-        part = self.image if self.nnunet else resize_volume(apply_norm(array, self.stats), self.grid)
-        v = pad_centre(part, self.shape, self.stats.floor)
-        return np.ascontiguousarray(v[None, None], dtype=np.float32)
+    def volume(self) -> np.ndarray:
+        """The scan as the network's (1, C, D, H, W) input."""
+        parts = self.image if self.nnunet else [resize_volume(apply_norm(a, st), self.grid)
+                                                for a, st in zip(self.arrays, self.stats)]
+        v = np.stack([pad_centre(part, self.shape, st.floor) for part, st in zip(parts, self.stats)])
+        return np.ascontiguousarray(v[None], dtype=np.float32)
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Softmax (K, *volume shape) on the volume's own grid of the network's logits (K, *grid):
@@ -118,7 +140,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 @torch.inference_mode()
 def _volume_logits(model: torch.nn.Module, g: _Grid3, x: np.ndarray, device: str) -> np.ndarray:
-    """Logits (K, *grid) of one (1, 1, D, H, W) volume: whole when it fits the training window."""
+    """Logits (K, *grid) of one (1, C, D, H, W) volume: whole when it fits the training window."""
     was_training = model.training
     model.eval()
     try:
@@ -136,12 +158,12 @@ def _volume_logits(model: torch.nn.Module, g: _Grid3, x: np.ndarray, device: str
     return crop_centre(out, g.grid)
 
 
-def _stream_volume3(model, slicing: Slicing, array: np.ndarray, source: str, device: str, entropy: bool,
+def _stream_volume3(model, slicing: Slicing, array, source, device: str, entropy: bool,
                     probabilities: bool, spacing) -> dict:
     """:func:`stream_volume` for a 3D network: the whole volume at once, probabilities resampled back
     to the volume's own grid before the argmax."""
     g = _Grid3(slicing, array, source, spacing)
-    probs = g.probabilities(_volume_logits(model, g, g.volume(array), device))
+    probs = g.probabilities(_volume_logits(model, g, g.volume(), device))
     out = {"labels": probs.argmax(axis=0).astype(np.uint8)}
     if entropy:
         out["entropy"] = entropy_map(probs, axis=0).astype(np.float32)
@@ -150,24 +172,25 @@ def _stream_volume3(model, slicing: Slicing, array: np.ndarray, source: str, dev
     return out
 
 
-def scan_slices(slicing: Slicing, array: np.ndarray, source: str, spacing: tuple | None = None):
-    """All of one volume's slices as the network sees them (``slicing``: the model card's): (N, 1, H, W)
-    float32 and the (N, H, W) mask of real (unpadded) pixels; for a 3D network, the volume
-    (1, 1, D, H, W) and its mask."""
+def scan_slices(slicing: Slicing, array, source, spacing: tuple | None = None):
+    """All of one scan's slices as the network sees them (``slicing``: the model card's; ``array`` a
+    volume, or one per channel, see :func:`channels`): (N, C, H, W) float32 and the (N, H, W) mask of
+    real (unpadded) pixels; for a 3D network, the volume (1, C, D, H, W) and its mask."""
     if slicing.volumetric:
         g3 = _Grid3(slicing, array, source, spacing)
-        return g3.volume(array), pad_centre(np.ones(g3.grid, dtype=bool), g3.shape, False)[None]
+        return g3.volume(), pad_centre(np.ones(g3.grid, dtype=bool), g3.shape, False)[None]
     g = _Grid(slicing, array, source, spacing)
     valid = to_slices(np.ones((1, *g.grid), dtype=bool), 0, g.hw, fill=False)[0]
-    images = g.slices(array)
+    images = g.slices()
     return images, np.ascontiguousarray(np.broadcast_to(valid, (len(images), *g.hw)))
 
 
-def stream_volume(model: torch.nn.Module, slicing: Slicing, array: np.ndarray, source: str, device: str = "cpu",
+def stream_volume(model: torch.nn.Module, slicing: Slicing, array, source, device: str = "cpu",
                   batch_size: int = 12, entropy: bool = False, probabilities: bool = False,
                   spacing: tuple | None = None) -> dict:
     """One volume's ``labels`` (uint8, *shape) and, if asked, ``entropy`` (float32, *shape) and
-    ``probabilities`` (float32, (K, *shape)), a batch of slices at a time: apart from the outputs
+    ``probabilities`` (float32, (K, *shape)), a batch of slices at a time (``array``: a volume, or one
+    per channel of a model that takes several, with ``source`` one name per channel): apart from the outputs
     asked for, memory holds the volume in its stored type plus one batch (see
     :mod:`sfda.data.normalize` for the statistics; ``slicing``: the model card's). A checkpoint trained on resampled slices
     (``slicing.size`` / ``slicing.spacing``; ``spacing`` is then the volume's voxel spacing) sees
@@ -176,11 +199,12 @@ def stream_volume(model: torch.nn.Module, slicing: Slicing, array: np.ndarray, s
     if slicing.volumetric:
         return _stream_volume3(model, slicing, array, source, device, entropy, probabilities, spacing)
     g = _Grid(slicing, array, source, spacing)
-    out = {"labels": np.empty(array.shape, np.uint8)}
+    shape = g.arrays[0].shape
+    out = {"labels": np.empty(shape, np.uint8)}
     if entropy:
-        out["entropy"] = np.empty(array.shape, np.float32)
-    for rows in slabs(array.shape, g.axis, voxels=batch_size * int(np.prod(g.hw))):
-        slices = g.slices(take(array, g.axis, rows))
+        out["entropy"] = np.empty(shape, np.float32)
+    for rows in slabs(shape, g.axis, voxels=batch_size * int(np.prod(g.hw)) // len(g.arrays)):
+        slices = g.slices(rows)
         probs = crop_slices(predict_slices(model, slices, batch_size, device, probabilities=True)[1], g.grid)
         _store(out, resize(probs, g.native), g.axis, rows, probabilities)
     return out

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sfda.config.stages import SlicingConfig
+from sfda.errors import SfdaError
 
 #: what a network outputs: masks (logits per class) or class ratios (the prior's regressor)
 KINDS = ("segmentation", "regression")
@@ -79,6 +80,18 @@ class Slicing:
     #: configuration: crop to the non-zero box, nnU-Net's spline resampling, logits resampled back;
     #: sfda.data.nnunet_prep)
     preprocess: str = ""
+    #: one per input channel where a model normalises its channels apart (an nnU-Net model's scheme
+    #: per channel); empty: every channel by ``norm``
+    norms: tuple[Normalization, ...] = ()
+
+    def clips(self, channels: int) -> list[tuple]:
+        """The ``clip`` of each of ``channels`` input channels (:func:`sfda.data.normalize.volume_stats`)."""
+        if not self.norms:
+            return [self.norm.clip] * channels
+        if len(self.norms) != channels:
+            raise SfdaError(f"the model normalises {len(self.norms)} input channels; {channels} were given: give "
+                            "one image per channel")
+        return [n.clip for n in self.norms]
 
     @classmethod
     def from_config(cls, c: SlicingConfig) -> Slicing:
@@ -162,7 +175,7 @@ class ModelCard:
     network: Network
     kind: str = ""
     labels: tuple[str, ...] = ()
-    modality: str = ""
+    modality: str = ""  # several channels joined by "+" (sfda.io.cases.channels_of): "T2+ADC"
     slicing: Slicing = field(default_factory=Slicing)
     profile: Profile | None = None
     source: SourceStats = field(default_factory=SourceStats)

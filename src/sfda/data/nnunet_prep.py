@@ -102,18 +102,38 @@ def uncrop(cropped: np.ndarray, box: tuple[slice, ...], shape, fill) -> np.ndarr
     return out
 
 
-def prepare(array: np.ndarray, clip: tuple, spacing, target, source: str = "volume"):
-    """Steps 1-3 for one volume: ``(image on the network's grid (float32), the non-zero box, the
-    normalisation statistics)``. ``target``: the configuration's spacing (empty: the volume's own)."""
-    box = nonzero_box(array)
-    stats = volume_stats(array[box], clip, source)
-    part = apply_norm(array[box], stats)
+def _channels(arrays) -> list[np.ndarray]:
+    return [arrays] if isinstance(arrays, np.ndarray) else list(arrays)
+
+
+def channels_box(arrays) -> tuple[slice, ...]:
+    """The bounding box of the voxels non-zero in any channel (nnU-Net crops all channels by one mask)."""
+    arrays = _channels(arrays)
+    if len(arrays) == 1:
+        return nonzero_box(arrays[0])
+    mask = arrays[0] != 0
+    for a in arrays[1:]:
+        mask |= a != 0
+    return nonzero_box(mask)
+
+
+def prepare(arrays: list, clips: list, spacing, target, sources: list):
+    """Steps 1-3 for one scan's channels (one volume, its ``clips`` entry and its file name per channel):
+    ``(image on the network's grid (float32, (C, *grid)), the non-zero box, the normalisation statistics
+    per channel)``. ``target``: the configuration's spacing (empty: the volume's own)."""
+    box = channels_box(arrays)
     target = tuple(target) or tuple(spacing)
-    grid = new_shape(part.shape, spacing, target)
-    return resample(part, grid, spacing, target, IMAGE_ORDER).astype(np.float32, copy=False), box, stats
+    images, stats = [], []
+    for array, clip, source in zip(arrays, clips, sources):
+        st = volume_stats(array[box], clip, source)
+        part = apply_norm(array[box], st)
+        grid = new_shape(part.shape, spacing, target)
+        images.append(resample(part, grid, spacing, target, IMAGE_ORDER).astype(np.float32, copy=False))
+        stats.append(st)
+    return np.stack(images), box, stats
 
 
-def cropped_grid(array: np.ndarray, spacing, target) -> tuple[int, ...]:
-    """The shape :func:`prepare` gives ``array`` (its non-zero box on the configuration's grid)."""
-    shape = tuple(b.stop - b.start for b in nonzero_box(array))
+def cropped_grid(arrays, spacing, target) -> tuple[int, ...]:
+    """The shape :func:`prepare` gives a scan's channels (their non-zero box on the configuration's grid)."""
+    shape = tuple(b.stop - b.start for b in channels_box(arrays))
     return new_shape(shape, spacing, tuple(target) or tuple(spacing))

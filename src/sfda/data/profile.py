@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from sfda.config.card import Profile
-from sfda.io.cases import Case
+from sfda.io.cases import Case, channel_files
 from sfda.io.volume_scan import scan_volume
 
 #: a spacing or size outside [min / FAR, max * FAR] of the training scans' is far
@@ -24,10 +24,11 @@ FAR_INTENSITY = 4.0
 
 
 def training_profile(cases: list[Case], modality: str) -> Profile:
-    """The ranges of ``cases``' ``modality`` images: spacing and shape per axis, raw intensity."""
+    """The ranges of ``cases``' ``modality`` images: spacing and shape per axis, raw intensity (of the
+    first channel, where the modality joins several)."""
     spacing = np.array([c.spacing for c in cases], dtype=float)
     shape = np.array([c.shape for c in cases], dtype=float)
-    scans = [scan_volume(c.images[modality]) for c in cases]
+    scans = [scan_volume(channel_files(c, modality)[0]) for c in cases]
     return Profile(modality=modality, spacing=(tuple(spacing.min(0).tolist()), tuple(spacing.max(0).tolist())),
                    shape=(tuple(shape.min(0).tolist()), tuple(shape.max(0).tolist())),
                    intensity=(min(s.low for s in scans), max(s.high for s in scans)))

@@ -4,7 +4,8 @@ Training reads batches by indexing these arrays, so no NIfTI is read per step.
 Built arrays are cached on disk (``.npy``, copied into RAM on reload) keyed by
 the files, their modification times and the slicing parameters.
 
-Array contract: ``images`` float32 (N, 1, H, W); ``labels`` int64 (N, H, W) or
+Array contract: ``images`` float32 (N, C, H, W), C the channels of the modality (one, or
+several joined by ``+``: :func:`sfda.io.cases.channels_of`); ``labels`` int64 (N, H, W) or
 None; ``case_index`` int64 (N,) into ``cases``; ``slice_index`` the position of
 each slice along the slicing axis of its volume.
 """
@@ -26,7 +27,7 @@ from sfda.data.resample import grid_shape, grid_spacing, in_plane, resize
 from sfda.data.slices import assemble_subject, common_target, crop_centre, from_slices, relative_positions, to_slices
 from sfda.errors import SfdaError
 from sfda.io.atomic import atomic_path, write_json
-from sfda.io.cases import Case, check_case_files
+from sfda.io.cases import Case, channel_files, channels_of, check_case_files
 from sfda.io.layouts import check_label_array
 from sfda.io.volume import read_volume
 from sfda.progress import bar
@@ -150,11 +151,18 @@ def _planes(volume: np.ndarray, axis: int, grid, hw, fill, labels: bool = False)
     return to_slices(moved, 0, hw, fill=fill)
 
 
-def read_normalised(case: Case, modality: str, clip: tuple[float, float]):
-    """A case's image in ``modality``, normalised, and its statistics (the padding value)."""
-    vol = read_volume(case.images[modality], dtype=None, check_finite=False)  # volume_stats checks
-    stats = volume_stats(vol.array, clip, source=case.images[modality])
-    return apply_norm(vol.array, stats), stats
+def read_normalised(case: Case, modality: str, clips: list[tuple]) -> list:
+    """A case's images of ``modality``'s channels (:func:`sfda.io.cases.channels_of`), each normalised
+    with its ``clips`` entry, as ``(image, its statistics (the padding value))`` per channel."""
+    out, files = [], channel_files(case, modality)
+    for path, clip in zip(files, clips):
+        vol = read_volume(path, dtype=None, check_finite=False)  # volume_stats checks
+        stats = volume_stats(vol.array, clip, source=path)
+        out.append((apply_norm(vol.array, stats), stats))
+        if vol.array.shape != out[0][0].shape:
+            raise SfdaError(f"{path} has shape {vol.array.shape} but {files[0]} has {out[0][0].shape}; the "
+                            f"channels of case {case.case_id} must share one grid: re-export them")
+    return out
 
 
 def read_label(case: Case, modality: str, shape: tuple[int, ...], label_names: list[str]) -> np.ndarray:
@@ -165,29 +173,31 @@ def read_label(case: Case, modality: str, shape: tuple[int, ...], label_names: l
     check_label_array(lab, label_names, case.label)
     if lab.shape != tuple(shape):
         raise SfdaError(f"label {case.label} has shape {lab.shape} but image "
-                        f"{case.images[modality]} has {tuple(shape)}; re-export the label")
+                        f"{channel_files(case, modality)[0]} has {tuple(shape)}; re-export the label")
     return lab.astype(np.int64)
 
 
-def _read_case(case: Case, modality: str, axis: int, hw, grid, clip: tuple[float, float],
+def _read_case(case: Case, modality: str, axis: int, hw, grid, clips: list[tuple],
                with_labels: bool, label_names: list[str]):
-    image, stats = read_normalised(case, modality, clip)
-    slices = _planes(image, axis, grid, hw, stats.floor)
+    """A case's (n, C, H, W) slices (one channel per image of ``modality``) and (n, H, W) labels."""
+    channels = read_normalised(case, modality, clips)
+    slices = np.stack([_planes(image, axis, grid, hw, stats.floor) for image, stats in channels], axis=1)
     labels = None
     if with_labels:
-        labels = _planes(read_label(case, modality, image.shape, label_names), axis, grid, hw, 0, labels=True)
+        labels = _planes(read_label(case, modality, channels[0][0].shape, label_names), axis, grid, hw, 0, labels=True)
     return slices, labels
 
 
-def _cache_key(cases: list[Case], modality: str, axis: int, hw, clip, with_labels: bool, resample,
+def _cache_key(cases: list[Case], modality: str, axis: int, hw, clips: list[tuple], with_labels: bool, resample,
                dims: int = 2, preprocess: str = "") -> str:
     items = []
     for c in cases:
-        for p in (c.images[modality], c.label if with_labels else None):
+        for p in (*channel_files(c, modality), c.label if with_labels else None):
             if p:
                 st = os.stat(p)
                 items.append([p, st.st_mtime_ns, st.st_size])
-    blob = json.dumps([items, modality, axis, list(hw), list(clip), with_labels, 2,
+    clip = list(clips[0]) if len(clips) == 1 else [list(c) for c in clips]  # one channel: the keys of before
+    blob = json.dumps([items, modality, axis, list(hw), clip, with_labels, 2,
                        *([list(map(list, resample))] if any(resample) else []),
                        *(["3d"] if dims == 3 else []), *([preprocess] if preprocess else [])]).encode()
     return hashlib.sha1(blob).hexdigest()[:16]
@@ -204,28 +214,28 @@ def build_sliceset(cases: list[Case], modality: str, slicing: Slicing = SLICES, 
     or ``spacing``, padded to its ``pad_multiple`` or to ``hw``) every case once; reuse the on-disk
     cache when it matches."""
     label_names = check_cases(cases, modality, label_names)
-    axis, clip = slicing.axis, slicing.norm.clip
+    axis, clips = slicing.axis, slicing.clips(len(channels_of(modality)))
     shell = SliceSet(images=np.empty((0, 1, 0, 0), np.float32), labels=None, case_index=np.empty(0, np.int64),
                      slice_index=np.empty(0, np.int64), cases=list(cases), modality=modality, axis=axis, hw=(0, 0),
                      num_classes=len(label_names), size=tuple(slicing.size), spacing=tuple(slicing.spacing))
     grids = [shell.grid(c) for c in cases]
     shell.hw = tuple(hw or common_target([shell.grid_volume(c)[0] for c in cases], axis, slicing.pad_multiple))
-    key = _cache_key(cases, modality, axis, shell.hw, clip, with_labels, (shell.size, shell.spacing))
+    key = _cache_key(cases, modality, axis, shell.hw, clips, with_labels, (shell.size, shell.spacing))
     shell.images, shell.labels, shell.case_index, shell.slice_index = cached_arrays(
-        cache_dir, key, lambda: _build_arrays(cases, grids, modality, axis, shell.hw, clip, with_labels,
+        cache_dir, key, lambda: _build_arrays(cases, grids, modality, axis, shell.hw, clips, with_labels,
                                               label_names, progress))
     return shell
 
 
 def check_cases(cases: list[Case], modality: str, label_names: list[str] | None) -> list[str]:
-    """Refuse an empty selection, a case without ``modality`` or with missing files; the label names
-    (two classes when none are given)."""
+    """Refuse an empty selection, a case without one of ``modality``'s channels or with missing files;
+    the label names (two classes when none are given)."""
     if not cases:
         raise SfdaError("no cases selected: check --subjects and the case list")
     for c in cases:
-        if modality not in c.images:
-            raise SfdaError(f"case {c.case_id} has no modality '{modality}'; "
-                            f"available: {', '.join(sorted(c.images))}")
+        for m in channels_of(modality) or [modality]:
+            if m not in c.images:
+                raise SfdaError(f"case {c.case_id} has no modality '{m}'; available: {', '.join(sorted(c.images))}")
         check_case_files(c)
     return label_names or ["background", "foreground"]
 
@@ -240,16 +250,16 @@ def cached_arrays(cache_dir: str | None, key: str, build):
     return cached
 
 
-def _build_arrays(cases, grids, modality, axis, hw, clip, with_labels, label_names, progress):
+def _build_arrays(cases, grids, modality, axis, hw, clips, with_labels, label_names, progress):
     images, labels, case_index, slice_index = [], [], [], []
     for i, case in enumerate(bar(cases, f"slicing {modality}", progress)):
-        img, lab = _read_case(case, modality, axis, hw, grids[i], clip, with_labels, label_names)
+        img, lab = _read_case(case, modality, axis, hw, grids[i], clips, with_labels, label_names)
         images.append(img)
         if lab is not None:
             labels.append(lab)
         case_index.append(np.full(len(img), i, dtype=np.int64))
         slice_index.append(np.arange(len(img), dtype=np.int64))
-    return (np.ascontiguousarray(np.concatenate(images)[:, None], dtype=np.float32),
+    return (np.ascontiguousarray(np.concatenate(images), dtype=np.float32),
             np.concatenate(labels) if with_labels else None,
             np.concatenate(case_index), np.concatenate(slice_index))
 

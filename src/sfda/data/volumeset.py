@@ -5,7 +5,7 @@ or a scan resampled to a coarse grid) instead of slices; everything downstream (
 losses, the priors, the 3D metrics) reads the same arrays with one more spatial axis.
 
 Array contract (as :class:`sfda.data.sliceset.SliceSet`, one axis more): ``images`` float32
-(N, 1, D, H, W); ``labels`` int64 (N, D, H, W) or None; ``case_index`` = arange(N) (sample i is
+(N, C, D, H, W); ``labels`` int64 (N, D, H, W) or None; ``case_index`` = arange(N) (sample i is
 case i); ``slice_index`` all zero. Axes stay in the volume's own order (``axis`` is not used to
 slice). Volumes are resampled to ``size`` or ``spacing`` (three values, one per axis) when
 given, then padded (centred) to a common shape, each side a multiple of ``pad_multiple``.
@@ -24,7 +24,7 @@ from sfda.data.resample import grid_shape, grid_spacing, resize_volume
 from sfda.data.sliceset import SliceSet, _cache_key, cached_arrays, check_cases, read_label, read_normalised
 from sfda.data.slices import pad_centre, padded_size
 from sfda.errors import SfdaError
-from sfda.io.cases import Case
+from sfda.io.cases import Case, channel_files, channels_of
 from sfda.io.volume import read_volume
 from sfda.progress import bar
 
@@ -55,8 +55,9 @@ class VolumeSet(SliceSet):
         its non-zero box's (sfda.data.nnunet_prep: the image is read once to find it)."""
         if self.preprocess == "nnunet":
             if case.case_id not in self._grids:
-                image = read_volume(case.images[self.modality], dtype=None, check_finite=False).array
-                self._grids[case.case_id] = cropped_grid(image, tuple(case.spacing), self.spacing)
+                images = [read_volume(f, dtype=None, check_finite=False).array
+                          for f in channel_files(case, self.modality)]
+                self._grids[case.case_id] = cropped_grid(images, tuple(case.spacing), self.spacing)
             return self._grids[case.case_id]
         return grid_shape(tuple(case.shape), tuple(case.spacing), self.size, self.spacing)
 
@@ -79,35 +80,38 @@ def volume_target(grids: list[tuple[int, ...]], multiple: int) -> tuple[int, ...
     return tuple(padded_size(max(g[i] for g in grids), multiple) for i in range(3))
 
 
-def _read_case(case: Case, modality: str, shape, grid, clip, with_labels: bool, label_names: list[str]):
-    image, stats = read_normalised(case, modality, clip)
-    label = read_label(case, modality, image.shape, label_names) if with_labels else None
-    return (pad_centre(resize_volume(image, grid), shape, stats.floor),
+def _read_case(case: Case, modality: str, shape, grid, clips, with_labels: bool, label_names: list[str]):
+    """A case's (C, D, H, W) volume (one channel per image of ``modality``) and its labels."""
+    channels = read_normalised(case, modality, clips)
+    label = read_label(case, modality, channels[0][0].shape, label_names) if with_labels else None
+    return (np.stack([pad_centre(resize_volume(image, grid), shape, stats.floor) for image, stats in channels]),
             None if label is None else pad_centre(resize_volume(label, grid, labels=True), shape, 0))
 
 
-def _read_case_nnunet(case: Case, modality: str, shape, spacing, clip, with_labels: bool, label_names: list[str]):
-    """As :func:`_read_case`, with nnU-Net's preprocessing (crop to the non-zero box, its resampling;
-    labels cropped and resampled by nearest neighbour)."""
-    raw = read_volume(case.images[modality], dtype=None, check_finite=False).array
-    image, box, stats = prepare(raw, clip, tuple(case.spacing), spacing, case.images[modality])
+def _read_case_nnunet(case: Case, modality: str, shape, spacing, clips, with_labels: bool, label_names: list[str]):
+    """As :func:`_read_case`, with nnU-Net's preprocessing (crop to the non-zero box of all channels, its
+    resampling; labels cropped and resampled by nearest neighbour)."""
+    files = channel_files(case, modality)
+    raw = [read_volume(f, dtype=None, check_finite=False).array for f in files]
+    image, box, stats = prepare(raw, clips, tuple(case.spacing), spacing, files)
     label = None
     if with_labels:
-        label = resize_volume(read_label(case, modality, raw.shape, label_names)[box], image.shape, labels=True)
-    return pad_centre(image, shape, stats.floor), None if label is None else pad_centre(label, shape, 0)
+        label = resize_volume(read_label(case, modality, raw[0].shape, label_names)[box], image.shape[1:], labels=True)
+    padded = np.stack([pad_centre(channel, shape, st.floor) for channel, st in zip(image, stats)])
+    return padded, None if label is None else pad_centre(label, shape, 0)
 
 
-def _build_arrays(cases, grids, modality, shape, clip, with_labels, label_names, progress, spacing=None):
+def _build_arrays(cases, grids, modality, shape, clips, with_labels, label_names, progress, spacing=None):
     images, labels = [], []
     for case, grid in zip(bar(cases, f"reading {modality} volumes", progress), grids):
         if spacing is not None:  # nnU-Net's preprocessing
-            image, label = _read_case_nnunet(case, modality, shape, spacing, clip, with_labels, label_names)
+            image, label = _read_case_nnunet(case, modality, shape, spacing, clips, with_labels, label_names)
         else:
-            image, label = _read_case(case, modality, shape, grid, clip, with_labels, label_names)
+            image, label = _read_case(case, modality, shape, grid, clips, with_labels, label_names)
         images.append(image.astype(np.float32))
         labels.append(label)
     n = len(cases)
-    return (np.ascontiguousarray(np.stack(images)[:, None]), np.stack(labels) if with_labels else None,
+    return (np.ascontiguousarray(np.stack(images)), np.stack(labels) if with_labels else None,
             np.arange(n, dtype=np.int64), np.zeros(n, dtype=np.int64))
 
 
@@ -122,7 +126,7 @@ def build_volumeset(cases: list[Case], modality: str, slicing: Slicing = VOLUMES
     padded shape, e.g. the target's, so source and target batches match); reuse the on-disk cache
     when it matches."""
     label_names = check_cases(cases, modality, label_names)
-    axis, clip = slicing.axis, slicing.norm.clip
+    axis, clips = slicing.axis, slicing.clips(len(channels_of(modality)))
     vs = VolumeSet(images=np.empty((0, 1, 0, 0, 0), np.float32), labels=None, case_index=np.empty(0, np.int64),
                    slice_index=np.empty(0, np.int64), cases=list(cases), modality=modality, axis=axis,
                    hw=(0, 0, 0), num_classes=len(label_names), size=tuple(slicing.size), spacing=tuple(slicing.spacing),
@@ -133,10 +137,10 @@ def build_volumeset(cases: list[Case], modality: str, slicing: Slicing = VOLUMES
     if too_big:
         raise SfdaError(f"volume {too_big[0]} is larger than the model's input {list(vs.hw)}; resample "
                         "(slicing.size / slicing.spacing) so that every volume fits")
-    key = _cache_key(cases, modality, axis, vs.hw, clip, with_labels, (vs.size, vs.spacing), dims=3,
+    key = _cache_key(cases, modality, axis, vs.hw, clips, with_labels, (vs.size, vs.spacing), dims=3,
                      preprocess=vs.preprocess)
     nnunet = vs.spacing if vs.preprocess == "nnunet" else None
     vs.images, vs.labels, vs.case_index, vs.slice_index = cached_arrays(
-        cache_dir, key, lambda: _build_arrays(cases, grids, modality, vs.hw, clip, with_labels, label_names, progress,
+        cache_dir, key, lambda: _build_arrays(cases, grids, modality, vs.hw, clips, with_labels, label_names, progress,
                                               nnunet))
     return vs

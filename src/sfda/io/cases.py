@@ -44,6 +44,21 @@ class CaseList:
     root: str = ""
 
 
+#: joins the channels of a multi-channel model's input in one modality name: ``T2+ADC`` reads a case's
+#: T2 and ADC images, in that order, as the network's channels 0 and 1
+CHANNEL_SEP = "+"
+
+
+def channels_of(modality: str) -> list[str]:
+    """The channel names a modality name reads (one, unless joined by ``+``)."""
+    return modality.split(CHANNEL_SEP) if modality else []
+
+
+def channel_files(case: Case, modality: str) -> list[str]:
+    """The files of ``case`` that make up ``modality``'s channels, in the network's order."""
+    return [case.images[m] for m in channels_of(modality)]
+
+
 def save_cases(path: str | os.PathLike, case_list: CaseList) -> None:
     """Write the case list as JSON (atomically)."""
     obj: dict[str, Any] = {"format": FORMAT, "version": VERSION, **asdict(case_list)}
@@ -137,10 +152,12 @@ def select_cases(
     Splits are by subject, never by case, so selection is by subject only.
     ``modality`` is only validated (every case has every modality).
     """
-    if modality is not None and modality not in case_list.modalities:
+    missing = [m for m in (channels_of(modality) or [modality]) if m not in case_list.modalities]
+    if modality is not None and missing:
         raise SfdaError(
-            f"unknown modality {modality!r}; the case list has: {', '.join(case_list.modalities)}: "
-            "pick one of these (check --modality / the config)"
+            f"unknown modality {missing[0]!r}; the case list has: {', '.join(case_list.modalities)}: "
+            f"pick one of these (check --modality / the config; a model with several channels takes them "
+            f"joined by '{CHANNEL_SEP}', e.g. {CHANNEL_SEP.join(case_list.modalities[:2])})"
         )
     if subjects is None:
         return list(case_list.cases)

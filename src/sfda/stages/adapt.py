@@ -53,7 +53,8 @@ def adapt(cfg: AdaptConfig, progress: bool = True, run: Stage | None = None) -> 
         require(value, option)
     check_output(cfg.out)
     cfg = on_device(cfg)
-    check_source(cfg, Adapting(cfg.method.name, cfg.method, cfg.prior, flag="--method", command="adapt"))
+    check_source(cfg, Adapting(cfg.method.name, cfg.method, cfg.prior, flag="--method", command="adapt"),
+                 modality=cfg.data.modality)
     cl = load_cases(cfg.data.cases)
     check_subjects(cfg.data)
     if cfg.prior:
@@ -66,7 +67,7 @@ def adapt(cfg: AdaptConfig, progress: bool = True, run: Stage | None = None) -> 
 
 
 def _adapt(cfg: AdaptConfig, cl, progress: bool) -> None:
-    src = resolve_source(cfg, "adapt", single=True)
+    src = resolve_source(cfg, "adapt", single=True, modality=cfg.data.modality)
     reference = (copy.deepcopy(src.model), src.card)  # the trust check's source model: src.model is adapted
     model = src.model.train()  # as built: the method sets the modes it trains in
     method = build_method(cfg.method.name, cfg.method)

@@ -17,8 +17,9 @@ from sfda.data.slices import assemble_subject
 from sfda.inference import entropy_map, predict_slices, stream_volume
 from sfda.io.atomic import atomic_path, write_json, write_text
 from sfda.data.profile import unfamiliar
-from sfda.io.cases import load_cases, select_cases
+from sfda.io.cases import channel_files, load_cases, select_cases
 from sfda.io.volume_scan import scan_volume
+from sfda.io.channels import read_channels
 from sfda.io.volume import read_volume
 from sfda.metrics.subjects import score_subjects, score_volumes
 from sfda.nets.mirror import for_prediction
@@ -39,7 +40,7 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True, run: Stage | None = Non
         require(value, option)
     check_output(cfg.out)
     cfg = on_device(cfg)
-    check_source(cfg)
+    check_source(cfg, modality=cfg.data.modality)
     cl = load_cases(cfg.data.cases)
     run = run or Stage(cfg, [p for p in (cfg.data.cases, cfg.checkpoint) if p], command="evaluate")
     reads = [cfg.data.cases, cfg.checkpoint, cfg.nnunet, *case_files(cl)]
@@ -48,10 +49,10 @@ def evaluate(cfg: EvaluateConfig, progress: bool = True, run: Stage | None = Non
 
 
 def _evaluate(cfg: EvaluateConfig, cl, progress: bool) -> dict:
-    src = resolve_source(cfg, "evaluate")
+    src = resolve_source(cfg, "evaluate", modality=cfg.data.modality)
     model = for_prediction(src.model.to(cfg.device), src.card, cfg.mirroring)
     for case in select_cases(cl, cfg.data.subjects or None, cfg.data.modality):
-        summary = scan_volume(case.images[cfg.data.modality])
+        summary = scan_volume(channel_files(case, cfg.data.modality)[0])
         for why in unfamiliar(src.card.profile, case.spacing, case.shape, summary.low, summary.high,
                               cfg.data.modality):
             say(f"warning: {case.case_id} is far from the model's training scans: {why}")
@@ -79,8 +80,9 @@ def native_scores(model, card: ModelCard, ss: SliceSet, label_names: list[str], 
     truths: dict[str, list] = {}
     spacing = {}
     for case in bar(ss.cases, "scoring on the scans' own grids", progress):
-        vol = read_volume(case.images[ss.modality], dtype=None, check_finite=False)
-        pred = stream_volume(model, card.slicing, vol.array, case.images[ss.modality], device, spacing=vol.spacing)
+        files = channel_files(case, ss.modality)
+        vol, arrays = read_channels(files)
+        pred = stream_volume(model, card.slicing, arrays, files, device, spacing=vol.spacing)
         preds.setdefault(case.subject, []).append(pred["labels"])
         truths.setdefault(case.subject, []).append(read_volume(case.label, dtype=None).array)
         spacing[case.subject] = vol.spacing

@@ -24,6 +24,7 @@ from sfda.config import NnunetImportConfig, config_to_dict
 from sfda.config.card import ModelCard, Network, NnunetOrigin, Normalization, Slicing, Training
 from sfda.engine.checkpoint import save_checkpoint
 from sfda.errors import SfdaError
+from sfda.io.cases import CHANNEL_SEP
 from sfda.io.nnunet_results import NnunetModel, fold_names, read_result_folder, write_result_folder
 from sfda.nets import build_net
 from sfda.nets.ensemble import NAME as ENSEMBLE, FoldEnsemble, ensemble_args
@@ -71,11 +72,18 @@ def _architecture(model: NnunetModel, cfg: dict) -> tuple[str, dict]:
     return name, dict(arch.get("arch_kwargs", {}))
 
 
-def _labels_and_channel(model: NnunetModel) -> tuple[list[str], str]:
+def _labels_and_channels(model: NnunetModel) -> tuple[list[str], list[str]]:
+    """The label names in value order and the channel names in input order."""
     path = model.folder / "dataset.json"
     channels = model.dataset.get("channel_names", model.dataset.get("modality", {}))
-    if not isinstance(channels, dict) or len(channels) != 1:
-        raise SfdaError(f"{path}: the model takes {len(channels)} channels; sfda adapts single-channel models")
+    if not isinstance(channels, dict) or not channels:
+        raise SfdaError(f'{path}: channel_names must map channel numbers to names (e.g. {{"0": "T2"}}); fix it')
+    order = sorted(channels, key=int)
+    if [int(k) for k in order] != list(range(len(order))):
+        raise SfdaError(f"{path}: channel_names must number the channels 0..{len(order) - 1}; fix it")
+    names = [str(channels[k]) for k in order]
+    if any(CHANNEL_SEP in n for n in names) or len(set(names)) != len(names):
+        raise SfdaError(f"{path}: channel names {names} must differ and hold no '{CHANNEL_SEP}'; rename them")
     labels = model.dataset.get("labels", {})
     if not isinstance(labels, dict) or "ignore" in labels:
         raise SfdaError(f"{path}: labels must map names to values (a model trained with an ignore label "
@@ -83,21 +91,31 @@ def _labels_and_channel(model: NnunetModel) -> tuple[list[str], str]:
     if any(not isinstance(v, int) for v in labels.values()) or sorted(labels.values()) != list(range(len(labels))):
         raise SfdaError(f"{path}: labels must be the values 0..K-1, one per name "
                         "(region-based labels are not supported)")
-    return sorted(labels, key=labels.get), str(next(iter(channels.values())))
+    return sorted(labels, key=labels.get), names
 
 
-def _normalization(model: NnunetModel, cfg: dict) -> Normalization:
-    scheme = cfg.get("normalization_schemes", ["ZScoreNormalization"])[0]
-    if cfg.get("use_mask_for_norm", [False])[0]:
-        raise SfdaError(f"{model.folder}: this configuration normalises inside the non-zero mask "
-                        "(use_mask_for_norm), which sfda does not repeat")
+def _normalizations(model: NnunetModel, cfg: dict, channels: int) -> list[Normalization]:
+    """The configuration's normalisation of each input channel."""
+    schemes = cfg.get("normalization_schemes", ["ZScoreNormalization"] * channels)
+    masked = cfg.get("use_mask_for_norm", [False] * channels)
+    if len(schemes) != channels or len(masked) != channels:
+        raise SfdaError(f"{model.folder / 'plans.json'}: normalization_schemes / use_mask_for_norm name "
+                        f"{len(schemes)} / {len(masked)} channels, dataset.json {channels}; re-plan the dataset")
+    return [_normalization(model, scheme, bool(mask), c) for c, (scheme, mask) in enumerate(zip(schemes, masked))]
+
+
+def _normalization(model: NnunetModel, scheme: str, masked: bool, channel: int) -> Normalization:
+    if masked:
+        raise SfdaError(f"{model.folder}: this configuration normalises channel {channel} inside the non-zero "
+                        "mask (use_mask_for_norm), which sfda does not repeat")
     if scheme == "ZScoreNormalization":
         return Normalization.percentile(0.0, 100.0)
     if scheme == "CTNormalization":
-        props = model.plans["foreground_intensity_properties_per_channel"]["0"]
+        props = model.plans["foreground_intensity_properties_per_channel"][str(channel)]
         return Normalization.fixed_values([props["percentile_00_5"], props["percentile_99_5"], props["mean"],
                                            props["std"]])
-    raise SfdaError(f"{model.folder}: normalisation {scheme} is not supported (ZScoreNormalization, CTNormalization)")
+    raise SfdaError(f"{model.folder}: normalisation {scheme} of channel {channel} is not supported "
+                    "(ZScoreNormalization, CTNormalization)")
 
 
 def _slicing(model: NnunetModel, cfg: dict) -> tuple[Slicing, dict, list[int]]:
@@ -140,10 +158,11 @@ def nnunet_card(model: NnunetModel) -> ModelCard:
 def _card(model: NnunetModel) -> ModelCard:
     cfg = _configuration(model)
     name, arch_kwargs = _architecture(model, cfg)
-    labels, channel = _labels_and_channel(model)
+    labels, channels = _labels_and_channels(model)
     slicing, axes, mirror = _slicing(model, cfg)
-    slicing = replace(slicing, norm=_normalization(model, cfg))
-    net_args = {"arch_kwargs": arch_kwargs, "in_channels": 1, "num_classes": len(labels), **axes,
+    norms = _normalizations(model, cfg, len(channels))
+    slicing = replace(slicing, norm=norms[0], norms=tuple(norms) if len(norms) > 1 else ())
+    net_args = {"arch_kwargs": arch_kwargs, "in_channels": len(channels), "num_classes": len(labels), **axes,
                 "patch_size": [int(v) for v in cfg["patch_size"]]}
     origin = NnunetOrigin(folder=str(model.folder.resolve()), fold=model.fold, configuration=model.configuration,
                           checkpoint=str(model.checkpoint_path.resolve()),
@@ -151,7 +170,8 @@ def _card(model: NnunetModel) -> ModelCard:
                           mirror_axes=tuple(int(a) for a in model.checkpoint.get("inference_allowed_mirroring_axes")
                                             or ()))
     return ModelCard(network=Network(PREFIX + name, net_args), kind="segmentation", labels=tuple(labels),
-                     modality=channel, slicing=slicing, training=Training(stage="source"), mirror_axes=tuple(mirror),
+                     modality=CHANNEL_SEP.join(channels), slicing=slicing, training=Training(stage="source"),
+                     mirror_axes=tuple(mirror),
                      nnunet=origin)
 
 

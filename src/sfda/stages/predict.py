@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 from pathlib import Path
 
 import numpy as np
@@ -20,97 +19,31 @@ from sfda.inference import fold_batchnorm, stream_volume
 from sfda.io.cases import load_cases
 from sfda.progress import bar, say
 from sfda.data.profile import unfamiliar
-from sfda.io.volume import SUPPORTED_SUFFIXES, is_volume_path, read_header, read_volume, volume_suffix, write_volume
+from sfda.io.channels import read_channels
+from sfda.io.volume import read_header, write_volume
 from sfda.io.volume_scan import check_image_file
 from sfda.nets.mirror import for_prediction
 from sfda.stages.common import check_output, on_device, require, write_config
 from sfda.stages.freshness import Stage
 from sfda.stages.source import Adapting, Source, check_source, resolve_source
 from sfda.stages.outputs import case_files, claim_folder
+from sfda.stages.predict_inputs import collect_inputs, output_files, stem
 from sfda.stages.predict_outputs import write_summaries
 
 
-def collect_inputs(inputs: list[str], modality: str | None) -> list[Path]:
-    """Volume files from files, folders (their volume files) or case lists (the model's modality)."""
-    out: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.suffix == ".json":
-            cl = load_cases(p)
-            if modality not in cl.modalities:
-                raise SfdaError(f"case list {p} has no modality '{modality}' (the checkpoint's); "
-                                f"it has: {', '.join(cl.modalities)}")
-            out += [Path(c.images[modality]) for c in cl.cases]
-        elif p.is_dir():
-            found = sorted(f for f in p.iterdir() if is_volume_path(f))
-            if not found:
-                raise SfdaError(f"folder {p} holds no volume files ({', '.join(SUPPORTED_SUFFIXES)})")
-            out += found
-        elif p.exists():
-            out.append(p)
-        else:
-            raise SfdaError(f"input {p} not found; give volume files, folders or a case list")
-    if not out:
-        raise SfdaError("no input volumes given")
-    return out
-
-
-def _stem(path: Path) -> str:
-    return path.name[: -len(volume_suffix(path))]
-
-
-#: nnU-Net's channel suffix: ``case_0000.nii.gz`` is channel 0 of case ``case``
-_CHANNEL = re.compile(r"^(.+)_(\d{4})$")
-
-
-def output_files(files: list[Path], label_names: list[str], cfg: PredictConfig, out_dir: Path) -> list[dict]:
-    """Every input's output files, each name used once. A mask is ``<name>_seg<ext>``, or, where every
-    input follows nnU-Net's naming (``case_0000.nii.gz``), ``case<ext>`` as nnU-Net writes it. Inputs
-    that share a name are told apart by their folders (``d1/scan``, ``d2/scan`` -> ``d1_scan``, ``d2_scan``)."""
-    stems = [_stem(f) for f in files]
-    channels = [_CHANNEL.match(s) for s in stems]
-    nnunet = all(channels)
-    names = [m.group(1) for m in channels] if nnunet else stems
-    names = _apart(files, names)
-    rows, owner = [], {}
-    for path, name in zip(files, names):
-        ext = volume_suffix(path)
-        row = {"mask": out_dir / (f"{name}{ext}" if nnunet else f"{name}_seg{ext}"),
-               "entropy": out_dir / f"{name}_entropy{ext}" if cfg.entropy else None,
-               "probabilities": [out_dir / f"{name}_prob_{c}{ext}" for c in label_names] if cfg.probabilities else []}
-        for out in [o for o in (row["mask"], row["entropy"], *row["probabilities"]) if o is not None]:
-            if out.name in owner:
-                raise SfdaError(f"inputs {owner[out.name]} and {path} would both be written as {out.name}; give "
-                                "each scan once (sfda reads one channel per scan: with nnU-Net naming, _0000)")
-            owner[out.name] = path
-        rows.append(row)
-    return rows
-
-
-def _apart(files: list[Path], names: list[str]) -> list[str]:
-    """Names shared by several inputs get as many of their folders' names as tell them apart."""
-    parents = [Path(os.path.realpath(f)).parent.parts for f in files]
-    out = list(names)
-    for depth in range(1, max(len(p) for p in parents)):
-        shared = {n for n in out if out.count(n) > 1}
-        if not shared:
-            return out
-        out = ["_".join([*parents[i][-depth:], names[i]]) if out[i] in shared else out[i] for i in range(len(files))]
-    return names  # inputs of one folder with one name (channels of one case): refused by the caller
-
-
-def _predict_one(model, card: ModelCard, path: Path, cfg: PredictConfig, files: dict, adapter=None) -> Path:
-    """One input, streamed (its stored type in memory, one batch of slices at a time); returns its mask.
-    With ``adapter`` (``--adapt``): the model adapted to this scan first (or the source model, if the
+def _predict_one(model, card: ModelCard, scan: list[Path], cfg: PredictConfig, files: dict, adapter=None) -> Path:
+    """One scan (its channel files), streamed (its stored type in memory, one batch of slices at a time);
+    returns its mask, written in the geometry of the scan's first channel. With ``adapter``
+    (``--adapt``): the model adapted to this scan first (or the source model, if the
     safety net distrusts it), and the scan's record appended to ``adapt.jsonl``. The mask is written
     last, so a mask on disk means the scan is done (``--continue``)."""
-    vol = read_volume(path, dtype=None, check_finite=False)  # scanned already; intensity_stats checks again
+    vol, arrays = read_channels(scan)  # scanned already; intensity_stats checks again
     if adapter is not None:
         from sfda.stages.predict_adapt import append_record
 
-        model, record = adapter(path, _stem(path), vol)
+        model, record = adapter(scan, stem(scan[0]), vol.spacing, arrays)
     model = for_prediction(model, card, cfg.mirroring)  # mirrored as nnU-Net predicts, where the model allows it
-    out = stream_volume(model, card.slicing, vol.array, str(path), cfg.device, entropy=cfg.entropy,
+    out = stream_volume(model, card.slicing, arrays, [str(p) for p in scan], cfg.device, entropy=cfg.entropy,
                         probabilities=cfg.probabilities, spacing=vol.spacing)
     if cfg.entropy:
         write_volume(files["entropy"], out.pop("entropy"), like=vol, dtype=np.float32)
@@ -123,8 +56,9 @@ def _predict_one(model, card: ModelCard, path: Path, cfg: PredictConfig, files: 
 
 
 def predict(cfg: PredictConfig | None = None, progress: bool = True, **options) -> list[Path]:
-    """Write a mask per input (see :func:`output_files` for the names), plus entropy and probabilities
-    if asked, ``labels.json``, ``volumes.csv`` (:mod:`sfda.stages.predict_outputs`) and the merged
+    """Write a mask per input scan (see :func:`sfda.stages.predict_inputs.output_files` for the names),
+    plus entropy and probabilities if asked, ``labels.json``, ``volumes.csv``
+    (:mod:`sfda.stages.predict_outputs`) and the merged
     config (``config.yaml``) in ``cfg.out``; with ``adapt`` also ``adapt.jsonl``.
     Returns the masks written by this call (``resume``: inputs whose mask is there are skipped; under
     torchrun, every rank's). ``shard`` and torchrun's ranks split the sorted inputs (:func:`share_of`):
@@ -182,20 +116,21 @@ def _predict(cfg: PredictConfig, progress: bool, dist: Dist, share: tuple[int, i
         adapter = ScanAdapter(Source(model.to(cfg.device), card, src.path), cfg)
     else:
         model = fold_batchnorm(model).to(cfg.device)
-    found = {os.path.realpath(f): f for f in collect_inputs(cfg.inputs, card.modality or None)}
-    files = sorted(found.values(), key=str)  # one order for every share
+    found = {os.path.realpath(s[0]): s for s in collect_inputs(cfg.inputs, card.modality or None)}
+    scans = sorted(found.values(), key=lambda s: str(s[0]))  # one order for every share
+    files = [s[0] for s in scans]
     outputs = output_files(files, list(card.labels), cfg, Path(cfg.out))
     index, count = share
-    mine = [(f, o) for k, (f, o) in enumerate(zip(files, outputs)) if k % count == index]
-    far = _check_inputs([f for f, _ in mine], card, adapter)
+    mine = [(s, o) for k, (s, o) in enumerate(zip(scans, outputs)) if k % count == index]
+    far = _check_inputs([s for s, _ in mine], card, adapter)
     todo = [(f, o) for f, o in mine if not (cfg.resume and o["mask"].exists())]
     if len(todo) < len(mine):
         say(f"{len(mine) - len(todo)} of {len(mine)} masks are in {cfg.out} already (--continue): skipped")
     write_config(cfg, Path(cfg.out) / "config.yaml")
     record = Path(cfg.out) / ("adapt.jsonl" if count == 1 else f"adapt.{index}-of-{count}.jsonl")
     written = []
-    for path, out in bar(todo, "adapting and predicting" if adapter else "predicting", progress):
-        written.append(_predict_one(model, card, path, cfg, {**out, "record": record}, adapter))
+    for scan, out in bar(todo, "adapting and predicting" if adapter else "predicting", progress):
+        written.append(_predict_one(model, card, scan, cfg, {**out, "record": record}, adapter))
     written = gather(written, dist)
     far = dict(gather(list(far.items()), dist))
     barrier(dist)  # every rank's masks are written before rank 0 sums them up and stamps the run done
@@ -205,16 +140,17 @@ def _predict(cfg: PredictConfig, progress: bool, dist: Dist, share: tuple[int, i
     return written
 
 
-def _check_inputs(files: list[Path], card: ModelCard, adapter) -> dict[Path, list[str]]:
-    """Every input of this share checked before the first mask is written; returns why each is far
-    from the model's training scans."""
+def _check_inputs(scans: list[list[Path]], card: ModelCard, adapter) -> dict[Path, list[str]]:
+    """Every input of this share checked before the first mask is written (each channel's file); returns
+    why each scan (by its first channel) is far from the model's training scans."""
     far = {}
-    for path in files:
-        summary = check_image_file(path)
+    for scan in scans:
+        path = scan[0]
+        summary = [check_image_file(f) for f in scan][0]
         shape, spacing = read_header(path)
         far[path] = unfamiliar(card.profile, spacing, shape, summary.low, summary.high)
         for why in far[path]:
             say(f"warning: {path.name} is far from the model's training scans: {why}; check its masks")
     if adapter is not None:
-        adapter.check_prior(files, [_stem(f) for f in files])
+        adapter.check_prior([s[0] for s in scans], [stem(s[0]) for s in scans])
     return far

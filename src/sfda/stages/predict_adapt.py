@@ -72,11 +72,11 @@ class ScanAdapter:
             return load_prior(self.cfg.prior, rows, k)
         return prior_from_table(self.card.source.position, relative_positions(np.arange(n), np.full(n, n)))
 
-    def __call__(self, path: Path, stem: str, vol) -> tuple[torch.nn.Module, dict]:
-        """Adapt to one scan (``vol``, read from ``path``); returns the model whose mask to write and
-        the scan's JSON record."""
-        t0, cfg = time.perf_counter(), self.cfg
-        images, valid = scan_slices(self.card.slicing, vol.array, str(path), vol.spacing)
+    def __call__(self, scan: list[Path], stem: str, spacing, arrays: list) -> tuple[torch.nn.Module, dict]:
+        """Adapt to one scan (``arrays``, one per channel, read from the files ``scan``; ``spacing``
+        its voxel spacing); returns the model whose mask to write and the scan's JSON record."""
+        t0, cfg, path = time.perf_counter(), self.cfg, scan[0]
+        images, valid = scan_slices(self.card.slicing, arrays, [str(p) for p in scan], spacing)
         tau = self.prior(stem, len(images))
         start = self.carried if cfg.mode == "continual" and self.carried is not None else self.source
         model = copy.deepcopy(start)

@@ -9,6 +9,7 @@ folder to ``<out>/source.pt`` (stages pass files) and loads it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from sfda.config import MethodConfig, NnunetImportConfig
 from sfda.config.card import ModelCard
 from sfda.engine.checkpoint import load_checkpoint, model_from_checkpoint, require_kind, require_single
 from sfda.errors import SfdaError
+from sfda.io.cases import CHANNEL_SEP, channels_of
 from sfda.io.nnunet_results import fold_names
 from sfda.stages.common import require
 from sfda.stages.nnunet import imported
@@ -62,12 +64,37 @@ def _refuse_before_writing(folder: str, adapting: Adapting) -> None:
                         "source label statistics to make one from); or use tent")
 
 
-def check_source(cfg, adapting: Adapting | None = None) -> None:
+def check_channels(channels: list[str], modality: str | None, origin: str) -> None:
+    """Refuse a ``--modality`` that names another number of channels than the model (from ``origin``)
+    takes (``channels``: the model's own channel names)."""
+    wanted = channels_of(modality or "")
+    if modality and len(wanted) != max(len(channels), 1):
+        example = CHANNEL_SEP.join(channels) if len(channels) > 1 else (channels or ["T2"])[0]
+        raise SfdaError(f"{origin} takes {max(len(channels), 1)} input channel(s) ({', '.join(channels) or '?'}); "
+                        f"--modality {modality} names {len(wanted)}: name one of the case list's modalities per "
+                        f"channel, in the model's order, joined by '{CHANNEL_SEP}' (e.g. --modality {example})")
+
+
+def _folder_channels(folder: str) -> list[str] | None:
+    """The channel names of an nnU-Net result folder's dataset.json (None where it cannot be read: the
+    import says why)."""
+    try:
+        names = json.loads((Path(folder) / "dataset.json").read_text()).get("channel_names")
+        return [str(names[k]) for k in sorted(names, key=int)]
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+        return None
+
+
+def check_source(cfg, adapting: Adapting | None = None, modality: str | None = None) -> None:
     """What a stage given ``--nnunet`` refuses before it reads or writes anything. ``cfg``: the stage's
     config (its ``checkpoint``, ``nnunet``, ``fold`` and ``out``); ``adapting``: None when the stage
-    does not adapt (evaluate)."""
+    does not adapt (evaluate); ``modality``: the data's (``--modality``), checked against the folder's
+    channels."""
     if not cfg.nnunet:
         return
+    channels = _folder_channels(cfg.nnunet)
+    if channels is not None:
+        check_channels(channels, modality, f"the nnU-Net model in {cfg.nnunet}")
     if cfg.checkpoint:
         raise SfdaError("give --checkpoint or --nnunet, not both")
     require(cfg.out, "--out")
@@ -82,20 +109,22 @@ def check_source(cfg, adapting: Adapting | None = None) -> None:
                            "`sfda adapt --nnunet FOLDER --fold 0,1,...`"))
 
 
-def resolve_source(cfg, use: str, write: bool = True, single: bool = False) -> Source:
+def resolve_source(cfg, use: str, write: bool = True, single: bool = False, modality: str | None = None) -> Source:
     """The stage's source model and its card, from ``cfg.checkpoint`` or, given ``--nnunet FOLDER``,
     from the fold(s) imported to ``<out>/source.pt`` and handed on in memory (``write`` False: another
     process imported it; predict under torchrun, where rank 0 writes and the others wait for its file,
     then read it). Refuses a model that is not a segmenter, or (``single``) an ensemble or merge,
-    saying it is for ``use``."""
+    saying it is for ``use``, or whose channels ``modality`` (the data's) does not match."""
     path = str(Path(cfg.out) / IMPORTED_SOURCE) if cfg.nnunet else cfg.checkpoint
     if cfg.nnunet and write:  # inside the stage's own folder
         model, card = imported(NnunetImportConfig(folder=cfg.nnunet, fold=cfg.fold,
                                                   checkpoint_name=cfg.checkpoint_name, out=path, overwrite=True))
         _require_usable(card, path, use, single)
+        check_channels(channels_of(card.modality), modality, f"model {path}")
         return Source(model, card, path)
     ckpt = load_checkpoint(path)
     _require_usable(ckpt["card"], path, use, single)
+    check_channels(channels_of(ckpt["card"].modality), modality, f"model {path}")
     return Source(model_from_checkpoint(ckpt, path).eval(), ckpt["card"], path)
 
 

@@ -18,7 +18,7 @@ from sfda.engine.distributed import device_for
 from sfda.engine.optim import check_optim
 from sfda.engine.loop import fit
 from sfda.data.profile import training_profile
-from sfda.io.cases import load_cases, select_cases
+from sfda.io.cases import channels_of, load_cases, select_cases
 from sfda.methods import Supervised
 from sfda.errors import SfdaError
 from sfda.metrics.components import label_pieces
@@ -60,7 +60,8 @@ def _train(cfg, cl, stage: str, method, progress: bool, dims_args: dict, spatial
                        cache=cfg.data.cache, progress=progress)
     val = (slices_for(cl, cfg.data.val_subjects, cfg.data.modality, slicing, with_labels=True, cache=cfg.data.cache,
                       progress=progress) if cfg.data.val_subjects else None)
-    net_args = {"in_channels": 1, "num_classes": len(cl.label_names), **dims_args, **cfg.net_args}
+    net_args = {"in_channels": len(channels_of(cfg.data.modality)), "num_classes": len(cl.label_names), **dims_args,
+                **cfg.net_args}
     torch.manual_seed(cfg.seed)  # the initial weights follow the seed too
     model = build_net(cfg.net, **net_args)
     write_config(cfg, Path(cfg.out) / "config.yaml")

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from sfda.errors import SfdaError
+from sfda.io.cases import CHANNEL_SEP
 from sfda.io.layouts.common import _Entry, _entry, _first_existing, _Found
 
 
@@ -69,6 +70,10 @@ def _nnunet_channels(meta: dict, path: Path) -> dict[str, str]:
             f"{path}: channel_names has repeated names {sorted(channels.values())}; give each "
             "channel its own name"
         )
+    joined = [v for v in channels.values() if CHANNEL_SEP in v]
+    if joined:
+        raise SfdaError(f"{path}: channel name {joined[0]!r} holds '{CHANNEL_SEP}', which sfda reads as two "
+                        "channels joined; rename the channel")
     return channels
 
 
