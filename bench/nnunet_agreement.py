@@ -80,33 +80,59 @@ def _case(rng, nx: int, ny: int, nz: int, mm: float, shift=(0, 0), full: bool = 
     return image.astype(np.float32), lab, np.diag([mm, mm, 3.0, 1.0])
 
 
-def make_raw(root: Path, n: int = 6, seed: int = 0) -> None:
-    """The tiny nnU-Net raw dataset the folder is trained on: ``n`` cases of 48 x 40 x 12 voxels."""
+#: the channels of a dataset of ``--channels 2``: an MRI-like channel (z-scored by nnU-Net) and a
+#: CT-like one (nnU-Net's CT normalisation: "CT" is the name its planner keys on)
+CHANNELS = {"0": "MRI", "1": "CT"}
+
+
+def second_channel(rng, lab: np.ndarray) -> np.ndarray:
+    """A second contrast of the same labels: 10 / 60 / 150 on noise (sd 10)."""
+    return (np.array([10.0, 60.0, 150.0])[lab] + rng.normal(0, 10, lab.shape)).astype(np.float32)
+
+
+def make_raw(root: Path, n: int = 6, seed: int = 0, channels: int = 1) -> None:
+    """The tiny nnU-Net raw dataset the folder is trained on: ``n`` cases of 48 x 40 x 12 voxels, in
+    one channel or two (:data:`CHANNELS`)."""
     rng = np.random.default_rng(seed)
     (root / "imagesTr").mkdir(parents=True, exist_ok=True)
     (root / "labelsTr").mkdir(exist_ok=True)
     for i in range(n):
         image, lab, affine = _case(rng, 48, 40, 12, 0.8, rng.integers(-3, 4, 2), full=False)
         nib.save(nib.Nifti1Image(image, affine), root / "imagesTr" / f"case{i}_0000.nii.gz")
+        if channels == 2:
+            nib.save(nib.Nifti1Image(second_channel(rng, lab), affine), root / "imagesTr" / f"case{i}_0001.nii.gz")
         nib.save(nib.Nifti1Image(lab, affine), root / "labelsTr" / f"case{i}.nii.gz")
-    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "MRI"}, "numTraining": n,
+    names = CHANNELS if channels == 2 else {"0": "MRI"}
+    (root / "dataset.json").write_text(json.dumps({"channel_names": names, "numTraining": n,
                                                    "labels": {"background": 0, "a": 1, "b": 2},
                                                    "file_ending": ".nii.gz"}))
 
 
-def make_scans(folder: Path, seed: int = 0) -> list[Path]:
-    """Scans like the tiny dataset's training cases, in each of :data:`SIZES`."""
+def make_scans(folder: Path, seed: int = 0, channels: int = 1) -> list[Path]:
+    """Scans like the tiny dataset's training cases, in each of :data:`SIZES` (their first channels'
+    files; with two channels, the second's frame of zeros is on x only, so the box nnU-Net crops both
+    channels to is the union's)."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for i, (nx, ny, nz, mm, border) in enumerate(SIZES):
-        image, _, affine = _case(rng, nx, ny, nz, mm)
+        image, lab, affine = _case(rng, nx, ny, nz, mm)
+        second = second_channel(rng, lab) if channels == 2 else None
         if border:
             image[:border], image[-border:], image[:, :border], image[:, -border:] = 0, 0, 0, 0
+            if second is not None:
+                second[:border], second[-border:] = 0, 0
         path = folder / f"scan{i}_0000.nii.gz"
         nib.save(nib.Nifti1Image(image, affine), path)
+        if second is not None:
+            nib.save(nib.Nifti1Image(second, affine), folder / f"scan{i}_0001.nii.gz")
         out.append(path)
     return out
+
+
+def scan_files(scans: list[Path], channels: int) -> list[Path]:
+    """Every channel's file of the scans (sfda groups them per case, as nnU-Net does)."""
+    return [s.with_name(s.name.replace("_0000.", f"_{c:04d}.")) for s in scans for c in range(channels)]
 
 
 def run_nnunet(python: str, folder: Path, fold: str, scans: Path, out: Path, mirror: bool) -> None:
@@ -131,7 +157,7 @@ def agreement(a: Path, b: Path) -> float:
     return float((x == y).mean())
 
 
-def adapted_rows(python: str, folder: Path, fold: str, scans: list[Path], out: Path) -> list[dict]:
+def adapted_rows(python: str, folder: Path, fold: str, scans: list[Path], out: Path, channels: int = 1) -> list[dict]:
     """The folder adapted by ``sfda adapt --nnunet`` (TENT, one epoch, on the tiny dataset's cases) and
     exported as a result folder: nnUNetPredictor loads the export and agrees with ``sfda predict`` of
     the adapted checkpoint (mirroring on)."""
@@ -139,11 +165,12 @@ def adapted_rows(python: str, folder: Path, fold: str, scans: list[Path], out: P
 
     raw, cases, adapted = out / "raw", out / "cases.json", out / "adapted"
     if not raw.is_dir():
-        make_raw(raw)
+        make_raw(raw, channels=channels)
+    modality = "+".join(CHANNELS.values()) if channels == 2 else "MRI"
     steps = [["data", "index", str(raw), "-o", str(cases), "--overwrite"],
              ["adapt", "--nnunet", str(folder), "--fold", fold, "--method", "tent", "--cases", str(cases),
-              "--modality", "MRI", "--epochs", "1", "--batch-size", "2", "--out", str(adapted), "--overwrite"],
-             ["predict", "--checkpoint", str(adapted / "selected.pt"), *map(str, scans), "--out",
+              "--modality", modality, "--epochs", "1", "--batch-size", "2", "--out", str(adapted), "--overwrite"],
+             ["predict", "--checkpoint", str(adapted / "selected.pt"), *map(str, scan_files(scans, channels)), "--out",
               str(out / "sfda-adapted"), "--overwrite"]]
     for argv in steps:
         if sfda(argv) != 0:
@@ -165,29 +192,33 @@ def main(argv=None) -> int:
     p.add_argument("--nnunet-python", help="a Python that imports nnunetv2")
     p.add_argument("--fold", default="0", help="a fold (0) or several, averaged as an ensemble (0,1)")
     p.add_argument("--out", default="runs/nnunet-agreement")
+    p.add_argument("--channels", type=int, choices=(1, 2), default=1,
+                   help="with --make-raw: cases of one channel or two (MRI, CT); else the folder's count")
     args = p.parse_args(argv)
     if args.make_raw:
-        make_raw(Path(args.make_raw))
+        make_raw(Path(args.make_raw), channels=args.channels)
         return 0
     if not (args.folder and args.nnunet_python):
         p.error("--folder and --nnunet-python are required (or --make-raw)")
     folder, out = Path(args.folder).resolve(), Path(args.out).resolve()
-    scans = make_scans(out / "scans")
+    channels = len(json.loads((folder / "dataset.json").read_text())["channel_names"])
+    scans = make_scans(out / "scans", channels=channels)
     rows = []
     for mirror in (False, True):
         tag = "mirror" if mirror else "no-mirror"
         run_nnunet(args.nnunet_python, folder, args.fold, out / "scans", out / f"nnunet-{tag}", mirror)
-        run_sfda(folder, args.fold, scans, out / f"sfda-{tag}", mirror)
+        run_sfda(folder, args.fold, scan_files(scans, channels), out / f"sfda-{tag}", mirror)
         for scan, size in zip(scans, SIZES):
             name = scan.name.replace("_0000.nii.gz", ".nii.gz")
             share = agreement(out / f"nnunet-{tag}" / name, out / f"sfda-{tag}" / name)
             rows.append({"scan": name, "size": list(size[:3]), "spacing_mm": size[3], "zero_border": size[4],
                          "mirroring": mirror,
                          "agreement": share})
-    rows += adapted_rows(args.nnunet_python, folder, args.fold.split(",")[0], scans, out)
-    result = {"folder": folder.name, "dataset": folder.parent.name, "fold": args.fold, "rows": rows}
+    rows += adapted_rows(args.nnunet_python, folder, args.fold.split(",")[0], scans, out, channels)
+    result = {"folder": folder.name, "dataset": folder.parent.name, "fold": args.fold, "channels": channels,
+              "rows": rows}
     (out / "agreement.json").write_text(json.dumps(result, indent=1) + "\n")
-    configuration = folder.name.split("__")[-1]
+    configuration = folder.name.split("__")[-1] + ("_2ch" if channels == 2 else "")
     Path(RESULTS.format(configuration)).write_text(json.dumps(result, indent=1) + "\n")
     print(f"{folder.parent.name}/{folder.name}, fold {args.fold}: voxels where sfda and nnUNetPredictor agree")
     print("| scan | size | spacing (mm) | zero border | mirroring off | mirroring on | adapted, exported |\n"

@@ -48,7 +48,7 @@ class DataConfig(SlicingConfig):
     """Which images a stage reads (a case list from `sfda data index`) and how they are sliced."""
 
     cases: str = ""  # the case list (JSON) written by `sfda data index`
-    modality: str = ""  # the modality (channel) to read, e.g. inn
+    modality: str = ""  # the modality (channel) to read, e.g. inn; a model's several channels joined by +: T2+ADC
     subjects: list[str] = opt([])  # the subjects to read, e.g. A1,B1; empty: all
     val_subjects: list[str] = opt([])  # subjects scored with their labels after each epoch (logged, and best.pt)
     # A folder for built slice arrays (reused while the files and slicing are unchanged).
