@@ -39,14 +39,14 @@ def main(argv=None) -> int:
     print("| domain | recipe | minutes | last validation Dice | 3D mean Dice (development) |\n|---|---|---:|---:|---:|")
     for run in runs:
         minutes, dice = zip(*run["curve"])
-        label = f"{run['domain'].upper()} {run['recipe']}"
+        label = f"{run['domain'].upper()} {run['recipe']}" + (f" seed {run['seed']}" if run["seed"] else "")
         line, = ax.plot(minutes, [100 * d for d in dice], label=label, linewidth=1.4)
         end = 100 * mean_dice(run["summary"])
         ax.plot([run["minutes"]], [end], marker="o", color=line.get_color())
         print(f"| {run['domain']} | {run['recipe']} | {run['minutes']} | {100 * dice[-1]:.1f} | {end:.1f} |")
     ax.axhline(80, color="grey", linestyle="--", linewidth=0.8)
     ax.axvline(45, color="grey", linestyle=":", linewidth=0.8)
-    ax.set_xlabel("training minutes (2-core CPU, one run at a time)")
+    ax.set_xlabel("training minutes (2-core CPU, one torch thread, the other core busy)")
     ax.set_ylabel("Dice (%)")
     ax.set_ylim(0, 100)
     ax.set_title("In-domain Dice against training time (development subjects)")
