@@ -72,3 +72,9 @@ def test_train_source_builds_a_network_of_as_many_channels_and_predict_reads_the
     masks = predict(checkpoint=str(tmp_path / "src" / "last.pt"), inputs=[tiny_cases], out=str(tmp_path / "pred"),
                     progress=False)
     assert len(masks) == 3
+    from sfda.cli import main
+
+    out = tmp_path / "adapted"
+    assert main(["adapt", "--checkpoint", str(tmp_path / "src" / "last.pt"), "--method", "tent", "--cases", tiny_cases,
+                 "--modality", "inn", "--out", str(out)]) == 2
+    assert not out.exists()  # refused, and no folder left behind
