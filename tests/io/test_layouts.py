@@ -325,3 +325,15 @@ def test_real_ivdm3seg_crops(crops_root):
     assert {c.spacing for c in cl.cases} == {(2.0, 1.25, 1.25)}
     assert {c.shape for c in cl.cases} == {(35, 35, 25)}
     assert all(c.label for c in cl.cases)
+
+
+@pytest.mark.parametrize("names, why", [
+    ({"0": "T2", "2": "ADC"}, "must number the channels 0..1"),
+    ({"0": "T2", "1": "T2"}, "repeated names"),
+    ({"0": "T2+ADC"}, "holds '\\+'"),
+])
+def test_nnunet_channel_names_are_checked_once_for_indexing_and_import(tmp_path, names, why):
+    from sfda.io.layouts.nnunet import nnunet_channels
+
+    with pytest.raises(SfdaError, match=why):
+        nnunet_channels({"channel_names": names}, tmp_path / "dataset.json")

@@ -25,6 +25,7 @@ from sfda.config.card import ModelCard, Network, NnunetOrigin, Normalization, Sl
 from sfda.engine.checkpoint import save_checkpoint
 from sfda.errors import SfdaError
 from sfda.io.cases import CHANNEL_SEP
+from sfda.io.layouts.nnunet import nnunet_channels
 from sfda.io.nnunet_results import NnunetModel, fold_names, read_result_folder, write_result_folder
 from sfda.nets import build_net
 from sfda.nets.ensemble import NAME as ENSEMBLE, FoldEnsemble, ensemble_args
@@ -75,15 +76,8 @@ def _architecture(model: NnunetModel, cfg: dict) -> tuple[str, dict]:
 def _labels_and_channels(model: NnunetModel) -> tuple[list[str], list[str]]:
     """The label names in value order and the channel names in input order."""
     path = model.folder / "dataset.json"
-    channels = model.dataset.get("channel_names", model.dataset.get("modality", {}))
-    if not isinstance(channels, dict) or not channels:
-        raise SfdaError(f'{path}: channel_names must map channel numbers to names (e.g. {{"0": "T2"}}); fix it')
-    order = sorted(channels, key=int)
-    if [int(k) for k in order] != list(range(len(order))):
-        raise SfdaError(f"{path}: channel_names must number the channels 0..{len(order) - 1}; fix it")
-    names = [str(channels[k]) for k in order]
-    if any(CHANNEL_SEP in n for n in names) or len(set(names)) != len(names):
-        raise SfdaError(f"{path}: channel names {names} must differ and hold no '{CHANNEL_SEP}'; rename them")
+    channels = nnunet_channels(model.dataset, path)
+    names = [channels[k] for k in sorted(channels, key=int)]
     labels = model.dataset.get("labels", {})
     if not isinstance(labels, dict) or "ignore" in labels:
         raise SfdaError(f"{path}: labels must map names to values (a model trained with an ignore label "

@@ -20,6 +20,7 @@ from sfda.config.card import ModelCard
 from sfda.engine.checkpoint import load_checkpoint, model_from_checkpoint, require_kind, require_single
 from sfda.errors import SfdaError
 from sfda.io.cases import CHANNEL_SEP, channels_of
+from sfda.io.layouts.nnunet import nnunet_channels
 from sfda.io.nnunet_results import fold_names
 from sfda.stages.common import require
 from sfda.stages.nnunet import imported
@@ -76,13 +77,17 @@ def check_channels(channels: list[str], modality: str | None, origin: str) -> No
 
 
 def _folder_channels(folder: str) -> list[str] | None:
-    """The channel names of an nnU-Net result folder's dataset.json (None where it cannot be read: the
-    import says why)."""
+    """The channel names of an nnU-Net result folder's dataset.json, in input order (None where the file
+    cannot be read: the import says why)."""
+    path = Path(folder) / "dataset.json"
     try:
-        names = json.loads((Path(folder) / "dataset.json").read_text()).get("channel_names")
-        return [str(names[k]) for k in sorted(names, key=int)]
-    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
         return None
+    if not isinstance(meta, dict):
+        return None
+    channels = nnunet_channels(meta, path)
+    return [channels[k] for k in sorted(channels, key=int)]
 
 
 def check_source(cfg, adapting: Adapting | None = None, modality: str | None = None) -> None:

@@ -15,7 +15,7 @@ def _find_nnunet(root: Path, pattern: str | None, label_pattern: str | None) -> 
     """nnU-Net raw: dataset.json + imagesTr/<case>_<XXXX><ending> + labelsTr/<case><ending>."""
     meta_path = root / "dataset.json"
     meta = _read_dataset_json(meta_path)
-    channels = _nnunet_channels(meta, meta_path)
+    channels = nnunet_channels(meta, meta_path)
     label_names = _nnunet_labels(meta, meta_path)
     ending = str(meta.get("file_ending", ".nii.gz"))
     image_re = re.compile(r"(?P<case>.+)_(?P<channel>\d{4})" + re.escape(ending))
@@ -54,8 +54,9 @@ def _read_dataset_json(path: Path) -> dict:
     return meta
 
 
-def _nnunet_channels(meta: dict, path: Path) -> dict[str, str]:
-    """{"0": "T2"}; nnU-Net v1 called it "modality"."""
+def nnunet_channels(meta: dict, path: Path) -> dict[str, str]:
+    """A dataset.json's channel names, checked: {"0": "T2", "1": "ADC"}, numbered 0..C-1, each name its own
+    and without the '+' that joins channels; nnU-Net v1 called it "modality"."""
     raw = meta.get("channel_names", meta.get("modality"))
     if not isinstance(raw, dict) or not raw:
         raise SfdaError(f'{path} has no channel_names (e.g. {{"0": "T2"}}); add them')
@@ -65,6 +66,8 @@ def _nnunet_channels(meta: dict, path: Path) -> dict[str, str]:
         raise SfdaError(
             f'{path}: channel_names keys must be channel numbers ("0", "1"...); fix them'
         ) from None
+    if sorted(int(k) for k in channels) != list(range(len(channels))):
+        raise SfdaError(f"{path}: channel_names must number the channels 0..{len(channels) - 1}; fix them")
     if len(set(channels.values())) != len(channels):
         raise SfdaError(
             f"{path}: channel_names has repeated names {sorted(channels.values())}; give each "
