@@ -46,7 +46,7 @@ def main(argv=None) -> int:
         print(f"| {run['domain']} | {run['recipe']} | {run['minutes']} | {100 * dice[-1]:.1f} | {end:.1f} |")
     ax.axhline(80, color="grey", linestyle="--", linewidth=0.8)
     ax.axvline(45, color="grey", linestyle=":", linewidth=0.8)
-    ax.set_xlabel("training minutes (2-core CPU, one torch thread, the other core busy)")
+    ax.set_xlabel("training minutes (2-core CPU, one torch thread)")
     ax.set_ylabel("Dice (%)")
     ax.set_ylim(0, 100)
     ax.set_title("In-domain Dice against training time (development subjects)")
