@@ -102,13 +102,8 @@ def uncrop(cropped: np.ndarray, box: tuple[slice, ...], shape, fill) -> np.ndarr
     return out
 
 
-def _channels(arrays) -> list[np.ndarray]:
-    return [arrays] if isinstance(arrays, np.ndarray) else list(arrays)
-
-
-def channels_box(arrays) -> tuple[slice, ...]:
+def channels_box(arrays: list) -> tuple[slice, ...]:
     """The bounding box of the voxels non-zero in any channel (nnU-Net crops all channels by one mask)."""
-    arrays = _channels(arrays)
     if len(arrays) == 1:
         return nonzero_box(arrays[0])
     mask = arrays[0] != 0
@@ -133,7 +128,7 @@ def prepare(arrays: list, clips: list, spacing, target, sources: list):
     return np.stack(images), box, stats
 
 
-def cropped_grid(arrays, spacing, target) -> tuple[int, ...]:
+def cropped_grid(arrays: list, spacing, target) -> tuple[int, ...]:
     """The shape :func:`prepare` gives a scan's channels (their non-zero box on the configuration's grid)."""
     shape = tuple(b.stop - b.start for b in channels_box(arrays))
     return new_shape(shape, spacing, tuple(target) or tuple(spacing))

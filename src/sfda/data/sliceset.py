@@ -28,6 +28,7 @@ from sfda.data.slices import assemble_subject, common_target, crop_centre, from_
 from sfda.errors import SfdaError
 from sfda.io.atomic import atomic_path, write_json
 from sfda.io.cases import Case, channel_files, channels_of, check_case_files
+from sfda.io.channels import read_channels
 from sfda.io.layouts import check_label_array
 from sfda.io.volume import read_volume
 from sfda.progress import bar
@@ -154,14 +155,11 @@ def _planes(volume: np.ndarray, axis: int, grid, hw, fill, labels: bool = False)
 def read_normalised(case: Case, modality: str, clips: list[tuple]) -> list:
     """A case's images of ``modality``'s channels (:func:`sfda.io.cases.channels_of`), each normalised
     with its ``clips`` entry, as ``(image, its statistics (the padding value))`` per channel."""
-    out, files = [], channel_files(case, modality)
-    for path, clip in zip(files, clips):
-        vol = read_volume(path, dtype=None, check_finite=False)  # volume_stats checks
-        stats = volume_stats(vol.array, clip, source=path)
-        out.append((apply_norm(vol.array, stats), stats))
-        if vol.array.shape != out[0][0].shape:
-            raise SfdaError(f"{path} has shape {vol.array.shape} but {files[0]} has {out[0][0].shape}; the "
-                            f"channels of case {case.case_id} must share one grid: re-export them")
+    files = channel_files(case, modality)
+    out = []
+    for array, path, clip in zip(read_channels(files)[1], files, clips):  # one grid; volume_stats checks values
+        stats = volume_stats(array, clip, source=path)
+        out.append((apply_norm(array, stats), stats))
     return out
 
 

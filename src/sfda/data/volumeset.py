@@ -25,7 +25,7 @@ from sfda.data.sliceset import SliceSet, _cache_key, cached_arrays, check_cases,
 from sfda.data.slices import pad_centre, padded_size
 from sfda.errors import SfdaError
 from sfda.io.cases import Case, channel_files, channels_of
-from sfda.io.volume import read_volume
+from sfda.io.channels import read_channels
 from sfda.progress import bar
 
 
@@ -55,8 +55,7 @@ class VolumeSet(SliceSet):
         its non-zero box's (sfda.data.nnunet_prep: the image is read once to find it)."""
         if self.preprocess == "nnunet":
             if case.case_id not in self._grids:
-                images = [read_volume(f, dtype=None, check_finite=False).array
-                          for f in channel_files(case, self.modality)]
+                images = read_channels(channel_files(case, self.modality))[1]
                 self._grids[case.case_id] = cropped_grid(images, tuple(case.spacing), self.spacing)
             return self._grids[case.case_id]
         return grid_shape(tuple(case.shape), tuple(case.spacing), self.size, self.spacing)
@@ -92,7 +91,7 @@ def _read_case_nnunet(case: Case, modality: str, shape, spacing, clips, with_lab
     """As :func:`_read_case`, with nnU-Net's preprocessing (crop to the non-zero box of all channels, its
     resampling; labels cropped and resampled by nearest neighbour)."""
     files = channel_files(case, modality)
-    raw = [read_volume(f, dtype=None, check_finite=False).array for f in files]
+    raw = read_channels(files)[1]
     image, box, stats = prepare(raw, clips, tuple(case.spacing), spacing, files)
     label = None
     if with_labels:
