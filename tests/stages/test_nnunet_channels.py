@@ -122,7 +122,12 @@ def test_predict_groups_the_channels_of_each_case_and_refuses_a_missing_one(tmp_
     mri, ct = _channels(raw, "case1")
     expected = stream_volume(model, card.slicing, [mri, ct], ["mri", "ct"], spacing=SPACING)["labels"]
     assert np.array_equal(np.asarray(nib.load(out / "case1.nii.gz").dataobj), expected)
-    (raw / "imagesTr" / "case1_0001.nii.gz").unlink()
+    off = raw / "imagesTr" / "case1_0001.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(nib.load(off).dataobj)[:, :, :10], nib.load(off).affine), off)
+    capsys.readouterr()  # case1's CT on another grid: refused before case0's mask is written
+    assert main(["predict", "--nnunet", str(folder), str(raw / "imagesTr"), "--out", str(tmp_path / "p1")]) == 2
+    assert "does not lie on the grid of" in capsys.readouterr().err and not (tmp_path / "p1").exists()
+    off.unlink()
     capsys.readouterr()
     assert main(["predict", "--nnunet", str(folder), str(raw / "imagesTr"), "--out", str(tmp_path / "p2")]) == 2
     err = capsys.readouterr().err

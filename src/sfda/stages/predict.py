@@ -19,7 +19,7 @@ from sfda.inference import fold_batchnorm, stream_volume
 from sfda.io.cases import load_cases
 from sfda.progress import bar, say
 from sfda.data.profile import unfamiliar
-from sfda.io.channels import read_channels
+from sfda.io.channels import check_channel_headers, read_channels
 from sfda.io.volume import read_header, write_volume
 from sfda.io.volume_scan import check_image_file
 from sfda.nets.mirror import for_prediction
@@ -147,6 +147,7 @@ def _check_inputs(scans: list[list[Path]], card: ModelCard, adapter) -> dict[Pat
     for scan in scans:
         path = scan[0]
         summary = [check_image_file(f) for f in scan][0]
+        check_channel_headers(scan)
         shape, spacing = read_header(path)
         far[path] = unfamiliar(card.profile, spacing, shape, summary.low, summary.high)
         for why in far[path]:
