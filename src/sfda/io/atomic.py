@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -31,10 +31,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp" + _suffix(dest), dir=dest.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _temp_name(dest)  # named before it exists, so a signal at any point below can remove it
     try:
+        _create(tmp_path)
         yield tmp_path
         _fsync(tmp_path)
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are ordinary files
@@ -52,6 +51,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _temp_name(dest: Path) -> Path:
+    return dest.parent / f".{dest.name}.{secrets.token_hex(8)}.tmp{_suffix(dest)}"
+
+
+def _create(tmp_path: Path) -> None:
+    """Create the empty temporary file (0600, as mkstemp), refusing one that already exists."""
+    os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _write_failure(exc: RuntimeError) -> bool:
