@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from sfda.config.card import ModelCard, Slicing
-from sfda.data.nnunet_prep import LOGIT_ORDER, prepare, resample, uncrop
+from sfda.data.nnunet_prep import LOGIT_ORDER, prepare, prepare_slices, resample, target_spacing, uncrop
 from sfda.data.normalize import apply_norm, volume_stats
 from sfda.data.resample import grid_shape, in_plane, resize, resize_volume
 from sfda.data.slices import pad_widths, padded_size, slice_shape, to_slices
@@ -95,7 +95,8 @@ class _Grid3:
     network's grid, the padded shape, and the window the network was trained on (a larger volume is
     predicted window by window: MONAI's sliding window, Gaussian-weighted). With ``slicing.preprocess``
     ``nnunet``, as nnU-Net's predictor: the non-zero box only, its spline resampling, the logits
-    resampled back (sfda.data.nnunet_prep)."""
+    resampled back (sfda.data.nnunet_prep); so also for a 2D nnU-Net configuration, whose network then
+    sees the prepared volume slice by slice (:func:`_plane_logits`)."""
 
     def __init__(self, sl: Slicing, array, source, spacing: tuple | None):
         if sl.spacing and spacing is None:
@@ -104,7 +105,7 @@ class _Grid3:
         clips = sl.clips(len(self.arrays))
         self.nnunet = sl.preprocess == "nnunet"
         self.full, self.spacing = tuple(self.arrays[0].shape), tuple(spacing or (1.0, 1.0, 1.0))
-        self.target = tuple(sl.spacing) or self.spacing
+        self.target = target_spacing(self.spacing, sl.spacing, None if sl.volumetric else sl.axis)
         if self.nnunet:
             self.image, self.box, self.stats = prepare(self.arrays, clips, self.spacing, self.target, sources)
             self.grid = self.image.shape[1:]
@@ -129,9 +130,10 @@ class _Grid3:
         does and the crop put back into background."""
         if not self.nnunet:
             return resize_volume(_softmax(logits), self.full)
-        back = np.stack([resample(k, self.cropped, self.target, self.spacing, LOGIT_ORDER) for k in logits])
+        back = np.stack([resample(k, self.cropped, self.target, self.spacing, LOGIT_ORDER).astype(np.float32)
+                         for k in logits])  # one class at a time in float64
         background = np.eye(len(logits), 1, dtype=np.float32)[:, 0]
-        return uncrop(_softmax(back.astype(np.float32)), self.box, self.full, background)
+        return uncrop(_softmax(back), self.box, self.full, background)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -158,12 +160,25 @@ def _volume_logits(model: torch.nn.Module, g: _Grid3, x: np.ndarray, device: str
     return crop_centre(out, g.grid)
 
 
+@torch.inference_mode()
+def _plane_logits(model: torch.nn.Module, g: _Grid3, axis: int, batch_size: int, device: str) -> np.ndarray:
+    """Logits (K, *grid) of a 2D network over the prepared volume's planes along ``axis``, a batch at a time."""
+    planes = np.moveaxis(g.image, axis + 1, 0)  # (n, C, h, w)
+    out = [logits.cpu().numpy() for _, logits in iter_outputs(model, planes, batch_size, device)]
+    return np.moveaxis(np.concatenate(out), 0, axis + 1)
+
+
 def _stream_volume3(model, slicing: Slicing, array, source, device: str, entropy: bool,
-                    probabilities: bool, spacing) -> dict:
-    """:func:`stream_volume` for a 3D network: the whole volume at once, probabilities resampled back
-    to the volume's own grid before the argmax."""
+                    probabilities: bool, spacing, batch_size: int = 12) -> dict:
+    """:func:`stream_volume` for a 3D network, or for a 2D network with nnU-Net's preprocessing: the
+    whole (prepared) volume at once, probabilities resampled back to the volume's own grid before the
+    argmax."""
     g = _Grid3(slicing, array, source, spacing)
-    probs = g.probabilities(_volume_logits(model, g, g.volume(), device))
+    if slicing.volumetric:
+        logits = _volume_logits(model, g, g.volume(), device)
+    else:
+        logits = _plane_logits(model, g, slicing.axis, batch_size, device)
+    probs = g.probabilities(logits)
     out = {"labels": probs.argmax(axis=0).astype(np.uint8)}
     if entropy:
         out["entropy"] = entropy_map(probs, axis=0).astype(np.float32)
@@ -179,10 +194,24 @@ def scan_slices(slicing: Slicing, array, source, spacing: tuple | None = None):
     if slicing.volumetric:
         g3 = _Grid3(slicing, array, source, spacing)
         return g3.volume(), pad_centre(np.ones(g3.grid, dtype=bool), g3.shape, False)[None]
+    if slicing.preprocess == "nnunet":
+        return _nnunet_slices(slicing, array, source, spacing)
     g = _Grid(slicing, array, source, spacing)
     valid = to_slices(np.ones((1, *g.grid), dtype=bool), 0, g.hw, fill=False)[0]
     images = g.slices()
     return images, np.ascontiguousarray(np.broadcast_to(valid, (len(images), *g.hw)))
+
+
+def _nnunet_slices(slicing: Slicing, array, source, spacing: tuple | None):
+    """:func:`scan_slices` for a 2D nnU-Net configuration: the scan prepared as nnU-Net does, every slice
+    kept (sfda.data.nnunet_prep.prepare_slices); no padding, so every pixel is real."""
+    if spacing is None:
+        raise ValueError("nnU-Net's preprocessing resamples to the configuration's spacing: pass the volume's spacing")
+    arrays, sources = channels(array, source)
+    image = prepare_slices(arrays, slicing.clips(len(arrays)), tuple(spacing),
+                           target_spacing(spacing, slicing.spacing, slicing.axis), sources, slicing.axis)[0]
+    images = np.ascontiguousarray(np.moveaxis(image, slicing.axis + 1, 0))
+    return images, np.ones((len(images), *images.shape[2:]), dtype=bool)
 
 
 def stream_volume(model: torch.nn.Module, slicing: Slicing, array, source, device: str = "cpu",
@@ -191,13 +220,14 @@ def stream_volume(model: torch.nn.Module, slicing: Slicing, array, source, devic
     """One volume's ``labels`` (uint8, *shape) and, if asked, ``entropy`` (float32, *shape) and
     ``probabilities`` (float32, (K, *shape)), a batch of slices at a time (``array``: a volume, or one
     per channel of a model that takes several, with ``source`` one name per channel): apart from the outputs
-    asked for, memory holds the volume in its stored type plus one batch (see
-    :mod:`sfda.data.normalize` for the statistics; ``slicing``: the model card's). A checkpoint trained on resampled slices
+    asked for, memory holds the volume in its stored type plus one batch (with nnU-Net's preprocessing,
+    as nnU-Net's predictor, the whole prepared volume and its logits; see :mod:`sfda.data.normalize`
+    for the statistics; ``slicing``: the model card's). A checkpoint trained on resampled slices
     (``slicing.size`` / ``slicing.spacing``; ``spacing`` is then the volume's voxel spacing) sees
     its slices resampled the same way, and its probabilities go back to the volume's own grid
     before the argmax."""
-    if slicing.volumetric:
-        return _stream_volume3(model, slicing, array, source, device, entropy, probabilities, spacing)
+    if slicing.volumetric or slicing.preprocess == "nnunet":
+        return _stream_volume3(model, slicing, array, source, device, entropy, probabilities, spacing, batch_size)
     g = _Grid(slicing, array, source, spacing)
     shape = g.arrays[0].shape
     out = {"labels": np.empty(shape, np.uint8)}
@@ -232,21 +262,6 @@ def entropy_map(probs: np.ndarray, axis: int = 1) -> np.ndarray:
     probability-space twin of :func:`sfda.losses.pixel_entropy`, which works on logits."""
     p = np.clip(probs, 1e-12, 1.0)
     return -(p * np.log(p)).sum(axis=axis)
-
-
-def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
-    """For inference only: fold every BatchNorm2d that directly follows a Conv2d in an
-    ``nn.Sequential`` into that convolution (same outputs in eval mode, one pass less over
-    the activations: ~10 % of ENet's CPU time). Modifies and returns ``model`` (eval mode)."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    model.eval()
-    for seq in [m for m in model.modules() if isinstance(m, torch.nn.Sequential)]:
-        for i in range(len(seq) - 1):
-            conv, bn = seq[i], seq[i + 1]
-            if isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d):
-                seq[i], seq[i + 1] = fuse_conv_bn_eval(conv, bn), torch.nn.Identity()
-    return model
 
 
 def trust_signals(model: torch.nn.Module, images: np.ndarray, valid: np.ndarray, card: ModelCard,

@@ -153,7 +153,7 @@ def test_folding_batchnorm_keeps_the_outputs(net):
     """predict folds BN into the convolutions before it: same probabilities in eval mode."""
     import copy
 
-    from sfda.inference import fold_batchnorm
+    from sfda.nets.fold import fold_batchnorm
     from sfda.nets import build_net
 
     torch.manual_seed(0)

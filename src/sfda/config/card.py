@@ -76,9 +76,9 @@ class Slicing:
     spacing: tuple[float, ...] = ()
     window: tuple[int, ...] = ()
     norm: Normalization = field(default_factory=Normalization)
-    #: "" (sfda's: linear resampling of the whole volume) or "nnunet" (an imported 3D nnU-Net
+    #: "" (sfda's: linear resampling of the whole volume) or "nnunet" (an imported nnU-Net
     #: configuration: crop to the non-zero box, nnU-Net's spline resampling, logits resampled back;
-    #: sfda.data.nnunet_prep)
+    #: sfda.data.nnunet_prep). 2D checkpoints imported before sfda repeated it have ""
     preprocess: str = ""
     #: one per input channel where a model normalises its channels apart (an nnU-Net model's scheme
     #: per channel); empty: every channel by ``norm``

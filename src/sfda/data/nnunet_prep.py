@@ -18,6 +18,12 @@ What nnU-Net 2.x does for a case at prediction (``DefaultPreprocessor.run_case_n
 
 Axes may be in any order as long as shapes and spacings share it (sfda's arrays run (x, y, z),
 nnU-Net's (z, y, x)): every step here is separable.
+
+A 2D configuration's spacing names the plane only: nnU-Net keeps the scan's own spacing across the
+slices (:func:`target_spacing`), so its volume is cropped to the box along every axis but resampled
+in the plane alone, and the network sees the box's slices one by one. For adaptation a scan keeps
+its slice count (:func:`prepare_slices`): the slices outside the box, all zero in every channel, come
+back as the normalised zero.
 """
 
 from __future__ import annotations
@@ -126,6 +132,32 @@ def prepare(arrays: list, clips: list, spacing, target, sources: list):
         images.append(resample(part, grid, spacing, target, IMAGE_ORDER).astype(np.float32, copy=False))
         stats.append(st)
     return np.stack(images), box, stats
+
+
+def target_spacing(spacing, configured, axis: int | None = None) -> tuple[float, ...]:
+    """The spacing nnU-Net resamples a scan of ``spacing`` to: the configuration's (``configured``, three
+    values), or for a 2D configuration its two in-plane values with the scan's own spacing kept along the
+    slicing ``axis`` (nnU-Net's ``DefaultPreprocessor``); the scan's own when the configuration names none."""
+    if not configured:
+        return tuple(spacing)
+    if len(configured) == len(spacing):
+        return tuple(configured)
+    out = list(spacing)
+    for i, v in zip([i for i in range(len(spacing)) if i != axis], configured):
+        out[i] = v
+    return tuple(out)
+
+
+def prepare_slices(arrays: list, clips: list, spacing, target, sources: list, axis: int):
+    """:func:`prepare` for a 2D configuration, the scan's slice count along ``axis`` kept: the slices outside
+    the non-zero box (blank in every channel) are each channel's normalised zero. Returns (C, *grid) with the
+    scan's own length along ``axis``, the box and the statistics."""
+    image, box, stats = prepare(arrays, clips, spacing, target, sources)
+    shape = list(image.shape[1:])
+    shape[axis] = arrays[0].shape[axis]
+    along = tuple(box[axis] if i == axis else slice(0, n) for i, n in enumerate(image.shape[1:]))
+    zeros = np.array([apply_norm(np.zeros(1), st)[0] for st in stats], dtype=np.float32)
+    return uncrop(image, along, tuple(shape), zeros), box, stats
 
 
 def cropped_grid(arrays: list, spacing, target) -> tuple[int, ...]:

@@ -12,21 +12,18 @@ each slice along the slicing axis of its volume.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
 
 from sfda.config.card import Slicing
+from sfda.data.cache import cache_key, cached_arrays
+from sfda.data.nnunet_prep import cropped_grid, prepare_slices, target_spacing
 from sfda.data.normalize import apply_norm, volume_stats
 from sfda.data.resample import grid_shape, grid_spacing, in_plane, resize
 from sfda.data.slices import assemble_subject, common_target, crop_centre, from_slices, relative_positions, to_slices
 from sfda.errors import SfdaError
-from sfda.io.atomic import atomic_path, write_json
 from sfda.io.cases import Case, channel_files, channels_of, check_case_files
 from sfda.io.channels import read_channels
 from sfda.io.layouts import check_label_array
@@ -48,6 +45,9 @@ class SliceSet:
     # in-plane resampling (sfda.data.resample): a fixed slice size, or a pixel spacing in mm
     size: tuple = ()
     spacing: tuple = ()
+    #: "" or "nnunet": how volumes reach the grid (sfda.config.card.Slicing.preprocess)
+    preprocess: str = ""
+    _grids: dict = field(default_factory=dict, repr=False)
     #: the samples' spatial dimensions: 2 here (slices); 3 for :class:`sfda.data.volumeset.VolumeSet`
     dims: ClassVar[int] = 2
 
@@ -95,10 +95,28 @@ class SliceSet:
 
     def grid(self, case: Case) -> tuple[int, int]:
         """A case's slice size on the network's grid (before padding)."""
+        if self.preprocess == "nnunet":
+            return in_plane(self.box_grid(case), self.axis)
         return grid_shape(in_plane(case.shape, self.axis), in_plane(case.spacing, self.axis), self.size, self.spacing)
+
+    def target(self, case: Case) -> tuple[float, ...]:
+        """The voxel spacing nnU-Net's preprocessing resamples ``case`` to (sfda.data.nnunet_prep)."""
+        return target_spacing(tuple(case.spacing), self.spacing, None if self.dims == 3 else self.axis)
+
+    def box_grid(self, case: Case) -> tuple[int, ...]:
+        """With nnU-Net's preprocessing, a case's non-zero box on the configuration's grid (the image is read
+        once to find it; sfda.data.nnunet_prep)."""
+        if case.case_id not in self._grids:
+            images = read_channels(channel_files(case, self.modality))[1]
+            self._grids[case.case_id] = cropped_grid(images, tuple(case.spacing), self.target(case))
+        return self._grids[case.case_id]
 
     def grid_volume(self, case: Case) -> tuple[tuple[int, ...], tuple[float, ...]]:
         """A case's volume shape and voxel spacing on the network's grid (the slicing axis kept)."""
+        if self.preprocess == "nnunet":  # every slice kept (sfda.data.nnunet_prep.prepare_slices)
+            shape = list(self.box_grid(case))
+            shape[self.axis] = case.shape[self.axis]
+            return tuple(shape), self.target(case)
         shape, spacing = list(case.shape), list(case.spacing)
         native, grid = in_plane(case.shape, self.axis), self.grid(case)
         planes = [i for i in range(3) if i != self.axis]
@@ -175,6 +193,21 @@ def read_label(case: Case, modality: str, shape: tuple[int, ...], label_names: l
     return lab.astype(np.int64)
 
 
+def _read_case_nnunet(case: Case, modality: str, axis: int, hw, target, clips: list[tuple],
+                      with_labels: bool, label_names: list[str]):
+    """As :func:`_read_case`, with nnU-Net's preprocessing for a 2D configuration (cropped to the non-zero box
+    in the plane, every slice kept: sfda.data.nnunet_prep.prepare_slices); labels by nearest neighbour."""
+    files = channel_files(case, modality)
+    raw = read_channels(files)[1]
+    image, box, stats = prepare_slices(raw, clips, tuple(case.spacing), target, files, axis)
+    slices = np.stack([to_slices(channel, axis, hw, fill=st.floor) for channel, st in zip(image, stats)], axis=1)
+    if not with_labels:
+        return slices, None
+    plane = tuple(slice(None) if i == axis else b for i, b in enumerate(box))
+    label = read_label(case, modality, raw[0].shape, label_names)[plane]
+    return slices, _planes(label, axis, in_plane(image.shape[1:], axis), hw, 0, labels=True)
+
+
 def _read_case(case: Case, modality: str, axis: int, hw, grid, clips: list[tuple],
                with_labels: bool, label_names: list[str]):
     """A case's (n, C, H, W) slices (one channel per image of ``modality``) and (n, H, W) labels."""
@@ -184,21 +217,6 @@ def _read_case(case: Case, modality: str, axis: int, hw, grid, clips: list[tuple
     if with_labels:
         labels = _planes(read_label(case, modality, channels[0][0].shape, label_names), axis, grid, hw, 0, labels=True)
     return slices, labels
-
-
-def _cache_key(cases: list[Case], modality: str, axis: int, hw, clips: list[tuple], with_labels: bool, resample,
-               dims: int = 2, preprocess: str = "") -> str:
-    items = []
-    for c in cases:
-        for p in (*channel_files(c, modality), c.label if with_labels else None):
-            if p:
-                st = os.stat(p)
-                items.append([p, st.st_mtime_ns, st.st_size])
-    clip = list(clips[0]) if len(clips) == 1 else [list(c) for c in clips]  # one channel: the keys of before
-    blob = json.dumps([items, modality, axis, list(hw), clip, with_labels, 2,
-                       *([list(map(list, resample))] if any(resample) else []),
-                       *(["3d"] if dims == 3 else []), *([preprocess] if preprocess else [])]).encode()
-    return hashlib.sha1(blob).hexdigest()[:16]
 
 
 #: 2D slices along axis 0, padded to a multiple of 16, each volume clipped to its 0.5-99.5 percentiles
@@ -215,13 +233,16 @@ def build_sliceset(cases: list[Case], modality: str, slicing: Slicing = SLICES, 
     axis, clips = slicing.axis, slicing.clips(len(channels_of(modality)))
     shell = SliceSet(images=np.empty((0, 1, 0, 0), np.float32), labels=None, case_index=np.empty(0, np.int64),
                      slice_index=np.empty(0, np.int64), cases=list(cases), modality=modality, axis=axis, hw=(0, 0),
-                     num_classes=len(label_names), size=tuple(slicing.size), spacing=tuple(slicing.spacing))
-    grids = [shell.grid(c) for c in cases]
+                     num_classes=len(label_names), size=tuple(slicing.size), spacing=tuple(slicing.spacing),
+                     preprocess=slicing.preprocess)
+    grids = [shell.target(c) if shell.preprocess == "nnunet" else shell.grid(c) for c in cases]
     shell.hw = tuple(hw or common_target([shell.grid_volume(c)[0] for c in cases], axis, slicing.pad_multiple))
-    key = _cache_key(cases, modality, axis, shell.hw, clips, with_labels, (shell.size, shell.spacing))
+    key = cache_key(cases, modality, axis, shell.hw, clips, with_labels, (shell.size, shell.spacing),
+                    preprocess=shell.preprocess)
+    read = _read_case_nnunet if shell.preprocess == "nnunet" else _read_case
     shell.images, shell.labels, shell.case_index, shell.slice_index = cached_arrays(
         cache_dir, key, lambda: _build_arrays(cases, grids, modality, axis, shell.hw, clips, with_labels,
-                                              label_names, progress))
+                                              label_names, progress, read))
     return shell
 
 
@@ -238,20 +259,11 @@ def check_cases(cases: list[Case], modality: str, label_names: list[str] | None)
     return label_names or ["background", "foreground"]
 
 
-def cached_arrays(cache_dir: str | None, key: str, build):
-    """The arrays cached under ``key`` in ``cache_dir``, else ``build()``'s (saved there when a folder is given)."""
-    cached = _load_cache(cache_dir, key) if cache_dir else None
-    if cached is None:
-        cached = build()
-        if cache_dir:
-            _save_cache(cache_dir, key, cached)
-    return cached
-
-
-def _build_arrays(cases, grids, modality, axis, hw, clips, with_labels, label_names, progress):
+def _build_arrays(cases, grids, modality, axis, hw, clips, with_labels, label_names, progress, read=_read_case):
+    """Every case's slices; ``grids``: each case's in-plane grid (its target spacing for ``_read_case_nnunet``)."""
     images, labels, case_index, slice_index = [], [], [], []
     for i, case in enumerate(bar(cases, f"slicing {modality}", progress)):
-        img, lab = _read_case(case, modality, axis, hw, grids[i], clips, with_labels, label_names)
+        img, lab = read(case, modality, axis, hw, grids[i], clips, with_labels, label_names)
         images.append(img)
         if lab is not None:
             labels.append(lab)
@@ -260,29 +272,3 @@ def _build_arrays(cases, grids, modality, axis, hw, clips, with_labels, label_na
     return (np.ascontiguousarray(np.concatenate(images), dtype=np.float32),
             np.concatenate(labels) if with_labels else None,
             np.concatenate(case_index), np.concatenate(slice_index))
-
-
-_NAMES = ("images", "labels", "case_index", "slice_index")
-
-
-def _load_cache(cache_dir: str, key: str):
-    folder = Path(cache_dir) / key
-    if not (folder / "done.json").exists():
-        return None
-    out = []
-    for name in _NAMES:
-        path = folder / f"{name}.npy"
-        out.append(np.load(path, mmap_mode="r") if path.exists() else None)
-    # Copy into RAM once: batches index these arrays randomly every step.
-    # (np.ascontiguousarray would return the read-only memmap itself: it is already contiguous.)
-    return tuple(None if a is None else np.array(a) for a in out)
-
-
-def _save_cache(cache_dir: str, key: str, arrays) -> None:
-    folder = Path(cache_dir) / key
-    for name, array in zip(_NAMES, arrays):
-        if array is not None:
-            with atomic_path(folder / f"{name}.npy") as tmp:
-                with open(tmp, "wb") as fh:
-                    np.save(fh, array)
-    write_json(folder / "done.json", {"arrays": [n for n, a in zip(_NAMES, arrays) if a is not None]})

@@ -13,15 +13,16 @@ given, then padded (centred) to a common shape, each side a multiple of ``pad_mu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
 from sfda.config.card import Slicing
-from sfda.data.nnunet_prep import cropped_grid, prepare
+from sfda.data.nnunet_prep import prepare
 from sfda.data.resample import grid_shape, grid_spacing, resize_volume
-from sfda.data.sliceset import SliceSet, _cache_key, cached_arrays, check_cases, read_label, read_normalised
+from sfda.data.cache import cache_key, cached_arrays
+from sfda.data.sliceset import SliceSet, check_cases, read_label, read_normalised
 from sfda.data.slices import pad_centre, padded_size
 from sfda.errors import SfdaError
 from sfda.io.cases import Case, channel_files, channels_of
@@ -32,9 +33,6 @@ from sfda.progress import bar
 @dataclass
 class VolumeSet(SliceSet):
     dims: ClassVar[int] = 3
-    #: "" or "nnunet": how volumes reach the grid (sfda.config.card.Slicing.preprocess)
-    preprocess: str = ""
-    _grids: dict = field(default_factory=dict, repr=False)
 
     @property
     def slice_ids(self) -> list[str]:
@@ -54,16 +52,13 @@ class VolumeSet(SliceSet):
         """A case's volume shape on the network's grid (before padding); with nnU-Net's preprocessing,
         its non-zero box's (sfda.data.nnunet_prep: the image is read once to find it)."""
         if self.preprocess == "nnunet":
-            if case.case_id not in self._grids:
-                images = read_channels(channel_files(case, self.modality))[1]
-                self._grids[case.case_id] = cropped_grid(images, tuple(case.spacing), self.spacing)
-            return self._grids[case.case_id]
+            return self.box_grid(case)
         return grid_shape(tuple(case.shape), tuple(case.spacing), self.size, self.spacing)
 
     def grid_volume(self, case: Case) -> tuple[tuple[int, ...], tuple[float, ...]]:
         grid = self.grid(case)
         if self.preprocess == "nnunet":  # the configuration's spacing (nnU-Net rounds the shape, not it)
-            return grid, tuple(self.spacing) or tuple(case.spacing)
+            return grid, self.target(case)
         return grid, grid_spacing(case.shape, case.spacing, grid)
 
     def valid_mask(self) -> np.ndarray:
@@ -136,7 +131,7 @@ def build_volumeset(cases: list[Case], modality: str, slicing: Slicing = VOLUMES
     if too_big:
         raise SfdaError(f"volume {too_big[0]} is larger than the model's input {list(vs.hw)}; resample "
                         "(slicing.size / slicing.spacing) so that every volume fits")
-    key = _cache_key(cases, modality, axis, vs.hw, clips, with_labels, (vs.size, vs.spacing), dims=3,
+    key = cache_key(cases, modality, axis, vs.hw, clips, with_labels, (vs.size, vs.spacing), dims=3,
                      preprocess=vs.preprocess)
     nnunet = vs.spacing if vs.preprocess == "nnunet" else None
     vs.images, vs.labels, vs.case_index, vs.slice_index = cached_arrays(

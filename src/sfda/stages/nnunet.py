@@ -1,12 +1,12 @@
 """``sfda import-nnunet``: an nnU-Net v2 result folder as an sfda source checkpoint; and the way back,
 an adapted model as an nnU-Net result folder.
 
-The checkpoint repeats nnU-Net's preprocessing for the folder's 2D configuration in sfda's terms:
-slices along the axis nnU-Net slices (its ``transpose_forward``), in-plane resampling to the
-configuration's spacing, and its normalisation (``CTNormalization``: clip to the training set's
-foreground percentiles, then its foreground mean and std; ``ZScoreNormalization``: each volume's
-own mean and std). What differs from nnU-Net's own predictor, and is said in the README: sfda
-resamples linearly (nnU-Net: cubic) and does not crop to the non-zero region first; slices larger
+The checkpoint repeats nnU-Net's preprocessing for the folder's configuration in sfda's terms
+(``slicing.preprocess: nnunet``, sfda.data.nnunet_prep): the crop to the non-zero region, its
+resampling to the configuration's spacing (2D: in the plane only, slices along the axis nnU-Net
+slices, its ``transpose_forward``), and its normalisation (``CTNormalization``: clip to the training
+set's foreground percentiles, then its foreground mean and std; ``ZScoreNormalization``: each
+volume's own mean and std, over the crop). Slices or volumes larger
 than the patch are predicted from Gaussian-weighted patches as nnU-Net does (sfda.nets.nnunet_nets),
 and mirrored along the checkpoint's ``inference_allowed_mirroring_axes`` (kept as ``mirror_axes`` in
 sfda's slice axes; sfda.nets.mirror). Several folds make one model, ``net: ensemble``, averaging their
@@ -133,7 +133,8 @@ def _slicing(model: NnunetModel, cfg: dict) -> tuple[Slicing, dict, list[int]]:
     spacing = spacing[-2:]
     # pad_multiple 1: slices reach the network at their own size; it pads them as nnU-Net's predictor
     # does (sfda.nets.nnunet_nets), so its patches sit where nnU-Net's sit
-    slicing = Slicing(axis=axis, pad_multiple=1, spacing=tuple(spacing[::-1] if transpose else spacing))
+    slicing = Slicing(axis=axis, pad_multiple=1, spacing=tuple(spacing[::-1] if transpose else spacing),
+                      preprocess="nnunet")
     if any(a not in (0, 1) for a in allowed):
         raise ValueError(f"inference_allowed_mirroring_axes {tuple(allowed)} are not a 2D slice's axes")
     mirror = sorted(sorted((rows, cols)).index((rows, cols)[a]) for a in allowed)

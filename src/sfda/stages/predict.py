@@ -15,13 +15,14 @@ from sfda.config import PredictConfig, merge_into
 from sfda.config.card import ModelCard
 from sfda.engine.distributed import Dist, agree, barrier, check_device, context, device_for, gather
 from sfda.errors import SfdaError
-from sfda.inference import fold_batchnorm, stream_volume
+from sfda.inference import stream_volume
 from sfda.io.cases import load_cases
 from sfda.progress import bar, say
 from sfda.data.profile import unfamiliar
 from sfda.io.channels import check_channel_headers, read_channels
 from sfda.io.volume import read_header, write_volume
 from sfda.io.volume_scan import check_image_file
+from sfda.nets.fold import fold_batchnorm
 from sfda.nets.mirror import for_prediction
 from sfda.stages.common import check_output, on_device, require, write_config
 from sfda.stages.freshness import Stage
