@@ -108,12 +108,19 @@ class Slicing:
 @dataclass(frozen=True)
 class Profile:
     """The ranges of the scans a model was trained (or adapted) on (sfda.data.profile): voxel
-    spacing and shape per axis as (minima, maxima), raw intensity (low, high), modality name."""
+    spacing and shape per axis as (minima, maxima), raw intensity (low, high) of the first channel,
+    modality name; ``channels``: each channel's raw (low, high) where the model takes several
+    (empty in checkpoints written before, which then check the first channel only)."""
 
     modality: str
     spacing: tuple[tuple[float, ...], tuple[float, ...]]
     shape: tuple[tuple[float, ...], tuple[float, ...]]
     intensity: tuple[float, float]
+    channels: tuple[tuple[float, float], ...] = ()
+
+    def intensities(self) -> list[tuple[float, float]]:
+        """The raw range of each channel known: all of them, or the first only."""
+        return list(self.channels) or [self.intensity]
 
 
 @dataclass(frozen=True)

@@ -24,14 +24,14 @@ FAR_INTENSITY = 4.0
 
 
 def training_profile(cases: list[Case], modality: str) -> Profile:
-    """The ranges of ``cases``' ``modality`` images: spacing and shape per axis, raw intensity (of the
-    first channel, where the modality joins several)."""
+    """The ranges of ``cases``' ``modality`` images: spacing and shape per axis, raw intensity per channel."""
     spacing = np.array([c.spacing for c in cases], dtype=float)
     shape = np.array([c.shape for c in cases], dtype=float)
-    scans = [scan_volume(channel_files(c, modality)[0]) for c in cases]
+    scans = [[scan_volume(path) for path in channel_files(c, modality)] for c in cases]
+    ranges = tuple((min(s[k].low for s in scans), max(s[k].high for s in scans)) for k in range(len(scans[0])))
     return Profile(modality=modality, spacing=(tuple(spacing.min(0).tolist()), tuple(spacing.max(0).tolist())),
-                   shape=(tuple(shape.min(0).tolist()), tuple(shape.max(0).tolist())),
-                   intensity=(min(s.low for s in scans), max(s.high for s in scans)))
+                   shape=(tuple(shape.min(0).tolist()), tuple(shape.max(0).tolist())), intensity=ranges[0],
+                   channels=ranges if len(ranges) > 1 else ())
 
 
 def _outside(values, low, high) -> bool:
@@ -42,10 +42,19 @@ def _fmt(values) -> str:
     return " x ".join(f"{v:g}" for v in values)
 
 
-def unfamiliar(profile: Profile | None, spacing, shape, low: float, high: float,
+def _far_range(low: float, high: float, lo: float, hi: float) -> bool:
+    """Whether a raw range (low, high) is far from a training range (lo, hi): its width differs by more than
+    :data:`FAR_INTENSITY`, or it overlaps less than half of the narrower."""
+    width, seen = max(high - low, 1e-12), max(hi - lo, 1e-12)
+    overlap = max(0.0, min(high, hi) - max(low, lo)) / min(width, seen)
+    return width / seen > FAR_INTENSITY or seen / width > FAR_INTENSITY or overlap < 0.5
+
+
+def unfamiliar(profile: Profile | None, spacing, shape, ranges: list[tuple[float, float]],
                modality: str | None = None) -> list[str]:
-    """Why a scan (its spacing and shape per axis, its raw value range, its modality name if known)
-    is far from ``profile``; empty when it is not, or when the checkpoint carries no profile."""
+    """Why a scan (its spacing and shape per axis, each channel's raw (low, high), its modality name if
+    known) is far from ``profile``; empty when it is not, or when the checkpoint carries no profile.
+    Channels the profile holds no range for are not checked."""
     if not profile:
         return []
     why = []
@@ -54,11 +63,11 @@ def unfamiliar(profile: Profile | None, spacing, shape, low: float, high: float,
                    f"{_fmt(profile.spacing[1])} mm)")
     if _outside(shape, *profile.shape):
         why.append(f"size {_fmt(shape)} (training: {_fmt(profile.shape[0])} to {_fmt(profile.shape[1])})")
-    lo, hi = profile.intensity
-    width, seen = max(high - low, 1e-12), max(hi - lo, 1e-12)
-    overlap = max(0.0, min(high, hi) - max(low, lo)) / min(width, seen)
-    if width / seen > FAR_INTENSITY or seen / width > FAR_INTENSITY or overlap < 0.5:
-        why.append(f"intensities {low:g} to {high:g} (training: {lo:g} to {hi:g})")
+    several = len(ranges) > 1
+    for k, ((low, high), (lo, hi)) in enumerate(zip(ranges, profile.intensities())):
+        if _far_range(low, high, lo, hi):
+            which = f" of channel {k}" if several else ""
+            why.append(f"intensities{which} {low:g} to {high:g} (training: {lo:g} to {hi:g})")
     if modality and profile.modality and modality != profile.modality:
         why.append(f"modality '{modality}' (training: '{profile.modality}')")
     return why

@@ -52,9 +52,8 @@ def _evaluate(cfg: EvaluateConfig, cl, progress: bool) -> dict:
     src = resolve_source(cfg, "evaluate", modality=cfg.data.modality)
     model = for_prediction(src.model.to(cfg.device), src.card, cfg.mirroring)
     for case in select_cases(cl, cfg.data.subjects or None, cfg.data.modality):
-        summary = scan_volume(channel_files(case, cfg.data.modality)[0])
-        for why in unfamiliar(src.card.profile, case.spacing, case.shape, summary.low, summary.high,
-                              cfg.data.modality):
+        ranges = [(s.low, s.high) for s in map(scan_volume, channel_files(case, cfg.data.modality))]
+        for why in unfamiliar(src.card.profile, case.spacing, case.shape, ranges, cfg.data.modality):
             say(f"warning: {case.case_id} is far from the model's training scans: {why}")
     ss = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, src.card.slicing, with_labels=True,
                     cache=cfg.data.cache, progress=progress)

@@ -143,14 +143,14 @@ def _predict(cfg: PredictConfig, progress: bool, dist: Dist, share: tuple[int, i
 
 def _check_inputs(scans: list[list[Path]], card: ModelCard, adapter) -> dict[Path, list[str]]:
     """Every input of this share checked before the first mask is written (each channel's file); returns
-    why each scan (by its first channel) is far from the model's training scans."""
+    why each scan (by its first channel's name) is far from the model's training scans."""
     far = {}
     for scan in scans:
         path = scan[0]
-        summary = [check_image_file(f) for f in scan][0]
+        ranges = [(s.low, s.high) for s in map(check_image_file, scan)]
         check_channel_headers(scan)
         shape, spacing = read_header(path)
-        far[path] = unfamiliar(card.profile, spacing, shape, summary.low, summary.high)
+        far[path] = unfamiliar(card.profile, spacing, shape, ranges)
         for why in far[path]:
             say(f"warning: {path.name} is far from the model's training scans: {why}; check its masks")
     if adapter is not None:
