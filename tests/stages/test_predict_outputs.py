@@ -10,9 +10,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from sfda.config.card import SourceStats
 from sfda.io.volume import write_volume
+from sfda.metrics.plausibility import volume_ranges, volumes_ml
 from sfda.stages.predict import predict
-from sfda.stages.predict_outputs import structure_volumes, write_summaries
+from sfda.stages.predict_outputs import write_summaries
 
 NAMES = ["background", "liver", "kidney"]
 
@@ -25,7 +27,7 @@ def _rows(out: Path) -> list[dict]:
 def test_a_cube_of_ten_voxels_at_two_mm_is_eight_ml():
     mask = np.zeros((20, 20, 20), np.uint8)
     mask[5:15, 5:15, 5:15] = 1
-    assert structure_volumes(mask, (2.0, 2.0, 2.0), 3) == [8.0, 0.0]
+    assert volumes_ml(mask, (2.0, 2.0, 2.0), 3) == [8.0, 0.0]
 
 
 def test_labels_and_volumes_from_the_masks_on_disk(tmp_path):
@@ -41,7 +43,7 @@ def test_labels_and_volumes_from_the_masks_on_disk(tmp_path):
     (row,) = _rows(tmp_path)
     assert row == {"scan": str(scan), "mask": "scan_seg.nii.gz", "liver_ml": "8.000", "kidney_ml": "0.800",
                    "liver_scatter": "0.000", "kidney_scatter": "0.000", "far_from_training": "voxel spacing 9 mm",
-                   "scattered": "", "decision": "adapted", "warnings": "a; b"}
+                   "scattered": "", "undersized": "", "decision": "adapted", "warnings": "a; b"}
 
 
 def test_a_scattered_structure_is_warned_about_where_its_labels_are_one_piece(tmp_path, capsys):
@@ -51,13 +53,37 @@ def test_a_scattered_structure_is_warned_about_where_its_labels_are_one_piece(tm
     mask[16:20, 0:5, 0:5], mask[16:20, 15:20, 15:20] = 2, 2  # two kidneys of 100 voxels: half scattered
     scan, seg = tmp_path / "scan.nii.gz", tmp_path / "scan_seg.nii.gz"
     write_volume(seg, mask, np.diag([2.0, 2.0, 2.0, 1.0]))
-    write_summaries(tmp_path, [(scan, seg)], NAMES, {}, adapt=False, pieces=(0.0, 0.3))  # kidney: two pieces
+    write_summaries(tmp_path, [(scan, seg)], NAMES, {}, adapt=False,
+                   source=SourceStats(pieces=(0.0, 0.3)))  # kidney: two pieces
     (row,) = _rows(tmp_path)
     assert row["liver_scatter"] == "0.231" and row["kidney_scatter"] == "0.500" and row["scattered"] == "liver"
     said = capsys.readouterr().out
     assert "warning: scan_seg.nii.gz: liver is scattered: 23%" in said and "kidney" not in said
-    write_summaries(tmp_path, [(scan, seg)], NAMES, {}, adapt=False, pieces=None)  # no statistic: no warning
+    write_summaries(tmp_path, [(scan, seg)], NAMES, {}, adapt=False)  # no statistic: no warning
     assert _rows(tmp_path)[0]["scattered"] == "" and "scattered" not in capsys.readouterr().out
+
+
+def test_the_training_volumes_range_over_the_volumes_that_hold_each_structure():
+    a, b = np.zeros((10, 10, 10), np.uint8), np.zeros((10, 10, 10), np.uint8)
+    a[:5], b[:2], b[9, 9, 9] = 1, 1, 2  # liver 500 and 200 voxels; the kidney only in b
+    assert volume_ranges([(a, (1.0, 1.0, 2.0)), (b, (1.0, 1.0, 1.0))], 3) == [[0.2, 1.0], [0.001, 0.001]]
+    assert volume_ranges([(a, (1.0, 1.0, 1.0))], 3) == [[0.5, 0.5], None]
+
+
+def test_a_structure_under_half_its_smallest_training_volume_is_warned_about(tmp_path, capsys):
+    mask = np.zeros((20, 20, 20), np.uint8)
+    mask[5:15, 5:15, 5:15] = 1  # the liver: 8 mL
+    scan, seg = tmp_path / "scan.nii.gz", tmp_path / "scan_seg.nii.gz"
+    write_volume(seg, mask, np.diag([2.0, 2.0, 2.0, 1.0]))
+    source = SourceStats(volumes=((20.0, 40.0), (0.5, 2.0)))  # liver at least 20 mL in training
+    write_summaries(tmp_path, [(scan, seg)], NAMES, {}, adapt=False, source=source)
+    assert _rows(tmp_path)[0]["undersized"] == "liver; kidney"
+    said = capsys.readouterr().out
+    assert "liver measures 8.0 mL, under half the smallest in the model's training labels (20.0 mL)" in said
+    assert "kidney is empty" in said
+    source = SourceStats(volumes=((16.0, 40.0), None))  # exactly half: not under it; no kidney in training
+    write_summaries(tmp_path, [(scan, seg)], NAMES, {}, adapt=False, source=source)
+    assert _rows(tmp_path)[0]["undersized"] == "" and "warning" not in capsys.readouterr().out
 
 
 @pytest.fixture

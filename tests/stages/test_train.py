@@ -3,6 +3,8 @@ agreement, measured in memory before its last epoch's files are written) and rea
 
 from __future__ import annotations
 
+import pytest
+
 from pathlib import Path
 
 import torch
@@ -74,3 +76,10 @@ def test_the_card_carries_how_many_pieces_each_structure_has_in_the_training_lab
     assert len(card.source.pieces) == len(card.labels) - 1 and all(0 <= p < 1 for p in card.source.pieces)
     assert np.array_equal(volumes[0][0], ss.labels[np.flatnonzero(ss.case_index == 0)[np.argmin(
         ss.slice_index[ss.case_index == 0])]])
+    # source.volumes: each structure's smallest and largest volume in mL, on the network's grid
+    from sfda.io.volume import read_volume
+
+    (lo, hi), = card.source.volumes
+    native = [read_volume(c.label, dtype=None) for c in ss.cases]
+    ml = [float((v.array == 1).sum() * np.prod(v.spacing)) / 1000 for v in native]
+    assert 0 < lo <= hi and lo == pytest.approx(min(ml), rel=0.05) and hi == pytest.approx(max(ml), rel=0.05)

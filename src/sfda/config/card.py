@@ -128,14 +128,17 @@ class SourceStats:
     """Label statistics of the source model's training slices (train-source; none for a model
     imported from elsewhere): where each class lies (``atlas``, :func:`sfda.metrics.trust.label_atlas`),
     its class ratios per position along the axis (``position``, :func:`sfda.priors.estimate.position_table`),
-    its own flip agreement per class (``flip``, the trust check's calibration), and per class the
+    its own flip agreement per class (``flip``, the trust check's calibration), per class the
     largest share of its voxels outside its largest connected piece in any training volume
-    (``pieces``, :func:`sfda.metrics.components.label_pieces`)."""
+    (``pieces``, :func:`sfda.metrics.components.label_pieces`), and per class the (smallest, largest)
+    volume in mL of the training volumes that hold it (``volumes``,
+    :func:`sfda.metrics.plausibility.volume_ranges`)."""
 
     atlas: dict | None = None
     position: dict | None = None
     flip: tuple[float | None, ...] | None = None
     pieces: tuple[float | None, ...] | None = None
+    volumes: tuple[tuple[float, float] | None, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -137,7 +137,7 @@ def _predict(cfg: PredictConfig, progress: bool, dist: Dist, share: tuple[int, i
     barrier(dist)  # every rank's masks are written before rank 0 sums them up and stamps the run done
     if dist.main:
         write_summaries(Path(cfg.out), [(f, o["mask"]) for f, o in zip(files, outputs)], list(card.labels), far,
-                        bool(cfg.adapt), card.source.pieces)
+                        bool(cfg.adapt), card.source)
     return written
 
 

@@ -22,6 +22,7 @@ from sfda.io.cases import channels_of, load_cases, select_cases
 from sfda.methods import Supervised
 from sfda.errors import SfdaError
 from sfda.metrics.components import label_pieces
+from sfda.metrics.plausibility import volume_ranges
 from sfda.metrics.trust import as_planes, label_atlas
 from sfda.priors.estimate import position_table
 from sfda.methods.regression import RatioRegression
@@ -70,8 +71,10 @@ def _train(cfg, cl, stage: str, method, progress: bool, dims_args: dict, spatial
         card = replace(card, slicing=replace(card.slicing, window=tuple(train.hw)))
     if stage == "source":  # label statistics: where each class lies (trust), how much per position (a prior)
         position = position_table(train.foreground_fractions(), train.positions()) if train.dims == 2 else None
-        card = replace(card, source=SourceStats(atlas=_atlas(train, len(cl.label_names)), position=position,
-                                                pieces=label_pieces(train.label_volumes(), len(cl.label_names))),
+        k = len(cl.label_names)
+        card = replace(card, source=SourceStats(atlas=_atlas(train, k), position=position,
+                                                pieces=label_pieces(train.label_volumes(), k),
+                                                volumes=_volumes(train, k)),
                        profile=training_profile(select_cases(cl, cfg.data.subjects or None), cfg.data.modality))
     transform = _transform(cfg, spatial, train.dims)
     # a source model's card carries its own flip agreement, measured once it is trained
@@ -107,6 +110,12 @@ def spatial_args(cfg) -> dict:
         raise SfdaError(f"net {cfg.net} is 2D only; slicing.dims 3 needs a 3D network, e.g. net: monai.UNet "
                         "(or keep slicing.dims 2)")
     return {"spatial_dims": 3}
+
+
+def _volumes(train, k: int) -> tuple:
+    """Each class's (smallest, largest) volume in mL over the training volumes (on the network's grid)."""
+    pairs = [(labels, train.grid_volume(case)[1]) for case, labels in zip(train.cases, train.label_volumes())]
+    return tuple(None if r is None else tuple(r) for r in volume_ranges(pairs, k))
 
 
 def _atlas(train, k: int) -> dict:
