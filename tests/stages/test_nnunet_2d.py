@@ -85,3 +85,28 @@ def test_2d_adaptation_reads_the_slices_prediction_reads(tmp_path):
     assert list(ss.slice_index) == list(range(12)) and ss.positions()[-1] == 1.0
     shape, spacing = ss.grid_volume(ss.cases[0])
     assert shape == (50, 45, 12) and spacing == pytest.approx((0.8, 0.8, 3.0))
+
+
+@pytest.mark.parametrize("configuration", ["2d", "3d_fullres"])
+def test_a_cached_set_reads_no_image_to_find_its_boxes(tmp_path, monkeypatch, configuration):
+    """nnU-Net's crop needs each image's non-zero box before the arrays' shape (and cache key) is known;
+    the boxes are cached beside the arrays, so a second build reads nothing."""
+    from sfda.data import sliceset
+    from sfda.io.cases import load_cases
+    from sfda.stages.common import slices_for
+
+    folder = make_result_folder(tmp_path / "results", configuration=configuration)
+    assert main(["import-nnunet", "--folder", str(folder), "--out", str(tmp_path / "src.pt")]) == 0
+    _, card = load_model(tmp_path / "src.pt")
+    raw, _ = _framed_case(tmp_path)
+    assert main(["data", "index", str(raw), "-o", str(tmp_path / "cases.json")]) == 0
+    cl = load_cases(tmp_path / "cases.json")
+    first = slices_for(cl, None, "MRI", card.slicing, with_labels=True, cache=str(tmp_path / "cache"), progress=False)
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("an image was read")
+
+    monkeypatch.setattr(sliceset, "read_channels", no_reading)
+    again = slices_for(cl, None, "MRI", card.slicing, with_labels=True, cache=str(tmp_path / "cache"), progress=False)
+    assert np.array_equal(first.images, again.images) and np.array_equal(first.labels, again.labels)
+    assert again.valid_mask().shape == first.valid_mask().shape and again.hw == first.hw

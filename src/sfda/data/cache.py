@@ -39,6 +39,18 @@ def cached_arrays(cache_dir: str | None, key: str, build):
     return cached
 
 
+def cached_boxes(cache_dir: str | None, key: str, compute) -> dict[str, tuple[int, ...]]:
+    """Each case's non-zero box on the network's grid (nnU-Net's preprocessing) cached under ``key``, else
+    ``compute()``'s ({case id: grid}), so that a cache hit reads no image to find the boxes."""
+    path = Path(cache_dir) / f"boxes-{key}.json" if cache_dir else None
+    if path is not None and path.exists():
+        return {case: tuple(grid) for case, grid in json.loads(path.read_text()).items()}
+    boxes = compute()
+    if path is not None:
+        write_json(path, {case: list(grid) for case, grid in boxes.items()})
+    return boxes
+
+
 _NAMES = ("images", "labels", "case_index", "slice_index")
 
 

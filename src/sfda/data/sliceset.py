@@ -18,7 +18,7 @@ from typing import ClassVar
 import numpy as np
 
 from sfda.config.card import Slicing
-from sfda.data.cache import cache_key, cached_arrays
+from sfda.data.cache import cache_key, cached_arrays, cached_boxes
 from sfda.data.nnunet_prep import cropped_grid, prepare_slices, target_spacing
 from sfda.data.normalize import apply_norm, volume_stats
 from sfda.data.resample import grid_shape, grid_spacing, in_plane, resize
@@ -235,6 +235,7 @@ def build_sliceset(cases: list[Case], modality: str, slicing: Slicing = SLICES, 
                      slice_index=np.empty(0, np.int64), cases=list(cases), modality=modality, axis=axis, hw=(0, 0),
                      num_classes=len(label_names), size=tuple(slicing.size), spacing=tuple(slicing.spacing),
                      preprocess=slicing.preprocess)
+    known_boxes(shell, clips, cache_dir)
     grids = [shell.target(c) if shell.preprocess == "nnunet" else shell.grid(c) for c in cases]
     shell.hw = tuple(hw or common_target([shell.grid_volume(c)[0] for c in cases], axis, slicing.pad_multiple))
     key = cache_key(cases, modality, axis, shell.hw, clips, with_labels, (shell.size, shell.spacing),
@@ -244,6 +245,16 @@ def build_sliceset(cases: list[Case], modality: str, slicing: Slicing = SLICES, 
         cache_dir, key, lambda: _build_arrays(cases, grids, modality, axis, shell.hw, clips, with_labels,
                                               label_names, progress, read))
     return shell
+
+
+def known_boxes(ss: SliceSet, clips: list[tuple], cache_dir: str | None) -> None:
+    """With nnU-Net's preprocessing, fill ``ss``'s boxes from the cache (computed and stored there on a miss),
+    so a set rebuilt from its cached arrays reads no image."""
+    if ss.preprocess != "nnunet":
+        return
+    key = cache_key(ss.cases, ss.modality, ss.axis, (), clips, False, (ss.size, ss.spacing), dims=ss.dims,
+                    preprocess="nnunet-boxes")
+    ss._grids = cached_boxes(cache_dir, key, lambda: {c.case_id: ss.box_grid(c) for c in ss.cases})
 
 
 def check_cases(cases: list[Case], modality: str, label_names: list[str] | None) -> list[str]:

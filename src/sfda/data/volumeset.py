@@ -22,7 +22,7 @@ from sfda.config.card import Slicing
 from sfda.data.nnunet_prep import prepare
 from sfda.data.resample import grid_shape, grid_spacing, resize_volume
 from sfda.data.cache import cache_key, cached_arrays
-from sfda.data.sliceset import SliceSet, check_cases, read_label, read_normalised
+from sfda.data.sliceset import SliceSet, check_cases, known_boxes, read_label, read_normalised
 from sfda.data.slices import pad_centre, padded_size
 from sfda.errors import SfdaError
 from sfda.io.cases import Case, channel_files, channels_of
@@ -125,6 +125,7 @@ def build_volumeset(cases: list[Case], modality: str, slicing: Slicing = VOLUMES
                    slice_index=np.empty(0, np.int64), cases=list(cases), modality=modality, axis=axis,
                    hw=(0, 0, 0), num_classes=len(label_names), size=tuple(slicing.size), spacing=tuple(slicing.spacing),
                    preprocess=slicing.preprocess)
+    known_boxes(vs, clips, cache_dir)
     grids = [vs.grid(c) for c in cases]
     vs.hw = tuple(hw or volume_target(grids, slicing.pad_multiple))
     too_big = [c.case_id for c, g in zip(cases, grids) if any(n > m for n, m in zip(g, vs.hw))]
