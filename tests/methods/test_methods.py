@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import copy
 
 import numpy as np
@@ -172,6 +174,20 @@ def test_source_methods_need_source_options(tiny_cases, tiny_source, tmp_path, m
     images = np.zeros((2, 1, 16, 16), np.float32)
     with pytest.raises(SfdaError, match="needs labelled source images"):
         sfda.adapt_model(build_net("unet", width=2, depth=1), images, prior=(0.9, 0.1), method=method)
+
+
+def test_a_method_needing_a_prior_is_refused_without_one_before_any_data_is_read(tiny_cases, tiny_source, tmp_path,
+                                                                                  monkeypatch):
+    def no_reading(*args, **kwargs):
+        raise AssertionError("target slices were read")
+
+    monkeypatch.setattr(adapt_stage, "slices_for", no_reading)
+    for extra, message in ((["prior="], "--prior (a table from `sfda prior`) is required"),
+                           ([f"prior={tmp_path / 'none.csv'}"], "not found; create it with `sfda prior`")):
+        cfg = _adapt_cfg(tiny_cases, tiny_source, tmp_path / "run", "method.name=adaent", *extra)
+        with pytest.raises(SfdaError, match=re.escape(message)):
+            adapt_stage.adapt(cfg, progress=False)
+        assert not (tmp_path / "run").exists()
 
 
 def test_unknown_method_lists_valid_names(tiny_cases, tiny_source, tmp_path):

@@ -24,7 +24,7 @@ from sfda.engine.checkpoint import save_checkpoint
 from sfda.engine.collapse import flag_collapse
 from sfda.engine.distributed import check_device
 from sfda.engine.optim import build_optimizer, build_scheduler
-from sfda.engine.selection import SELECTED, Selector
+from sfda.engine.selection import SELECTED, Selector, check_selection
 from sfda.engine.state import restore, save_epoch
 from sfda.engine.validate import evaluate_epoch, fraction_row
 from sfda.errors import SfdaError
@@ -74,6 +74,7 @@ def fit(model: torch.nn.Module, method: Method, spec: FitSpec) -> dict:
     """Train ``model`` with ``method``; writes checkpoints and ``log.jsonl`` under ``spec.out``, each
     file once with its final card. Returns the log and, in the process that writes (rank 0),
     ``selected``: the model to use and its card, as ``selected.pt`` holds them."""
+    check_selection(spec.select, spec.val_prior)
     device = check_device(ddp.device_for(spec.device))
     dist = ddp.context(device)
     _check_distributed(method, spec, dist)

@@ -29,8 +29,10 @@ import numpy as np
 import torch
 
 from sfda.config.card import ModelCard
+from sfda.config.stages import SELECT_CRITERIA
 from sfda.losses import kl_prior, pixel_entropy
 from sfda.engine.checkpoint import load_checkpoint
+from sfda.errors import SfdaError
 
 SELECTED = "selected.pt"  # the model a run reports (done.json's "model")
 
@@ -91,6 +93,16 @@ class WeightAverage:
 def model_to_use(run: Path) -> Path:
     """The model a run reports: ``run/selected.pt`` if it exists, else ``run/last.pt``."""
     return run / SELECTED if (run / SELECTED).exists() else run / "last.pt"
+
+
+def check_selection(select: str, val_prior) -> None:
+    """Refuse an unknown criterion, or a held-out one without a prior for the held-out slices."""
+    if select not in SELECT_CRITERIA:
+        raise SfdaError(f"unknown select '{select}'; choose one of: {', '.join(SELECT_CRITERIA)}")
+    if select not in ("last", "average") and val_prior is None:
+        raise SfdaError(f"select={select} scores held-out target images: give --val-subjects and a prior "
+                        "table that covers their slices (`sfda prior` with --subjects listing both), "
+                        "or select=last")
 
 
 class Selector:

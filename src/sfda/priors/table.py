@@ -33,6 +33,22 @@ def require_prior(path: str | Path) -> Path:
     return p
 
 
+def load_priors(path: str | Path | None, slice_ids: list[str], val_ids: list[str] | None,
+                num_classes: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The prior of the target slices ``slice_ids`` and of the held-out slices ``val_ids`` (None when the
+    table does not cover them: the held-out scores are then off), from the table at ``path``; (None, None)
+    without a table."""
+    if not path:
+        return None, None
+    prior = load_prior(path, slice_ids, num_classes)
+    if not val_ids:
+        return prior, None
+    try:
+        return prior, load_prior(path, val_ids, num_classes)
+    except SfdaError:
+        return prior, None
+
+
 def load_prior(path: str | Path, slice_ids: list[str], num_classes: int) -> np.ndarray:
     """Ratios (N, K) aligned with ``slice_ids``; refuses missing slices or rows not summing to one."""
     p = require_prior(path)

@@ -23,7 +23,6 @@ import torch
 from sfda.config import AdaptConfig, MethodConfig, OptimConfig, config_to_dict, merge_into
 from sfda.config.card import ModelCard, Network, Training
 from sfda.config.methods import DEFAULT_METHOD, said, source_free_methods
-from sfda.config.stages import SELECT_CRITERIA
 from sfda.data.patches import RandomPatches, check_patch_method, model_patch
 from sfda.data.sliceset import SliceSet
 from sfda.engine.distributed import check_device, device_for, resolve_device
@@ -34,7 +33,7 @@ from sfda.data.profile import training_profile
 from sfda.io.cases import load_cases, select_cases
 from sfda.methods import build_method
 from sfda.nets.merge import is_merge
-from sfda.priors.table import load_prior, require_prior
+from sfda.priors.table import load_priors, require_prior
 from sfda.progress import say
 from sfda.stages.common import check_output, check_subjects, fit_spec, on_device, require, slices_for, write_config
 from sfda.stages.freshness import Stage
@@ -52,13 +51,12 @@ def adapt(cfg: AdaptConfig, progress: bool = True, run: Stage | None = None) -> 
                           (cfg.data.cases, "--cases"), (cfg.data.modality, "--modality")):
         require(value, option)
     check_output(cfg.out)
+    check_subjects(cfg.data)
     cfg = on_device(cfg)
     check_source(cfg, Adapting(cfg.method.name, cfg.method, cfg.prior, flag="--method", command="adapt"),
                  modality=cfg.data.modality)
+    _check_method(cfg)  # before the folder is claimed: a refusal leaves nothing behind
     cl = load_cases(cfg.data.cases)
-    check_subjects(cfg.data)
-    if cfg.prior:
-        require_prior(cfg.prior)  # before the folder is claimed: a refusal leaves nothing behind
     run = run or Stage(cfg, [p for p in (cfg.data.cases, cfg.checkpoint, cfg.prior) if p], command="adapt")
     reads = [cfg.data.cases, cfg.checkpoint, cfg.nnunet, cfg.prior, *case_files(cl)]
     with claim_folder(cfg.out, run, reads, resume=cfg.resume, overwrite=cfg.overwrite):
@@ -68,48 +66,54 @@ def adapt(cfg: AdaptConfig, progress: bool = True, run: Stage | None = None) -> 
 
 def _adapt(cfg: AdaptConfig, cl, progress: bool) -> None:
     src = resolve_source(cfg, "adapt", single=True, modality=cfg.data.modality)
+    write_config(cfg, Path(cfg.out) / "config.yaml")
+    card = _adapted_card(src.card, cfg, cl)
     reference = (copy.deepcopy(src.model), src.card)  # the trust check's source model: src.model is adapted
     model = src.model.train()  # as built: the method sets the modes it trains in
-    method = build_method(cfg.method.name, cfg.method)
-    _check_source_use(method, cfg.method)
     slicing, cache = src.card.slicing, cfg.data.cache  # the target sliced as the source model was trained
     # Target labels are never read for adaptation: with_labels=False.
     target = slices_for(cl, cfg.data.subjects or None, cfg.data.modality, slicing, with_labels=False, cache=cache,
                         progress=progress)
     val = (slices_for(cl, cfg.data.val_subjects, cfg.data.modality, slicing, with_labels=True, cache=cache,
                       progress=progress) if cfg.data.val_subjects else None)
-    prior, val_prior = None, None
-    if method.needs_prior or cfg.prior:
-        require(cfg.prior, "--prior (a table from `sfda prior`)")
-        prior = load_prior(cfg.prior, target.slice_ids, len(cl.label_names))
-        val_prior = _val_prior(cfg.prior, val, len(cl.label_names))
-    _check_selection(cfg.select, val_prior)
+    source = None
+    if cfg.method.source_modality:  # a method that is not source-free (_check_method)
+        source = slices_for(cl, cfg.method.source_subjects, cfg.method.source_modality, slicing,
+                            with_labels=True, cache=cache, hw=target.hw, progress=progress)
+    prior, val_prior = load_priors(cfg.prior, target.slice_ids, val and val.slice_ids, len(cl.label_names))
+    method = build_method(cfg.method.name, cfg.method)
     patch = model_patch(src.card)
     if patch:
         check_patch_method(method, cfg.method.kl_scope, patch)
-    source = None
-    if not method.source_free:
-        source = slices_for(cl, cfg.method.source_subjects, cfg.method.source_modality, slicing,
-                            with_labels=True, cache=cache, hw=target.hw, progress=progress)
-    if cfg.method.adabn_init and method.trains and not (cfg.resume and (Path(cfg.out) / "last.pt").exists()):
-        from sfda.methods.adabn import reestimate_bn
-
-        reestimate_bn(model, target.images, device=device_for(cfg.device), seed=cfg.seed)
-    write_config(cfg, Path(cfg.out) / "config.yaml")
     # the selected model is checked before selected.pt is written, and exported as it is handed back
     vet = partial(check_trust, source=reference, target=target, label_names=cl.label_names,
                   on_distrust=cfg.on_distrust, out=Path(cfg.out), device=cfg.device, prior=prior)
-    fitted = fit(model, method, fit_spec(cfg, target, _adapted_card(src.card, cfg, cl, method.name), val=val,
-                                         source=source, prior=prior, val_prior=val_prior, select=cfg.select,
-                                         transform=RandomPatches(patch) if patch else None, progress=progress,
-                                         vet=vet))
+    spec = fit_spec(cfg, target, card, val=val, source=source, prior=prior, val_prior=val_prior, select=cfg.select,
+                    transform=RandomPatches(patch) if patch else None, progress=progress, vet=vet)
+    if cfg.method.adabn_init and method.trains and not (cfg.resume and (Path(cfg.out) / "last.pt").exists()):
+        from sfda.methods.adabn import reestimate_bn
+
+        device = device_for(cfg.device)
+        reestimate_bn(model, target.images, device=device, seed=cfg.seed)
+    fitted = fit(model, method, spec)
     if src.card.nnunet and fitted.get("selected"):
         _export(Path(cfg.out), *fitted["selected"])
 
 
-def _adapted_card(card: ModelCard, cfg: AdaptConfig, cl, method: str) -> ModelCard:
-    """The source model's card, for the model adapted by ``method`` to ``cfg``'s target scans."""
-    training = replace(card.training, stage=f"adapt:{method}", config=config_to_dict(cfg),
+def _check_method(cfg: AdaptConfig) -> None:
+    """What the method refuses before anything is written: source images it cannot use or lacks, a prior
+    table it needs, or one that is not there."""
+    method = build_method(cfg.method.name, cfg.method)
+    method.check_source_data(cfg.method.source_modality, cfg.method.source_subjects)
+    if method.needs_prior:
+        require(cfg.prior, "--prior (a table from `sfda prior`)")
+    if cfg.prior:
+        require_prior(cfg.prior)
+
+
+def _adapted_card(card: ModelCard, cfg: AdaptConfig, cl) -> ModelCard:
+    """The source model's card, for the model adapted by ``cfg.method.name`` to ``cfg``'s target scans."""
+    training = replace(card.training, stage=f"adapt:{cfg.method.name}", config=config_to_dict(cfg),
                        source_modality=card.modality, epoch=None)  # each saved epoch states its own
     # profile: what the adapted model is for, the target scans it adapted on
     return replace(card, modality=cfg.data.modality, training=training,
@@ -126,34 +130,6 @@ def _export(out: Path, model: torch.nn.Module, card: ModelCard) -> None:
             f"predict with `sfda predict --checkpoint {chosen}`, or export {out / 'last.pt'} yourself")
         return
     say(f"nnU-Net result folder of {chosen.name}: {export_nnunet(card, model, out).parents[1]}")
-
-
-def _val_prior(table: str, val: SliceSet | None, k: int) -> np.ndarray | None:
-    """The prior of the held-out (validation) target slices, when the ``table`` covers them."""
-    if val is None:
-        return None
-    try:
-        return load_prior(table, val.slice_ids, k)
-    except SfdaError:
-        return None
-
-
-def _check_selection(select: str, val_prior) -> None:
-    if select not in SELECT_CRITERIA:
-        raise SfdaError(f"unknown select '{select}'; choose one of: {', '.join(SELECT_CRITERIA)}")
-    if select not in ("last", "average") and val_prior is None:
-        raise SfdaError(f"select={select} scores held-out target images: give --val-subjects and a prior "
-                        "table that covers their slices (`sfda prior` with --subjects listing both), "
-                        "or select=last")
-
-
-def _check_source_use(method, m: MethodConfig) -> None:
-    if method.source_free and (m.source_modality or m.source_subjects):
-        raise SfdaError(f"method '{method.name}' is source-free and takes no source data; "
-                        "remove --source-modality/--source-subjects")
-    if not method.source_free and not (m.source_modality and m.source_subjects):
-        raise SfdaError(f"method '{method.name}' needs labelled source images: give --source-modality "
-                        f"and --source-subjects (or use a source-free method such as {DEFAULT_METHOD})")
 
 
 def _prior_array(prior, n: int, k: int) -> np.ndarray | None:
