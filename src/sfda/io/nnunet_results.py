@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ import torch
 
 from sfda.errors import SfdaError
 from sfda.io.atomic import atomic_path
+from sfda.io.layouts.nnunet import channel_order
 
 def _safe_types() -> list:
     """The few non-plain types nnU-Net's own checkpoints hold: numpy scalars in the training log and
@@ -46,6 +47,8 @@ class NnunetModel:
     dataset: dict
     checkpoint: dict
     checkpoint_path: Path
+    #: the dataset's channel names in input order (sfda.io.layouts.nnunet.channel_order)
+    channels: list[str] = field(default_factory=list)
 
     @property
     def config(self) -> dict:
@@ -99,8 +102,14 @@ def read_result_folder(folder: str | Path, fold: str | int = 0,
     if configuration not in plans.get("configurations", {}):
         raise SfdaError(f"{root / 'plans.json'} has no configuration '{configuration}' (it has: "
                         f"{', '.join(plans.get('configurations', {}))})")
+    channels = channel_order(dataset, root / "dataset.json")
     path = root / f"fold_{fold}" / checkpoint
-    return NnunetModel(root, str(fold), configuration, plans, dataset, load_nnunet_checkpoint(path), path)
+    return NnunetModel(root, str(fold), configuration, plans, dataset, load_nnunet_checkpoint(path), path, channels)
+
+
+def read_folds(folder: str | Path, fold: str | int, checkpoint: str = "checkpoint_final.pth") -> list[NnunetModel]:
+    """Each fold ``fold`` names (:func:`fold_names`) read from the result folder."""
+    return [read_result_folder(folder, f, checkpoint) for f in fold_names(folder, fold)]
 
 
 def fold_names(folder: str | Path, fold: str | int) -> list[str]:

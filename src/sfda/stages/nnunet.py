@@ -25,8 +25,7 @@ from sfda.config.card import ModelCard, Network, NnunetOrigin, Normalization, Sl
 from sfda.engine.checkpoint import save_checkpoint
 from sfda.errors import SfdaError
 from sfda.io.cases import CHANNEL_SEP
-from sfda.io.layouts.nnunet import nnunet_channels
-from sfda.io.nnunet_results import NnunetModel, fold_names, read_result_folder, write_result_folder
+from sfda.io.nnunet_results import NnunetModel, read_folds, read_result_folder, write_result_folder
 from sfda.nets import build_net
 from sfda.nets.ensemble import NAME as ENSEMBLE, FoldEnsemble, ensemble_args
 from sfda.nets.nnunet_nets import PREFIX, SUPPORTED
@@ -76,8 +75,6 @@ def _architecture(model: NnunetModel, cfg: dict) -> tuple[str, dict]:
 def _labels_and_channels(model: NnunetModel) -> tuple[list[str], list[str]]:
     """The label names in value order and the channel names in input order."""
     path = model.folder / "dataset.json"
-    channels = nnunet_channels(model.dataset, path)
-    names = [channels[k] for k in sorted(channels, key=int)]
     labels = model.dataset.get("labels", {})
     if not isinstance(labels, dict) or "ignore" in labels:
         raise SfdaError(f"{path}: labels must map names to values (a model trained with an ignore label "
@@ -85,7 +82,7 @@ def _labels_and_channels(model: NnunetModel) -> tuple[list[str], list[str]]:
     if any(not isinstance(v, int) for v in labels.values()) or sorted(labels.values()) != list(range(len(labels))):
         raise SfdaError(f"{path}: labels must be the values 0..K-1, one per name "
                         "(region-based labels are not supported)")
-    return sorted(labels, key=labels.get), names
+    return sorted(labels, key=labels.get), list(model.channels)
 
 
 def _normalizations(model: NnunetModel, cfg: dict, channels: int) -> list[Normalization]:
@@ -170,9 +167,8 @@ def _card(model: NnunetModel) -> ModelCard:
                      nnunet=origin)
 
 
-def _fold_net(folder: str, fold: str, checkpoint_name: str):
+def _fold_net(model: NnunetModel):
     """One fold's network with its weights, and its model card."""
-    model = read_result_folder(folder, fold, checkpoint_name)
     card = nnunet_card(model)
     net = build_net(card.network.name, **card.network.args)
     try:
@@ -207,11 +203,11 @@ def imported(cfg: NnunetImportConfig) -> tuple[torch.nn.Module, ModelCard]:
     require(cfg.folder, "--folder (an nnU-Net result folder)")
     require(cfg.out, "--out")
     claim_file(cfg.out, [cfg.folder], overwrite=cfg.overwrite)
-    folds = fold_names(cfg.folder, cfg.fold)
-    members = [_fold_net(cfg.folder, f, cfg.checkpoint_name) for f in folds]
-    net, card = members[0] if len(members) == 1 else _ensemble(members, folds)
+    models = read_folds(cfg.folder, cfg.fold, cfg.checkpoint_name)
+    members = [_fold_net(m) for m in models]
+    net, card = members[0] if len(members) == 1 else _ensemble(members, [m.fold for m in models])
     card = replace(card, training=replace(card.training, config=config_to_dict(cfg)))
-    save_checkpoint(cfg.out, net, card)
+    save_checkpoint(cfg.out, net, card)  # then its config: a failed write leaves neither
     write_config(cfg, Path(cfg.out).parent / f"{Path(cfg.out).stem}.config.yaml")
     return net.eval(), card
 

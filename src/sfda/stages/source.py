@@ -20,7 +20,7 @@ from sfda.config.card import ModelCard
 from sfda.engine.checkpoint import load_checkpoint, model_from_checkpoint, require_kind, require_single
 from sfda.errors import SfdaError
 from sfda.io.cases import CHANNEL_SEP, channels_of
-from sfda.io.layouts.nnunet import nnunet_channels
+from sfda.io.layouts.nnunet import channel_order
 from sfda.io.nnunet_results import fold_names
 from sfda.stages.common import require
 from sfda.stages.nnunet import imported
@@ -86,8 +86,7 @@ def _folder_channels(folder: str) -> list[str] | None:
         return None
     if not isinstance(meta, dict):
         return None
-    channels = nnunet_channels(meta, path)
-    return [channels[k] for k in sorted(channels, key=int)]
+    return channel_order(meta, path)
 
 
 def check_source(cfg, adapting: Adapting | None = None, modality: str | None = None) -> None:

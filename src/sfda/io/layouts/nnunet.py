@@ -54,6 +54,12 @@ def _read_dataset_json(path: Path) -> dict:
     return meta
 
 
+def channel_order(meta: dict, path: Path) -> list[str]:
+    """A dataset.json's channel names in input order (checked by :func:`nnunet_channels`)."""
+    channels = nnunet_channels(meta, path)
+    return [channels[k] for k in sorted(channels, key=int)]
+
+
 def nnunet_channels(meta: dict, path: Path) -> dict[str, str]:
     """A dataset.json's channel names, checked: {"0": "T2", "1": "ADC"}, numbered 0..C-1, each name its own
     and without the '+' that joins channels; nnU-Net v1 called it "modality"."""
