@@ -149,3 +149,30 @@ def test_the_engine_names_no_method(path: Path):
     named = [t for _, t in _imports(ast.parse(text)) if t.startswith("sfda.methods.") and t != "sfda.methods.base"]
     assert not named, f"{_module(path)} imports {named}: hand the engine what it needs through the Method"
     assert "getattr(cfg" not in text and ".cfg.lam" not in text, f"{_module(path)} reads a method's settings"
+
+
+#: Literal numbers a comparison may hold where they stand: a coin flip or a continuous map's midpoint (a
+#: draw below 0.5, a resampled mask above 0.5) and guards against dividing by zero; every other bound is
+#: a named constant, stated once beside the reason for its value.
+LITERAL_BOUNDS = {("sfda.data.spatial", 0.5), ("sfda.data.phantom", 0.5), ("sfda.data.normalize", 1e-8),
+                  ("sfda.io.volume", 1e-9), ("sfda.io.volume", 1e-12)}
+
+
+def _literal_bounds(tree: ast.AST) -> list[tuple[int, float]]:
+    """(line, value) of each fractional number a comparison holds (0 and 1 aside)."""
+    return [(node.lineno, sub.value) for node in ast.walk(tree) if isinstance(node, ast.Compare)
+            for sub in ast.walk(node)
+            if isinstance(sub, ast.Constant) and isinstance(sub.value, float) and sub.value not in (0.0, 1.0)]
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: _module(p))
+def test_no_bound_is_restated_as_a_literal(path: Path):
+    found = [(line, v) for line, v in _literal_bounds(ast.parse(path.read_text()))
+             if (_module(path), v) not in LITERAL_BOUNDS]
+    assert not found, (f"{_module(path)} compares against {found} (line, value): name the bound once as a module "
+                       "constant and import it where it is needed")
+
+
+def test_the_literal_rule_sees_a_restated_bound():
+    assert _literal_bounds(ast.parse("if pred < prior * 0.25:\n    pass\n")) == [(1, 0.25)]
+    assert _literal_bounds(ast.parse("VANISH = 0.25\nif pred < prior * VANISH:\n    pass\n")) == []

@@ -18,9 +18,11 @@ from sfda.io.volume_scan import scan_volume
 
 #: a spacing or size outside [min / FAR, max * FAR] of the training scans' is far
 FAR = 2.0
-#: an intensity range whose width differs from the training ranges' by more than this factor, or
-#: that overlaps less than half of them, is far (raw scanner values, before normalisation)
+#: an intensity range whose width differs from the training range's by more than this factor is far
+#: (raw scanner values, before normalisation)
 FAR_INTENSITY = 4.0
+#: so is one that overlaps less than this share of the narrower of the two ranges
+FAR_OVERLAP = 0.5
 
 
 def training_profile(cases: list[Case], modality: str) -> Profile:
@@ -44,10 +46,10 @@ def _fmt(values) -> str:
 
 def _far_range(low: float, high: float, lo: float, hi: float) -> bool:
     """Whether a raw range (low, high) is far from a training range (lo, hi): its width differs by more than
-    :data:`FAR_INTENSITY`, or it overlaps less than half of the narrower."""
+    :data:`FAR_INTENSITY`, or it overlaps less than :data:`FAR_OVERLAP` of the narrower."""
     width, seen = max(high - low, 1e-12), max(hi - lo, 1e-12)
     overlap = max(0.0, min(high, hi) - max(low, lo)) / min(width, seen)
-    return width / seen > FAR_INTENSITY or seen / width > FAR_INTENSITY or overlap < 0.5
+    return width / seen > FAR_INTENSITY or seen / width > FAR_INTENSITY or overlap < FAR_OVERLAP
 
 
 def unfamiliar(profile: Profile | None, spacing, shape, ranges: list[tuple[float, float]],

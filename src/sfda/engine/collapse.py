@@ -6,6 +6,10 @@ from __future__ import annotations
 from sfda.metrics.trust import FLOOD, VANISH
 from sfda.progress import say
 
+#: a predicted foreground fraction under this (or over one minus it): the model predicts almost only one
+#: class; a prior's fraction under it is no structure to hold a prediction against
+COLLAPSED = 1e-4
+
 
 def collapse_reason(row: dict, names: list[str] | None = None) -> str | None:
     """Why the epoch ``row`` looks collapsed, or None. With several structures, each one's
@@ -14,7 +18,7 @@ def collapse_reason(row: dict, names: list[str] | None = None) -> str | None:
                                (" on held-out images", row.get("holdout_fraction"), row.get("holdout_prior_fraction"))):
         if pred is None:
             continue
-        if pred < 1e-4 or pred > 1 - 1e-4:
+        if pred < COLLAPSED or pred > 1 - COLLAPSED:
             return f"predicts almost only one class{where} (foreground fraction {pred:.5f})"
         if prior and (pred < prior * VANISH or pred > prior * FLOOD):
             return f"predicted foreground fraction{where} {pred:.4f} is far from the prior's {prior:.4f}"
@@ -27,7 +31,7 @@ def _class_reason(row: dict, names: list[str] | None) -> str | None:
     while f"class_fraction_{k}" in row:
         pred, prior = row[f"class_fraction_{k}"], row.get(f"class_prior_{k}")
         name = names[k] if names and k < len(names) else f"class {k}"
-        if prior and prior > 1e-4 and pred < prior * VANISH:
+        if prior and prior > COLLAPSED and pred < prior * VANISH:
             return f"{name} vanishes: predicted fraction {pred:.4f} against the prior's {prior:.4f}"
         if prior and pred > prior * FLOOD:
             return f"{name} floods the image: predicted fraction {pred:.4f} against the prior's {prior:.4f}"

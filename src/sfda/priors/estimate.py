@@ -22,11 +22,12 @@ from sfda.data.slices import relative_positions  # noqa: F401  (re-exported: par
 from sfda.errors import SfdaError
 from sfda.losses import predicted_ratios
 from sfda.inference import iter_outputs
+from sfda.priors.table import fraction_rows
 
 
 def constant_prior(n: int, ratios: list[float]) -> np.ndarray:
     r = np.asarray(ratios, dtype=np.float32)
-    if r.ndim != 1 or len(r) < 2 or (r < 0).any() or abs(r.sum() - 1) > 1e-3:
+    if r.ndim != 1 or len(r) < 2 or not fraction_rows(r):
         raise SfdaError(f"--ratios {list(ratios)} must be >= 2 non-negative class fractions summing to one, "
                         "e.g. --ratios 0.9,0.1")
     return np.tile(r, (n, 1))

@@ -25,6 +25,16 @@ def save_prior(path: str | Path, slice_ids: list[str], ratios: np.ndarray, class
     write_text(path, buf.getvalue())
 
 
+#: a row of class fractions may miss summing to one by this much (a table's printed decimals)
+SUM_TOLERANCE = 1e-3
+
+
+def fraction_rows(ratios) -> np.ndarray:
+    """Per row of ``ratios`` (..., K): whether it holds K non-negative class fractions summing to one."""
+    ratios = np.asarray(ratios, dtype=np.float64)
+    return (np.abs(ratios.sum(axis=-1) - 1) <= SUM_TOLERANCE) & (ratios >= 0).all(axis=-1)
+
+
 def require_prior(path: str | Path) -> Path:
     """``path`` if it is a file; else the refusal that says how to make one."""
     p = Path(path)
@@ -69,9 +79,9 @@ def load_prior(path: str | Path, slice_ids: list[str], num_classes: int) -> np.n
     ratios = np.stack([table[s] for s in slice_ids])
     if ratios.shape[1] != num_classes:
         raise SfdaError(f"prior table {p} has {ratios.shape[1]} classes but the model has {num_classes}")
-    bad = np.abs(ratios.sum(axis=1) - 1) > 1e-3
-    if bad.any() or (ratios < 0).any():
-        sid = slice_ids[int(np.argmax(bad))] if bad.any() else "a row"
+    bad = ~fraction_rows(ratios)
+    if bad.any():
+        sid = slice_ids[int(np.argmax(bad))]
         raise SfdaError(f"prior table {p}: ratios of {sid} do not sum to one (or are negative); "
                         "each row must be class fractions")
     return ratios

@@ -33,7 +33,7 @@ from sfda.data.profile import training_profile
 from sfda.io.cases import load_cases, select_cases
 from sfda.methods import build_method
 from sfda.nets.merge import is_merge
-from sfda.priors.table import load_priors, require_prior
+from sfda.priors.table import fraction_rows, load_priors, require_prior
 from sfda.progress import say
 from sfda.stages.common import check_output, check_subjects, fit_spec, on_device, require, slices_for, write_config
 from sfda.stages.freshness import Stage
@@ -140,7 +140,7 @@ def _prior_array(prior, n: int, k: int) -> np.ndarray | None:
         arr = np.tile(arr, (n, 1))
     if arr.shape != (n, k):
         raise SfdaError(f"prior must be K={k} ratios or an (N={n}, K={k}) array, got shape {arr.shape}")
-    if np.any(np.abs(arr.sum(axis=1) - 1) > 1e-3) or np.any(arr < 0):
+    if not fraction_rows(arr).all():
         raise SfdaError("prior rows must be non-negative class fractions summing to one")
     return arr
 
