@@ -176,3 +176,13 @@ def test_no_bound_is_restated_as_a_literal(path: Path):
 def test_the_literal_rule_sees_a_restated_bound():
     assert _literal_bounds(ast.parse("if pred < prior * 0.25:\n    pass\n")) == [(1, 0.25)]
     assert _literal_bounds(ast.parse("VANISH = 0.25\nif pred < prior * VANISH:\n    pass\n")) == []
+
+
+def test_every_module_serves_the_package():
+    """A module only tests or benches import belongs with them (or goes): each module of ``src`` is
+    imported by another one, or is the command line's entry point."""
+    files = {_module(p): p for p in SRC.rglob("*.py")}
+    used = set().union(*_graph(files).values())
+    packages = {m for m, p in files.items() if p.name == "__init__.py"}
+    unused = sorted(set(files) - used - packages - {"sfda.__main__"})
+    assert not unused, f"{unused} are imported by no module of the package"
