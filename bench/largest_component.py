@@ -53,6 +53,30 @@ def model_path(run: Path, src: str, tgt: str, seed: int, method: str) -> Path:
     return run / f"{src}-{tgt}" / f"seed{seed}" / method / "selected.pt"
 
 
+def experiment_models(run: Path, split: str, seeds: list[int], methods: list[str]):
+    """Each model of a finished experiment folder with what predicting its target's ``split`` subjects
+    needs: a dict of ``direction``, ``source`` (its domain), ``seed``, ``method``, ``model``, ``card``,
+    the target ``cases`` and ``modality``, their label arrays (``truths``, by case id), the ``labels``' names
+    and the experiment's ``config``."""
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cl = load_cases(run / "cases.json")
+    for direction in cfg["directions"]:
+        src, tgt = [s.strip() for s in direction.split("->")]
+        modality, subjects = cfg["domains"][tgt]["modality"], cfg["domains"][tgt][split]
+        cases = [c for c in cl.cases if c.subject in subjects]
+        truths = {c.case_id: read_volume(c.label, dtype=None).array for c in cases}
+        for seed in seeds:
+            for method in methods:
+                path = model_path(run, src, tgt, seed, method)
+                if not path.exists():
+                    continue
+                model, card = load_model(path)
+                yield {"direction": f"{src}->{tgt}", "source": src, "seed": seed, "method": method, "model": model,
+                       "card": card, "cases": cases, "modality": modality, "truths": truths,
+                       "labels": cl.label_names, "config": cfg, "case_list": cl}
+                print(f"{src}->{tgt} seed {seed} {method}: done", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", help="a finished `sfda experiment` folder")
@@ -61,31 +85,19 @@ def main(argv=None) -> int:
     p.add_argument("--methods", default="noadapt,adabn,tent,adaent")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    run = Path(args.run)
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
-    cl = load_cases(run / "cases.json")
-    k = len(cl.label_names)
-    rows = []
-    for direction in cfg["directions"]:
-        src, tgt = [s.strip() for s in direction.split("->")]
-        modality, subjects = cfg["domains"][tgt]["modality"], cfg["domains"][tgt][args.split]
-        cases = [c for c in cl.cases if c.subject in subjects]
-        truths = {c.case_id: read_volume(c.label, dtype=None).array for c in cases}
-        for seed in [int(s) for s in args.seeds.split(",")]:
-            for method in args.methods.split(","):
-                path = model_path(run, src, tgt, seed, method)
-                if not path.exists():
-                    continue
-                model, card = load_model(path)
-                for case in cases:
-                    vol = read_volume(case.images[modality], dtype=None, check_finite=False)
-                    pred = stream_volume(model, card.slicing, vol.array, case.images[modality], spacing=vol.spacing)
-                    rows.append({"direction": f"{src}->{tgt}", "seed": seed, "method": method,
-                                 "subject": case.subject, **score(pred["labels"], truths[case.case_id], k)})
-                print(f"{src}->{tgt} seed {seed} {method}: done", file=sys.stderr)
-    Path(RESULTS.format(args.split)).write_text(json.dumps({"run": str(run), "split": args.split,
-                                                            "labels": cl.label_names, "rows": rows}, indent=1) + "\n")
-    _print(rows, cl.label_names, args.split)
+    rows, labels = [], None
+    for it in experiment_models(Path(args.run), args.split, [int(s) for s in args.seeds.split(",")],
+                                args.methods.split(",")):
+        labels = it["labels"]
+        for case in it["cases"]:
+            vol = read_volume(case.images[it["modality"]], dtype=None, check_finite=False)
+            pred = stream_volume(it["model"], it["card"].slicing, vol.array, case.images[it["modality"]],
+                                 spacing=vol.spacing)
+            rows.append({"direction": it["direction"], "seed": it["seed"], "method": it["method"],
+                         "subject": case.subject, **score(pred["labels"], it["truths"][case.case_id], len(labels))})
+    Path(RESULTS.format(args.split)).write_text(json.dumps({"run": args.run, "split": args.split,
+                                                            "labels": labels, "rows": rows}, indent=1) + "\n")
+    _print(rows, labels, args.split)
     _detector(rows)
     return 0
 

@@ -30,17 +30,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
-from sfda.engine.checkpoint import load_model
 from sfda.inference import stream_volume
-from sfda.io.cases import load_cases
 from sfda.io.volume import read_volume
 from sfda.metrics.components import SCATTER_MAX, split
 from sfda.metrics.overlap import dice
 from sfda.data.slices import relative_positions
 from sfda.metrics.plausibility import volume_ranges, volumes_ml
 from sfda.metrics.trust import MIN_FREQ, MIN_PIXELS, as_planes, atlas_share
+
+from largest_component import experiment_models  # noqa: E402  (bench/, beside this script)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = str(ROOT / "bench" / "mask_signals_{}.json")
@@ -76,12 +75,6 @@ def along_share(labels: np.ndarray, axis: int, table: dict) -> list[float | None
     return out
 
 
-def model_path(run: Path, src: str, tgt: str, seed: int, method: str) -> Path:
-    if method == "noadapt":
-        return run / "models" / src / f"seed{seed}" / "last.pt"
-    return run / f"{src}-{tgt}" / f"seed{seed}" / method / "selected.pt"
-
-
 def training_ranges(cl, subjects: list[str], k: int) -> list:
     labels = [read_volume(c.label, dtype=None) for c in cl.cases if c.subject in subjects]
     return volume_ranges([(lab.array, lab.spacing) for lab in labels], k)
@@ -103,28 +96,17 @@ def mask_rows(model, card, case, modality: str, truth: np.ndarray, ranges, k: in
 
 
 def predict_all(run: Path, split_name: str, seeds: list[int], methods: list[str]) -> dict:
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
-    cl = load_cases(run / "cases.json")
-    k = len(cl.label_names)
-    rows = []
-    for direction in cfg["directions"]:
-        src, tgt = [s.strip() for s in direction.split("->")]
-        modality, subjects = cfg["domains"][tgt]["modality"], cfg["domains"][tgt][split_name]
-        ranges = training_ranges(cl, cfg["domains"][src]["train"], k)
-        cases = [c for c in cl.cases if c.subject in subjects]
-        truths = {c.case_id: read_volume(c.label, dtype=None).array for c in cases}
-        for seed in seeds:
-            for method in methods:
-                path = model_path(run, src, tgt, seed, method)
-                if not path.exists():
-                    continue
-                model, card = load_model(path)
-                for case in cases:
-                    for r in mask_rows(model, card, case, modality, truths[case.case_id], ranges, k):
-                        rows.append({"direction": direction, "seed": seed, "method": method, "subject": case.subject,
-                                     **r})
-                print(f"{direction} seed {seed} {method}: done", file=sys.stderr)
-    return {"run": str(run), "split": split_name, "labels": cl.label_names, "rows": rows}
+    rows, ranges, labels = [], {}, None
+    for it in experiment_models(run, split_name, seeds, methods):
+        labels, k = it["labels"], len(it["labels"])
+        if it["source"] not in ranges:
+            ranges[it["source"]] = training_ranges(it["case_list"], it["config"]["domains"][it["source"]]["train"], k)
+        for case in it["cases"]:
+            for r in mask_rows(it["model"], it["card"], case, it["modality"], it["truths"][case.case_id],
+                               ranges[it["source"]], k):
+                rows.append({"direction": it["direction"], "seed": it["seed"], "method": it["method"],
+                             "subject": case.subject, **r})
+    return {"run": str(run), "split": split_name, "labels": labels, "rows": rows}
 
 
 def rules(low: float, high: float, plane: float, along: float) -> dict:
