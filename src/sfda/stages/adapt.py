@@ -80,7 +80,8 @@ def _adapt(cfg: AdaptConfig, cl, progress: bool) -> None:
     if cfg.method.source_modality:  # a method that is not source-free (_check_method)
         source = slices_for(cl, cfg.method.source_subjects, cfg.method.source_modality, slicing,
                             with_labels=True, cache=cache, hw=target.hw, progress=progress)
-    prior, val_prior = load_priors(cfg.prior, target.slice_ids, val and val.slice_ids, len(cl.label_names))
+    prior, val_prior = load_priors(cfg.prior, target.slice_ids, val.slice_ids if val is not None else None,
+                                   len(cl.label_names))
     method = build_method(cfg.method.name, cfg.method)
     patch = model_patch(src.card)
     if patch:
