@@ -29,7 +29,7 @@ SMALL = 0.5
 def volumes_ml(labels: np.ndarray, spacing, num_classes: int) -> list[float]:
     """Each foreground class's volume in mL in a label volume of voxel ``spacing`` (mm)."""
     voxel = float(np.prod(spacing)) / 1000.0
-    counts = np.bincount(labels.ravel().astype(np.int64), minlength=num_classes)[:num_classes]
+    counts = np.bincount(np.asarray(labels).ravel(), minlength=num_classes)[:num_classes]
     return [float(n) * voxel for n in counts[1:]]
 
 
