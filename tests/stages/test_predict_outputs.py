@@ -28,6 +28,7 @@ def test_a_cube_of_ten_voxels_at_two_mm_is_eight_ml():
     mask = np.zeros((20, 20, 20), np.uint8)
     mask[5:15, 5:15, 5:15] = 1
     assert volumes_ml(mask, (2.0, 2.0, 2.0), 3) == [8.0, 0.0]
+    assert volumes_ml(mask.astype(np.float64), (2.0, 2.0, 2.0), 3) == [8.0, 0.0]  # a label file stored as floats
 
 
 def test_labels_and_volumes_from_the_masks_on_disk(tmp_path):

@@ -29,7 +29,10 @@ SMALL = 0.5
 def volumes_ml(labels: np.ndarray, spacing, num_classes: int) -> list[float]:
     """Each foreground class's volume in mL in a label volume of voxel ``spacing`` (mm)."""
     voxel = float(np.prod(spacing)) / 1000.0
-    counts = np.bincount(np.asarray(labels).ravel(), minlength=num_classes)[:num_classes]
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer):  # a label file stored as floats
+        labels = labels.astype(np.int64)
+    counts = np.bincount(labels.ravel(), minlength=num_classes)[:num_classes]
     return [float(n) * voxel for n in counts[1:]]
 
 
