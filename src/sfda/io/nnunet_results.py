@@ -107,10 +107,6 @@ def read_result_folder(folder: str | Path, fold: str | int = 0,
     return NnunetModel(root, str(fold), configuration, plans, dataset, load_nnunet_checkpoint(path), path, channels)
 
 
-def read_folds(folder: str | Path, fold: str | int, checkpoint: str = "checkpoint_final.pth") -> list[NnunetModel]:
-    """Each fold ``fold`` names (:func:`fold_names`) read from the result folder."""
-    return [read_result_folder(folder, f, checkpoint) for f in fold_names(folder, fold)]
-
 
 def fold_names(folder: str | Path, fold: str | int) -> list[str]:
     """The folds ``fold`` names: one (``0``), a list (``0,1,2``) or ``all``: every ``fold_N`` folder in

@@ -25,7 +25,7 @@ from sfda.config.card import ModelCard, Network, NnunetOrigin, Normalization, Sl
 from sfda.engine.checkpoint import save_checkpoint
 from sfda.errors import SfdaError
 from sfda.io.cases import CHANNEL_SEP
-from sfda.io.nnunet_results import NnunetModel, read_folds, read_result_folder, write_result_folder
+from sfda.io.nnunet_results import NnunetModel, fold_names, read_result_folder, write_result_folder
 from sfda.nets import build_net
 from sfda.nets.ensemble import NAME as ENSEMBLE, FoldEnsemble, ensemble_args
 from sfda.nets.nnunet_nets import PREFIX, SUPPORTED
@@ -203,11 +203,12 @@ def imported(cfg: NnunetImportConfig) -> tuple[torch.nn.Module, ModelCard]:
     require(cfg.folder, "--folder (an nnU-Net result folder)")
     require(cfg.out, "--out")
     claim_file(cfg.out, [cfg.folder], overwrite=cfg.overwrite)
-    models = read_folds(cfg.folder, cfg.fold, cfg.checkpoint_name)
-    members = [_fold_net(m) for m in models]
-    net, card = members[0] if len(members) == 1 else _ensemble(members, [m.fold for m in models])
+    folds = fold_names(cfg.folder, cfg.fold)
+    # one fold's checkpoint (weights and optimiser state) in memory at a time; its network is what stays
+    members = [_fold_net(read_result_folder(cfg.folder, f, cfg.checkpoint_name)) for f in folds]
+    net, card = members[0] if len(members) == 1 else _ensemble(members, folds)
     card = replace(card, training=replace(card.training, config=config_to_dict(cfg)))
-    save_checkpoint(cfg.out, net, card)  # then its config: a failed write leaves neither
+    save_checkpoint(cfg.out, net, card)
     write_config(cfg, Path(cfg.out).parent / f"{Path(cfg.out).stem}.config.yaml")
     return net.eval(), card
 
