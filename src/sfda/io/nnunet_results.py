@@ -107,7 +107,6 @@ def read_result_folder(folder: str | Path, fold: str | int = 0,
     return NnunetModel(root, str(fold), configuration, plans, dataset, load_nnunet_checkpoint(path), path, channels)
 
 
-
 def fold_names(folder: str | Path, fold: str | int) -> list[str]:
     """The folds ``fold`` names: one (``0``), a list (``0,1,2``) or ``all``: every ``fold_N`` folder in
     ``folder``, in numeric order (nnU-Net's ``fold_all``, trained on every case, only when there is none)."""
