@@ -15,7 +15,9 @@ label-free signals computed from what a model card carries:
   ``train-source`` stores them in the card);
 - ``atlas``: the share of its voxels inside the source atlas in the plane (the trust check's atlas);
 - ``along``: the share of its voxels on slices whose relative position along the axis holds the
-  structure in the source labels (the card's position table).
+  structure in the source labels (the card's position table);
+- ``entropy``: the mean entropy of the predicted probabilities over its voxels, as a share of ln K
+  (the model's own uncertainty where it put the structure).
 
 It prints how many of the masks with a Dice under 0.5 each rule flags among those the scatter warning
 misses, and how many good masks it flags. Writes ``bench/mask_signals_<split>.json``.
@@ -82,7 +84,8 @@ def training_ranges(cl, subjects: list[str], k: int) -> list:
 
 def mask_rows(model, card, case, modality: str, truth: np.ndarray, ranges, k: int) -> list[dict]:
     vol = read_volume(case.images[modality], dtype=None, check_finite=False)
-    pred = stream_volume(model, card.slicing, vol.array, case.images[modality], spacing=vol.spacing)["labels"]
+    out = stream_volume(model, card.slicing, vol.array, case.images[modality], spacing=vol.spacing, entropy=True)
+    pred, entropy = out["labels"], out["entropy"] / np.log(k)
     axis = card.slicing.axis
     ml = volumes_ml(pred, vol.spacing, k)
     atlas = plane_share(pred, axis, card.source.atlas) if card.source.atlas else [None] * (k - 1)
@@ -91,7 +94,8 @@ def mask_rows(model, card, case, modality: str, truth: np.ndarray, ranges, k: in
     for c in range(1, k):
         rows.append({"structure": c, "dice": dice(pred == c, truth == c), "scatter": split(pred == c)[1],
                      "ml": ml[c - 1], "ml_range": ranges[c - 1], "atlas": atlas[c - 1], "along": along[c - 1],
-                     "truth_ml": volumes_ml(truth, vol.spacing, k)[c - 1]})
+                     "truth_ml": volumes_ml(truth, vol.spacing, k)[c - 1],
+                     "entropy": float(entropy[pred == c].mean()) if (pred == c).any() else None})
     return rows
 
 
@@ -109,7 +113,7 @@ def predict_all(run: Path, split_name: str, seeds: list[int], methods: list[str]
     return {"run": str(run), "split": split_name, "labels": labels, "rows": rows}
 
 
-def rules(low: float, high: float, plane: float, along: float) -> dict:
+def rules(low: float, high: float, plane: float, along: float, unsure: float) -> dict:
     """Each candidate rule, a function of one row: whether it flags the mask."""
     def small(r):
         return r["ml"] < low * r["ml_range"][0]
@@ -123,12 +127,16 @@ def rules(low: float, high: float, plane: float, along: float) -> dict:
     def off_axis(r):
         return r["along"] is not None and r["along"] < along
 
+    def uncertain(r):
+        return r.get("entropy") is not None and r["entropy"] > unsure
+
     return {f"volume < {low} x training min": small, f"volume > {high} x training max": large,
             f"atlas share < {plane}": off_plane, f"share along the axis < {along}": off_axis,
-            "any of these": lambda r: small(r) or large(r) or off_plane(r) or off_axis(r)}
+            f"mean entropy in the mask > {unsure} x ln K": uncertain,
+            "any of these": lambda r: small(r) or large(r) or off_plane(r) or off_axis(r) or uncertain(r)}
 
 
-def report(result: dict, low: float, high: float, plane: float, along: float) -> dict:
+def report(result: dict, low: float, high: float, plane: float, along: float, unsure: float) -> dict:
     rows = result["rows"]
     missed = [r for r in rows if not (r["scatter"] or 0) > SCATTER_MAX]  # what the scatter warning lets pass
     bad = [r for r in missed if r["dice"] < BAD]
@@ -138,14 +146,14 @@ def report(result: dict, low: float, high: float, plane: float, along: float) ->
     print("| rule | bad masks flagged | good masks flagged | share of flagged masks that are bad |\n"
           "|---|---:|---:|---:|")
     out = {}
-    for name, rule in rules(low, high, plane, along).items():
+    for name, rule in rules(low, high, plane, along, unsure).items():
         b, g = sum(map(rule, bad)), sum(map(rule, good))
         share = b / (b + g) if b + g else float("nan")
         print(f"| {name} | {b} of {len(bad)} | {g} of {len(good)} | {100 * share:.0f} % |")
         out[name] = {"bad": b, "bad_of": len(bad), "good": g, "good_of": len(good)}
     names = result["labels"]
     print("Masks under the bound no rule flags (structure, Dice, mL vs training range, atlas, along):")
-    every = rules(low, high, plane, along)["any of these"]
+    every = rules(low, high, plane, along, unsure)["any of these"]
     for r in [r for r in bad if not every(r)][:40]:
         lo, hi = r["ml_range"]
         print(f"  {r['direction']} s{r['seed']} {r['method']} {r['subject']} {names[r['structure']]}: Dice "
@@ -166,6 +174,8 @@ def main(argv=None) -> int:
     p.add_argument("--high", type=float, default=2.0, help="flag a volume over HIGH x the training maximum")
     p.add_argument("--plane", type=float, default=0.7, help="flag an atlas share under this")
     p.add_argument("--along", type=float, default=0.7, help="flag a share along the axis under this")
+    p.add_argument("--entropy", type=float, default=0.3,
+                   help="flag a mean entropy inside the mask (a share of ln K) over this")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     if args.rows:
@@ -176,7 +186,7 @@ def main(argv=None) -> int:
         result = predict_all(Path(args.run), args.split, [int(s) for s in args.seeds.split(",")],
                              args.methods.split(","))
         Path(RESULTS.format(args.split)).write_text(json.dumps(result, indent=1) + "\n")
-    result["rules"] = report(result, args.low, args.high, args.plane, args.along)
+    result["rules"] = report(result, args.low, args.high, args.plane, args.along, args.entropy)
     return 0
 
 
