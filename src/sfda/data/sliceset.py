@@ -24,7 +24,7 @@ from sfda.data.normalize import apply_norm, volume_stats
 from sfda.data.resample import grid_shape, grid_spacing, in_plane, resize
 from sfda.data.slices import assemble_subject, common_target, crop_centre, from_slices, relative_positions, to_slices
 from sfda.errors import SfdaError
-from sfda.io.cases import Case, channel_files, channels_of, check_case_files
+from sfda.io.cases import Case, channel_files, channels_of, check_case_files, missing_channels
 from sfda.io.channels import read_channels
 from sfda.io.layouts import check_label_array
 from sfda.io.volume import read_volume
@@ -263,9 +263,10 @@ def check_cases(cases: list[Case], modality: str, label_names: list[str] | None)
     if not cases:
         raise SfdaError("no cases selected: check --subjects and the case list")
     for c in cases:
-        for m in channels_of(modality) or [modality]:
-            if m not in c.images:
-                raise SfdaError(f"case {c.case_id} has no modality '{m}'; available: {', '.join(sorted(c.images))}")
+        missing = missing_channels(modality, c.images)
+        if missing:
+            raise SfdaError(f"case {c.case_id} has no modality '{missing[0]}'; available: "
+                            f"{', '.join(sorted(c.images))}")
         check_case_files(c)
     return label_names or ["background", "foreground"]
 

@@ -54,6 +54,12 @@ def channels_of(modality: str) -> list[str]:
     return modality.split(CHANNEL_SEP) if modality else []
 
 
+def missing_channels(modality: str | None, available) -> list[str]:
+    """The channels of ``modality`` (one, or several joined by ``+``) that ``available`` (a case list's
+    modalities, or a case's images) lacks."""
+    return [m for m in (channels_of(modality) or [modality]) if m not in available]
+
+
 def channel_files(case: Case, modality: str) -> list[str]:
     """The files of ``case`` that make up ``modality``'s channels, in the network's order."""
     return [case.images[m] for m in channels_of(modality)]
@@ -152,7 +158,7 @@ def select_cases(
     Splits are by subject, never by case, so selection is by subject only.
     ``modality`` is only validated (every case has every modality).
     """
-    missing = [m for m in (channels_of(modality) or [modality]) if m not in case_list.modalities]
+    missing = missing_channels(modality, case_list.modalities)
     if modality is not None and missing:
         raise SfdaError(
             f"unknown modality {missing[0]!r}; the case list has: {', '.join(case_list.modalities)}: "

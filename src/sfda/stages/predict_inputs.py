@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sfda.config import PredictConfig
 from sfda.errors import SfdaError
-from sfda.io.cases import channel_files, channels_of, load_cases
+from sfda.io.cases import channel_files, channels_of, load_cases, missing_channels
 from sfda.io.volume import SUPPORTED_SUFFIXES, is_volume_path, volume_suffix
 
 #: nnU-Net's channel suffix: ``case_0000.nii.gz`` is channel 0 of case ``case``
@@ -27,7 +27,7 @@ def collect_inputs(inputs: list[str], modality: str | None) -> list[list[Path]]:
         p = Path(item)
         if p.suffix == ".json":
             cl = load_cases(p)
-            missing = [m for m in (names or [modality]) if m not in cl.modalities]
+            missing = missing_channels(modality, cl.modalities)
             if missing:
                 raise SfdaError(f"case list {p} has no modality '{missing[0]}' (the checkpoint's); "
                                 f"it has: {', '.join(cl.modalities)}")
