@@ -136,6 +136,16 @@ def rules(low: float, high: float, plane: float, along: float, unsure: float) ->
             "any of these": lambda r: small(r) or large(r) or off_plane(r) or off_axis(r) or uncertain(r)}
 
 
+def _shipped(rows: list[dict], low: float) -> None:
+    """What sfda predict's two warnings (scattered; under ``low`` of the training minimum) say about all masks."""
+    def warned(r):
+        return (r["scatter"] or 0) > SCATTER_MAX or r["ml"] < low * r["ml_range"][0]
+
+    bad, good = [r for r in rows if r["dice"] < BAD], [r for r in rows if r["dice"] >= BAD]
+    print(f"the scattered or undersized warning: {sum(map(warned, bad))} of the {len(bad)} masks under {BAD} "
+          f"({len(bad) - sum(map(warned, bad))} without a warning), {sum(map(warned, good))} of the {len(good)} others")
+
+
 def report(result: dict, low: float, high: float, plane: float, along: float, unsure: float) -> dict:
     rows = result["rows"]
     missed = [r for r in rows if not (r["scatter"] or 0) > SCATTER_MAX]  # what the scatter warning lets pass
@@ -143,6 +153,7 @@ def report(result: dict, low: float, high: float, plane: float, along: float, un
     good = [r for r in missed if r["dice"] >= BAD]
     print(f"{result['split']} subjects: {len(rows)} structure masks; {len(missed)} not scattered, "
           f"{len(bad)} of them with a Dice under {BAD}")
+    _shipped(rows, low)
     print("| rule | bad masks flagged | good masks flagged | share of flagged masks that are bad |\n"
           "|---|---:|---:|---:|")
     out = {}
