@@ -84,14 +84,19 @@ def run(domain: str, recipe: str, out: Path, seed: int) -> dict:
         f"checkpoint={folder / 'selected.pt'}", f"data.cases={cases}", f"data.modality={dom['modality']}",
         f"data.subjects={dom['val']}", f"out={folder / 'eval'}", "overwrite=true"])
     summary = evaluate(ev)["summary"]
-    log = read_log(folder)
-    elapsed = 0.0
-    curve = []
+    curve = minutes_curve(read_log(folder))
+    return {"domain": domain, "recipe": recipe, "seed": seed, "overrides": RECIPES[recipe],
+            "minutes": round(minutes, 1), "summary": summary, "curve": curve}
+
+
+def minutes_curve(log: list[dict]) -> list[list]:
+    """[minutes so far, val_dice] after each epoch of a training log: its train, validation and
+    checkpoint seconds, so a resumed run counts only the epochs' own time."""
+    elapsed, curve = 0.0, []
     for row in log:
         elapsed += (row.get("train_s", 0) + row.get("val_s", 0) + row.get("ckpt_s", 0)) / 60
         curve.append([round(elapsed, 2), row.get("val_dice")])
-    return {"domain": domain, "recipe": recipe, "seed": seed, "overrides": RECIPES[recipe],
-            "minutes": round(minutes, 1), "summary": summary, "curve": curve}
+    return curve
 
 
 def main(argv=None) -> int:
