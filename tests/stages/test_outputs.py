@@ -16,6 +16,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from sfda.cli import main
 from tests.conftest import TINY_NET
@@ -140,6 +141,30 @@ def test_resume_of_the_same_run_goes_on(source_run, tiny_cases, tmp_path):
     assert rc == 0, err
     assert len((run / "log.jsonl").read_text().splitlines()) == 2
     assert out.strip().splitlines()[-1] == f"model to use: {run}/selected.pt"
+    assert "was started with" not in out  # the same environment: nothing to say
+    assert "started_in" not in json.loads((run / "stage.json").read_text())
+
+
+def test_each_run_records_the_environment_it_computed_in(source_run):
+    env = json.loads((source_run / "stage.json").read_text())["environment"]
+    assert env["torch"] == torch.__version__ and env["threads"] == torch.get_num_threads()
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_a_run_resumed_in_another_environment_says_so_and_keeps_the_first(source_run, tiny_cases, tmp_path):
+    run = tmp_path / "s"
+    shutil.copytree(source_run, run)
+    record = json.loads((run / "stage.json").read_text())
+    first = {**record["environment"], "cpu_capability": "AVX2", "threads": 7}
+    if first["cpu_capability"] == torch.backends.cpu.get_cpu_capability():
+        first["cpu_capability"] = "AVX512"
+    (run / "stage.json").write_text(json.dumps({**record, "environment": first}))
+    rc, out, err = _run(["train-source", "--cases", tiny_cases, "--modality", "wat", "--subjects", "P01,P02",
+                         "--out", run, *TRAIN, "--epochs", "2", "--resume"])
+    assert rc == 0, err
+    assert f"was started with cpu_capability {first['cpu_capability']} -> " in out and "threads 7 -> " in out
+    now = json.loads((run / "stage.json").read_text())
+    assert now["started_in"] == first and now["environment"]["threads"] == torch.get_num_threads()
 
 
 def test_a_finished_run_is_not_trained_over_unless_overwrite(source_run, tiny_cases, tmp_path):

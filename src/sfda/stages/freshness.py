@@ -3,7 +3,9 @@ the content of its inputs (case list, upstream checkpoint, prior table) are unch
 
 A stage's folder gets ``stage.json`` (the fingerprint, the config and the inputs'
 digests) before it runs, and its ``done.json`` the same fingerprint when it ends.
-A rerun compares them and says what changed.
+A rerun compares them and says what changed. ``stage.json`` also records the environment the run
+computed in (:func:`sfda.engine.environment.environment`): not part of the fingerprint, since a run
+made elsewhere computed the same thing up to float round-off.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import json
 from pathlib import Path
 
 from sfda.config import config_to_dict
+from sfda.engine.environment import differences as environment_changes
+from sfda.engine.environment import environment
 from sfda.io.atomic import write_json
+from sfda.progress import say
 
 #: the run's record in its folder
 RECORD = "stage.json"
@@ -93,11 +98,28 @@ class Stage:
         path = folder / RECORD
         return path.exists() and json.loads(path.read_text()).get("fingerprint") == self.fingerprint
 
-    def start(self, folder: Path, marker: str = "done.json") -> None:
-        """Before running: forget a stale ``done.json`` and record what is about to run."""
+    def start(self, folder: Path, marker: str = "done.json", resume: bool = False) -> None:
+        """Before running: forget a stale ``done.json`` and record what is about to run, and where.
+        ``resume``: the run goes on from its last epoch; one started in another environment is said,
+        and its first environment kept (``started_in``)."""
         (folder / marker).unlink(missing_ok=True)
+        env = environment()
+        earlier = self._started_in(folder, env) if resume else None
         write_json(folder / RECORD, {"fingerprint": self.fingerprint, "config": self.config, "inputs": self.inputs,
-                                     **({"command": self.command} if self.command else {})})
+                                     **({"command": self.command} if self.command else {}), "environment": env,
+                                     **({"started_in": earlier} if earlier else {})})
+
+    def _started_in(self, folder: Path, env: dict) -> dict | None:
+        """The environment the run resumed in ``folder`` (the same run: the claim checked it) started
+        in, where it is not ``env`` (said)."""
+        path = folder / RECORD
+        record = json.loads(path.read_text()) if path.exists() else {}
+        first = record.get("started_in") or record.get("environment")
+        if not first or first == env:  # a run from before sfda kept environments, or the same one
+            return None
+        say(f"note: {folder} was started with {'; '.join(environment_changes(first, env))}: the epochs from here "
+            "compute with other float round-off, so the run will not repeat one made without a pause")
+        return first
 
     def finish(self, folder: Path, marker: str = "done.json") -> None:
         """After running: stamp the fingerprint into the stage's ``done.json``."""

@@ -154,7 +154,7 @@ def claim_folder(out: str | os.PathLike, stage: Stage, inputs: Iterable[str | os
     started = False
     try:
         _check_owner(folder, stage, resume, overwrite, option, resume_flag)
-        stage.start(folder)
+        stage.start(folder, resume=resume)
         started = True
         yield folder
         stage.finish(folder)
