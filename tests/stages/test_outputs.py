@@ -141,7 +141,7 @@ def test_resume_of_the_same_run_goes_on(source_run, tiny_cases, tmp_path):
     assert rc == 0, err
     assert len((run / "log.jsonl").read_text().splitlines()) == 2
     assert out.strip().splitlines()[-1] == f"model to use: {run}/selected.pt"
-    assert "was started with" not in out  # the same environment: nothing to say
+    assert "ran so far with" not in out  # the same environment: nothing to say
     assert "started_in" not in json.loads((run / "stage.json").read_text())
 
 
@@ -162,9 +162,13 @@ def test_a_run_resumed_in_another_environment_says_so_and_keeps_the_first(source
     rc, out, err = _run(["train-source", "--cases", tiny_cases, "--modality", "wat", "--subjects", "P01,P02",
                          "--out", run, *TRAIN, "--epochs", "2", "--resume"])
     assert rc == 0, err
-    assert f"was started with cpu_capability {first['cpu_capability']} -> " in out and "threads 7 -> " in out
+    assert f"ran so far with cpu_capability {first['cpu_capability']} -> " in out and "threads 7 -> " in out
     now = json.loads((run / "stage.json").read_text())
     assert now["started_in"] == first and now["environment"]["threads"] == torch.get_num_threads()
+    rc, out, err = _run(["train-source", "--cases", tiny_cases, "--modality", "wat", "--subjects", "P01,P02",
+                         "--out", run, *TRAIN, "--epochs", "3", "--resume"])  # again, here: nothing new to say
+    assert rc == 0 and "ran so far with" not in out, err
+    assert json.loads((run / "stage.json").read_text())["started_in"] == first  # the mixed run stays said
 
 
 def test_a_finished_run_is_not_trained_over_unless_overwrite(source_run, tiny_cases, tmp_path):

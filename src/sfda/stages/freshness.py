@@ -111,15 +111,17 @@ class Stage:
 
     def _started_in(self, folder: Path, env: dict) -> dict | None:
         """The environment the run resumed in ``folder`` (the same run: the claim checked it) started
-        in, where it is not ``env`` (said)."""
+        in, once any part of it ran elsewhere; a change from its last environment is said."""
         path = folder / RECORD
         record = json.loads(path.read_text()) if path.exists() else {}
-        first = record.get("started_in") or record.get("environment")
-        if not first or first == env:  # a run from before sfda kept environments, or the same one
+        last = record.get("environment")
+        first = record.get("started_in") or last
+        if not first:  # a run from before sfda kept environments
             return None
-        say(f"note: {folder} was started with {'; '.join(environment_changes(first, env))}: the epochs from here "
-            "compute with other float round-off, so the run will not repeat one made without a pause")
-        return first
+        if last and last != env:
+            say(f"note: {folder} ran so far with {'; '.join(environment_changes(last, env))}: the epochs from "
+                "here compute with other float round-off, so the run will not repeat one made without a pause")
+        return first if first != env or "started_in" in record else None
 
     def finish(self, folder: Path, marker: str = "done.json") -> None:
         """After running: stamp the fingerprint into the stage's ``done.json``."""
