@@ -115,13 +115,12 @@ class Stage:
         path = folder / RECORD
         record = json.loads(path.read_text()) if path.exists() else {}
         last = record.get("environment")
-        first = record.get("started_in") or last
-        if not first:  # a run from before sfda kept environments
+        if not last:  # a run from before sfda kept environments
             return None
-        if last and last != env:
+        if last != env:
             say(f"note: {folder} ran so far with {'; '.join(environment_changes(last, env))}: the epochs from "
                 "here compute with other float round-off, so the run will not repeat one made without a pause")
-        return first if first != env or "started_in" in record else None
+        return record.get("started_in") or (last if last != env else None)
 
     def finish(self, folder: Path, marker: str = "done.json") -> None:
         """After running: stamp the fingerprint into the stage's ``done.json``."""
