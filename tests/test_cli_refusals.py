@@ -58,6 +58,11 @@ def _cases(root: Path, tmp: Path) -> dict[str, tuple[list, str]]:
         "epochs -3": ([*train, "optim.epochs=-3"], "optim.epochs"),
         "lr nan": ([*train, "optim.lr=nan"], "optim.lr"),
         "batch size 0": ([*train, "optim.batch_size=0"], "optim.batch_size"),
+        # rules across a section's fields, refused where the config is parsed (a slice size was refused only
+        # once the folder was claimed)
+        "train one slice size": ([*train, "data.size=[32]"], "data.size takes two values"),
+        "train size and spacing": ([*train, "data.size=[32,32]", "data.spacing=[1,1]"], "data.size and data.spacing"),
+        "train validates on its training subjects": ([*train, "--val-subjects", "P01"], "--subjects (data.subjects)"),
         "predict --out an existing file": ([*predict[:-1], afile, root / "mha" / "P03_inn.mha"], "a_file.txt"),
         "complex voxels": ([*predict, _volume(tmp / "complex.nii.gz", "complex")], "complex.nii.gz"),
         "zero pixdim": ([*predict, _volume(tmp / "zero.nii", "zero-pixdim")], "zero.nii"),

@@ -7,11 +7,13 @@ import yaml
 
 from sfda.config import (
     AdaptConfig,
+    DataConfig,
     OptimConfig,
     PriorTrainConfig,
     TrainConfig,
     config_to_dict,
     load_config,
+    merge_into,
     parse_override,
     save_config,
 )
@@ -144,3 +146,25 @@ def test_save_config_round_trip(tmp_path, cls, overrides):
     assert yaml.safe_load(path.read_text()) == config_to_dict(cfg)
     again = load_config(cls, str(path))
     assert again == cfg
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["data.subjects=[A1,A1]"], r"--subjects \(data.subjects\) lists \['A1'\] more than once"),
+    (["data.subjects=[A1,B1]", "data.val_subjects=[B1]"], r"subjects \['B1'\] are in --subjects \(data.subjects\)"),
+    (["data.size=[32]"], "data.size takes two values"),
+    (["data.dims=3", "data.spacing=[1,1]"], "data.spacing takes three values"),
+    (["data.size=[32,32]", "data.spacing=[1,1]"], "data.size and data.spacing are both set"),
+])
+def test_rules_across_a_section_s_fields_are_refused_where_it_is_parsed(overrides, message):
+    with pytest.raises(SfdaError, match=message):
+        load_config(AdaptConfig, None, overrides)
+
+
+def test_the_rules_hold_for_a_section_built_in_python_and_after_the_last_override():
+    with pytest.raises(SfdaError, match="more than once"):
+        DataConfig(subjects=["A1", "A1"])
+    # each value alone is fine; together they break the rule: checked once all are merged
+    cfg = load_config(AdaptConfig, None, ["data.dims=3", "data.size=[4,16,16]"])
+    assert cfg.data.size == [4, 16, 16]
+    with pytest.raises(SfdaError, match="more than once"):
+        merge_into(AdaptConfig(), {"data": {"subjects": ["A1", "A1"]}})

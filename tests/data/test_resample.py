@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sfda.data.resample import check_resample, grid_shape, grid_spacing, resize
+from sfda.config.rules import check_resample
+from sfda.data.resample import grid_shape, grid_spacing, resize
 from sfda.errors import SfdaError
 
 

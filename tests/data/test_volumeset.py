@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sfda.data.resample import check_resample, resize_volume
+from sfda.config.rules import check_resample
+from sfda.data.resample import resize_volume
 from sfda.data.sliceset import case_volumes, label_ratios, subject_volumes
 from sfda.data.slices import crop_centre, pad_centre
 from sfda.config.card import Slicing

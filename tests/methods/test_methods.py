@@ -195,10 +195,11 @@ def test_unknown_method_lists_valid_names(tiny_cases, tiny_source, tmp_path):
     with pytest.raises(SfdaError) as err:
         build_method("adaentt", MethodConfig())
     assert "adaentt" in str(err.value) and all(n in str(err.value) for n in names)
-    with pytest.raises(SfdaError, match="adasource, adversarial, entropy, tent"):
+    choices = "it must be one of: adabn, adaent, adasource, adversarial, tent, entropy"
+    with pytest.raises(SfdaError, match=f"config key 'name' = 'nope' is not allowed; {choices}"):
         sfda.adapt_model(build_net("unet", width=2, depth=1), np.zeros((2, 1, 16, 16), np.float32), method="nope")
-    with pytest.raises(SfdaError, match="unknown method 'nope'"):
-        adapt_stage.adapt(_adapt_cfg(tiny_cases, tiny_source, tmp_path / "run", "method.name=nope"), progress=False)
+    with pytest.raises(SfdaError, match=f"config key 'method.name' = 'nope' is not allowed; {choices}"):
+        _adapt_cfg(tiny_cases, tiny_source, tmp_path / "run", "method.name=nope")  # refused where it is parsed
     assert not (tmp_path / "run").exists()
 
 

@@ -194,7 +194,21 @@ def _nearest(cls: type, prefix: str, key: str, value: Any = None) -> str:
 
 def merge_into(cfg: Any, values: dict, prefix: str = "") -> Any:
     """Apply a mapping of (nested) values to ``cfg`` with the same checks as a config file."""
-    return _merge(cfg, values, prefix)
+    return check_sections(_merge(cfg, values, prefix), prefix)
+
+
+def check_sections(cfg: Any, prefix: str = "") -> Any:
+    """Each section's rules across its fields (its ``check(prefix)``, :mod:`sfda.config.rules`), once
+    every value is merged; ``cfg``."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        sections = value.items() if isinstance(value, dict) else [("", value)]
+        for name, section in sections:
+            if dataclasses.is_dataclass(section):
+                check_sections(section, f"{prefix}{f.name}.{name + '.' if name else ''}")
+    if hasattr(cfg, "check"):
+        cfg.check(*([prefix] if prefix else []))
+    return cfg
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -228,7 +242,7 @@ def load_config(cls: type, path: str | None = None, overrides: list[str] = (), b
     for text in overrides:
         keys, value = parse_override(text)
         _merge(cfg, nest(keys, value))
-    return cfg
+    return check_sections(cfg)
 
 
 def read_yaml(path: str | Path) -> dict:

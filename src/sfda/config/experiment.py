@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from sfda.config.core import merge_into, opt
 from sfda.config.methods import ADAPT_METHODS, ROWS
+from sfda.config.rules import check_split_lists
 from sfda.config.method import MethodSettings
 from sfda.config.stages import AdaptSettings, DeviceConfig, PriorSettings, PriorTrainSettings, SlicingConfig, TrainSettings
 from sfda.errors import SfdaError
@@ -35,6 +36,13 @@ class SplitConfig:
     train: list[str] = opt([])  # subjects for training and adaptation
     val: list[str] = opt([])  # subjects scored after each epoch (a log; must not overlap test)
     test: list[str] = opt([])  # subjects every result is scored on
+
+    def __post_init__(self):
+        self.check()
+
+    def check(self, prefix: str = "split.") -> None:
+        """No subject twice; training subjects neither validated nor tested on; validation ones not tested on."""
+        check_split_lists(self.train, self.val, self.test, tuple(f"{prefix}{n}" for n in ("train", "val", "test")))
 
 
 @dataclass

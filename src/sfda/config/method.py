@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from sfda.config.core import opt
-from sfda.config.methods import DEFAULT_METHOD
+from sfda.config.methods import ADAPT_METHODS, DEFAULT_METHOD
 
 
 @dataclass
@@ -40,6 +40,6 @@ class MethodConfig(MethodSettings):
     """The method to adapt with, its knobs, and (for the two that read source images) its source."""
 
     # the adaptation method: adaent, tent, entropy, adabn (source-free) or adasource, adversarial
-    name: str = DEFAULT_METHOD
+    name: str = opt(DEFAULT_METHOD, choices=tuple(ADAPT_METHODS))
     source_modality: str = ""  # adasource, adversarial: the source modality (they read source images)
     source_subjects: list[str] = opt([])  # adasource, adversarial: the labelled source subjects

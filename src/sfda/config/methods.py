@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sfda.errors import SfdaError
+
 
 @dataclass(frozen=True)
 class MethodFacts:
@@ -24,6 +26,15 @@ class MethodFacts:
     needs_prior: bool = False  # it reads the prior table τe
     source_free: bool = True  # it never sees source images (False: it reads labelled source images)
     per_scan: bool = False  # `sfda predict --adapt` can run it on one scan at a time
+
+    def check_source_data(self, source_modality: str, source_subjects) -> None:
+        """Refuse source images given to a source-free method, or missing for one that needs them."""
+        if self.source_free and (source_modality or source_subjects):
+            raise SfdaError(f"method '{self.name}' is source-free and takes no source data; "
+                            "remove --source-modality/--source-subjects")
+        if not self.source_free and not (source_modality and source_subjects):
+            raise SfdaError(f"method '{self.name}' needs labelled source images: give --source-modality "
+                            f"and --source-subjects (or use a source-free method such as {DEFAULT_METHOD})")
 
 
 #: Every adaptation method, in the order of an experiment's rows.

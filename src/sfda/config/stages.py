@@ -14,6 +14,7 @@ from sfda.config.core import opt
 from sfda.config.method import MethodConfig
 from sfda.config.methods import per_scan_methods
 from sfda.config.nnunet import NnunetFold, NnunetSource
+from sfda.config.rules import check_resample, check_split_lists
 from sfda.config.spatial import SpatialConfig
 
 #: the ways `selected.pt` is chosen (sfda.engine.selection reads them from here)
@@ -42,6 +43,13 @@ class SlicingConfig:
     size: list[int] = opt([], low=1)
     spacing: list[float] = opt([], above=0)  # a fixed pixel (voxel) spacing in mm instead of a size
 
+    def __post_init__(self):
+        self.check()
+
+    def check(self, prefix: str = "slicing.") -> None:
+        """Two values for size or spacing (three with dims 3), not both."""
+        check_resample(self.size, self.spacing, where=prefix.rstrip("."), dims=self.dims)
+
 
 @dataclass
 class DataConfig(SlicingConfig):
@@ -53,6 +61,12 @@ class DataConfig(SlicingConfig):
     val_subjects: list[str] = opt([])  # subjects scored with their labels after each epoch (logged, and best.pt)
     # A folder for built slice arrays (reused while the files and slicing are unchanged).
     cache: str = ""
+
+    def check(self, prefix: str = "data.") -> None:
+        """Its slicing, and the split rule between the subjects and the validation subjects."""
+        super().check(prefix)
+        check_split_lists(self.subjects, self.val_subjects,
+                          names=(f"--subjects ({prefix}subjects)", f"--val-subjects ({prefix}val_subjects)", "test"))
 
 
 @dataclass

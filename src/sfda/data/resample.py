@@ -15,20 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sfda.errors import SfdaError
+from sfda.config.rules import check_resample
 
 
-def check_resample(size, spacing, where: str = "slicing", dims: int = 2) -> None:
-    """Refuse a malformed choice where it is parsed: two values each (three with ``dims`` 3: one per
-    volume axis), and not both at once."""
-    what = "rows, columns of a slice" if dims == 2 else "one per axis of the volume, with slicing.dims 3"
-    for name, value in (("size", size), ("spacing", spacing)):
-        if value and len(value) != dims:
-            raise SfdaError(f"{where}.{name} takes {('two', 'three')[dims - 2]} values ({what}), got {list(value)}; "
-                            f"e.g. {where}.{name}=[{','.join(['96'] * dims)}]")
-    if size and spacing:
-        raise SfdaError(f"{where}.size and {where}.spacing are both set; choose one (a fixed slice size, "
-                        "or a fixed pixel spacing)")
 
 
 def in_plane(values, axis: int) -> tuple:

@@ -131,23 +131,6 @@ def _subject_order(case_list: CaseList) -> list[str]:
     return list(dict.fromkeys(c.subject for c in case_list.cases))
 
 
-def check_split_lists(train, val=(), test=(), names=("train", "val", "test")) -> None:
-    """The one rule for subject lists: none lists a subject twice, training subjects are neither
-    validated nor tested on, validation subjects are not tested on (their labels choose the "best by
-    validation labels" column: on test subjects it would be chosen on the labels it is scored with).
-    ``names``: how the three lists are called where the user wrote them."""
-    lists = dict(zip(names, (list(train), list(val), list(test))))
-    for name, items in lists.items():
-        twice = sorted({s for s in items if items.count(s) > 1})
-        if twice:
-            raise SfdaError(f"{name} lists {twice} more than once; list each subject once")
-    t, v, s = (set(x) for x in lists.values())
-    if t & (v | s):
-        raise SfdaError(f"subjects {sorted(t & (v | s))} are in {names[0]} and in {'/'.join(names[1:])}; "
-                        "train on other subjects than you validate or test on")
-    if v & s:
-        raise SfdaError(f"subjects {sorted(v & s)} are in {names[1]} and {names[2]}; validate on other subjects, "
-                        f"or leave {names[1]} empty")
 
 
 def select_cases(

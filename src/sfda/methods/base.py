@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sfda.config.methods import ADAPT_METHODS, DEFAULT_METHOD
+from sfda.config.methods import ADAPT_METHODS
 from sfda.errors import SfdaError
 
 #: What a Method reads from its row of ADAPT_METHODS.
@@ -65,15 +65,6 @@ class Method:
 
     def __init__(self, cfg=None):
         self.cfg = cfg
-
-    def check_source_data(self, source_modality: str, source_subjects) -> None:
-        """Refuse source images given to a source-free method, or missing for one that needs them."""
-        if self.source_free and (source_modality or source_subjects):
-            raise SfdaError(f"method '{self.name}' is source-free and takes no source data; "
-                            "remove --source-modality/--source-subjects")
-        if not self.source_free and not (source_modality and source_subjects):
-            raise SfdaError(f"method '{self.name}' needs labelled source images: give --source-modality "
-                            f"and --source-subjects (or use a source-free method such as {DEFAULT_METHOD})")
 
     def parameters(self, model: nn.Module) -> list[nn.Parameter]:
         return [p for p in model.parameters() if p.requires_grad]

@@ -22,7 +22,7 @@ import torch
 
 from sfda.config import AdaptConfig, MethodConfig, OptimConfig, config_to_dict, merge_into
 from sfda.config.card import ModelCard, Network, Training
-from sfda.config.methods import DEFAULT_METHOD, said, source_free_methods
+from sfda.config.methods import ADAPT_METHODS, DEFAULT_METHOD, said, source_free_methods
 from sfda.data.patches import RandomPatches, check_patch_method, model_patch
 from sfda.data.sliceset import SliceSet
 from sfda.engine.distributed import check_device, device_for, resolve_device
@@ -35,7 +35,7 @@ from sfda.methods import build_method
 from sfda.nets.merge import is_merge
 from sfda.priors.table import fraction_rows, load_priors, require_prior
 from sfda.progress import say
-from sfda.stages.common import check_output, check_subjects, fit_spec, on_device, require, slices_for, write_config
+from sfda.stages.common import check_output, fit_spec, on_device, require, slices_for, write_config
 from sfda.stages.freshness import Stage
 from sfda.stages.outputs import case_files, claim_folder
 from sfda.stages.nnunet import export_nnunet
@@ -51,7 +51,6 @@ def adapt(cfg: AdaptConfig, progress: bool = True, run: Stage | None = None) -> 
                           (cfg.data.cases, "--cases"), (cfg.data.modality, "--modality")):
         require(value, option)
     check_output(cfg.out)
-    check_subjects(cfg.data)
     cfg = on_device(cfg)
     check_source(cfg, Adapting(cfg.method.name, cfg.method, cfg.prior, flag="--method", command="adapt"),
                  modality=cfg.data.modality)
@@ -104,9 +103,9 @@ def _adapt(cfg: AdaptConfig, cl, progress: bool) -> None:
 def _check_method(cfg: AdaptConfig) -> None:
     """What the method refuses before anything is written: source images it cannot use or lacks, a prior
     table it needs, or one that is not there."""
-    method = build_method(cfg.method.name, cfg.method)
-    method.check_source_data(cfg.method.source_modality, cfg.method.source_subjects)
-    if method.needs_prior:
+    facts = ADAPT_METHODS[cfg.method.name]
+    facts.check_source_data(cfg.method.source_modality, cfg.method.source_subjects)
+    if facts.needs_prior:
         require(cfg.prior, "--prior (a table from `sfda prior`)")
     if cfg.prior:
         require_prior(cfg.prior)

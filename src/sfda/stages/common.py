@@ -10,9 +10,8 @@ import dataclasses
 import os
 from pathlib import Path
 
-from sfda.config import DataConfig, config_to_dict, save_config
+from sfda.config import config_to_dict, save_config
 from sfda.config.card import ModelCard, Network, Slicing, Training
-from sfda.data.resample import check_resample
 from sfda.data.slices import AUTO_AXIS, coarsest_axis
 from sfda.data.sliceset import SliceSet, build_sliceset
 from sfda.data.volumeset import build_volumeset
@@ -20,7 +19,7 @@ from sfda.engine.distributed import check_device, is_main, resolve_device
 from sfda.engine.loop import FitSpec
 from sfda.errors import SfdaError
 from sfda.errors import require as require_that
-from sfda.io.cases import CaseList, check_split_lists, select_cases
+from sfda.io.cases import CaseList, select_cases
 from sfda.nets import net_kind
 from sfda.progress import say
 
@@ -66,22 +65,15 @@ def check_output(path: str | Path, option: str = "--out", file: bool = False) ->
         raise SfdaError(f"{option} {p}: cannot write to {existing} (permission denied); choose another place")
 
 
-def check_subjects(data: DataConfig) -> None:
-    """A stage's subject lists obey the experiment's split rule (:func:`check_split_lists`)."""
-    check_split_lists(data.subjects, data.val_subjects,
-                      names=("--subjects (data.subjects)", "--val-subjects (data.val_subjects)", "test"))
-
-
 def slices_for(cl: CaseList, subjects: list[str] | None, modality: str, slicing: Slicing, *, with_labels: bool,
                cache: str = "", hw=None, progress: bool = True) -> SliceSet:
     """The slices (volumes, with ``slicing.dims`` 3) of ``subjects`` in ``modality``, as ``slicing``
     says: a model card's (a model sees what it was trained on), or a training stage's own
     (``Slicing.from_config(cfg.data)``). ``cache``: the folder of built arrays (``data.cache``)."""
-    check_resample(slicing.size, slicing.spacing, dims=slicing.dims)
+    if slicing.axis == AUTO_AXIS:
+        raise ValueError("slicing.axis -1 reached the data: decide it first (decide_axis)")
     cases = select_cases(cl, subjects, modality)
     build = build_volumeset if slicing.volumetric else build_sliceset
-    if slicing.axis == AUTO_AXIS:  # a stage decides it from its training cases first (decide_axis): a last resort
-        slicing = dataclasses.replace(slicing, axis=coarsest_axis([c.spacing for c in cases])[0])
     return build(cases, modality, slicing, with_labels=with_labels, label_names=cl.label_names, hw=hw,
                  cache_dir=cache or None, progress=progress)
 

@@ -13,11 +13,10 @@ import copy
 from dataclasses import dataclass
 
 from sfda.config import merge_into
-from sfda.data.resample import check_resample
 from sfda.data.spatial import check_spatial
 from sfda.engine.optim import check_optim
 from sfda.errors import SfdaError
-from sfda.io.cases import Case, CaseList, check_split_lists
+from sfda.io.cases import Case, CaseList
 from sfda.io.layouts import index_dataset
 
 
@@ -45,17 +44,16 @@ def direction_names(cfg) -> list[str]:
 
 
 def check_split(split, where: str = "split") -> None:
-    """Refuse a split that trains on scored subjects, validates on test subjects or lists one twice."""
+    """Refuse a split without training or test subjects (how the lists may overlap: ``SplitConfig.check``,
+    where the config is parsed)."""
     for name in ("train", "test"):
         if not getattr(split, name):
             raise SfdaError(f"{where}.{name} is empty; list subjects, e.g. {where}.{name}=[A1,B1]")
-    check_split_lists(split.train, split.val, split.test, tuple(f"{where}.{n}" for n in ("train", "val", "test")))
 
 
 def check_config(cfg) -> None:
     """Every check that needs no file: directions, the choice of paired/unpaired, the splits."""
     names = direction_names(cfg)
-    check_resample(cfg.slicing.size, cfg.slicing.spacing, dims=cfg.slicing.dims)
     oracle = merge_into(copy.deepcopy(cfg.source), cfg.oracle, prefix="oracle.")  # its keys, before anything runs
     for method in cfg.adapt.overrides:  # adapt.overrides.<method>'s keys too
         cfg.adapt.for_method(method)

@@ -28,7 +28,7 @@ from sfda.priors.estimate import position_table
 from sfda.methods.regression import RatioRegression
 from sfda.nets import build_net
 from sfda.nets.monai_nets import PREFIX as MONAI
-from sfda.stages.common import (check_output, check_subjects, decide_axis, fit_spec, on_device, require, slices_for,
+from sfda.stages.common import (check_output, decide_axis, fit_spec, on_device, require, slices_for,
                                 training_card, write_config)
 from sfda.stages.freshness import Stage
 from sfda.stages.outputs import case_files, claim_folder
@@ -47,7 +47,6 @@ def _supervised(cfg, stage: str, method, progress: bool, run: Stage | None = Non
     check_output(cfg.out)
     cfg = on_device(cfg)
     cl = load_cases(cfg.data.cases)
-    check_subjects(cfg.data)
     cfg = dataclasses.replace(cfg, data=decide_axis(cfg.data, select_cases(cl, cfg.data.subjects or None)))
     dims_args = spatial_args(cfg)  # before any volume is read
     run = run or Stage(cfg, [cfg.data.cases], command="train-source" if stage == "source" else "train-prior")
