@@ -103,13 +103,16 @@ def test_resume_with_nothing_to_resume_starts_fresh(tiny_train_config, tmp_path)
     _assert_same_weights(a / "last.pt", b / "last.pt")
 
 
-@pytest.mark.parametrize("method", ["adaent", "adversarial"])
+@pytest.mark.parametrize("method", ["adaent", "adversarial", "adaent+adabn_init"])
 def test_adapt_resume_is_bit_identical(tiny_cases, tiny_source, tmp_path, method):
-    """Adaptation too (the adversarial discriminator and its optimiser are part of the state)."""
+    """Adaptation too (the adversarial discriminator and its optimiser are part of the state; adabn_init's
+    re-estimate of the batch-norm statistics runs on the fresh start only: again, it would reset them)."""
     checkpoint, prior = tiny_source
+    method, _, init = method.partition("+")
 
     def cfg(out, *extra):
         src = ["method.source_modality=wat", "method.source_subjects=[P01]"] if method == "adversarial" else []
+        src += ["method.adabn_init=true"] if init else []
         return load_config(AdaptConfig, None, [
             f"data.cases={tiny_cases}", "data.modality=inn", "data.subjects=[P03]", f"checkpoint={checkpoint}",
             f"prior={prior}", f"method.name={method}", *src, "optim.batch_size=4",
@@ -228,3 +231,25 @@ def test_progress_in_a_log_is_one_line_per_epoch(tiny_train_config, tmp_path, ca
     assert "\r" not in captured.out + captured.err
     lines = [line for line in captured.out.splitlines() if line.startswith("epoch ")]
     assert [line.split()[1] for line in lines] == ["1/2", "2/2"], captured.out
+
+
+def test_adabn_init_starts_from_the_target_s_batch_norm_statistics(tiny_cases, tiny_source, tmp_path):
+    """``method.adabn_init``: the loop re-estimates the statistics on the target slices before the first
+    step; with ``bn: source`` they then stay as they are, so the adapted model holds them exactly."""
+    from sfda.engine.checkpoint import load_model
+    from sfda.io.cases import load_cases
+    from sfda.methods.adabn import reestimate_bn
+    from sfda.stages.common import slices_for
+
+    checkpoint, prior = tiny_source
+    out = adapt(load_config(AdaptConfig, None, [
+        f"data.cases={tiny_cases}", "data.modality=inn", "data.subjects=[P03]", f"checkpoint={checkpoint}",
+        f"prior={prior}", "method.adabn_init=true", "method.bn=source", "optim.epochs=1", "optim.batch_size=4",
+        "optim.max_steps_per_epoch=2", f"out={tmp_path / 'run'}"]), progress=False)
+    source, card = load_model(checkpoint)
+    before = {k: v.clone() for k, v in source.state_dict().items() if k.endswith(("running_mean", "running_var"))}
+    target = slices_for(load_cases(tiny_cases), ["P03"], "inn", card.slicing, with_labels=False, progress=False)
+    reestimate_bn(source.train(), target.images, seed=0)
+    adapted = _weights(out / "last.pt")
+    assert before and all(torch.equal(adapted[k], source.state_dict()[k]) for k in before)
+    assert not all(torch.equal(adapted[k], v) for k, v in before.items())  # they did change

@@ -21,6 +21,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from sfda.config.rules import check_resample
 from sfda.config.stages import SlicingConfig
 from sfda.errors import SfdaError
 
@@ -83,6 +84,9 @@ class Slicing:
     #: one per input channel where a model normalises its channels apart (an nnU-Net model's scheme
     #: per channel); empty: every channel by ``norm``
     norms: tuple[Normalization, ...] = ()
+
+    def __post_init__(self):
+        check_resample(self.size, self.spacing, dims=self.dims)  # checked where it is made, read as it is
 
     def clips(self, channels: int) -> list[tuple]:
         """The ``clip`` of each of ``channels`` input channels (:func:`sfda.data.normalize.volume_stats`)."""

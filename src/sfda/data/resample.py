@@ -15,7 +15,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sfda.config.rules import check_resample
 
 
 
@@ -27,8 +26,7 @@ def in_plane(values, axis: int) -> tuple:
 
 def grid_shape(hw: tuple[int, ...], spacing_hw: tuple[float, ...], size=(), spacing=()) -> tuple[int, ...]:
     """A slice's (H, W) (or a volume's shape) on the network's grid: ``size``, or the field of view
-    over ``spacing``."""
-    check_resample(size, spacing, dims=len(hw))
+    over ``spacing`` (a :class:`sfda.config.card.Slicing`'s: one value per axis, checked where it was made)."""
     if size:
         return tuple(int(v) for v in size)
     if spacing:

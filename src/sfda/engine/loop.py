@@ -65,6 +65,9 @@ class FitSpec:
     # The trained model's card, worked out from the model itself before its last epoch's files are
     # written (train-source: its own flip agreement): (model, card) -> card.
     final_card: Callable[[torch.nn.Module, ModelCard], ModelCard] | None = None
+    # What is done to the model before its first step on a fresh start, not on a resumed run (adapt:
+    # adabn_init's re-estimate of the batch-norm statistics): (model, device=...) -> None.
+    start: Callable[..., None] | None = None
     # What becomes of the selected model before selected.pt is written (adapt: the trust check and
     # its fall-back): (model, card) -> (the model to use, its card, what done.json adds).
     vet: Callable[[torch.nn.Module, ModelCard], tuple[torch.nn.Module, ModelCard, dict]] | None = None
@@ -94,6 +97,8 @@ def fit(model: torch.nn.Module, method: Method, spec: FitSpec) -> dict:
     start, log, card = 0, [], None  # card: the model's, once its last epoch is trained
     if spec.resume and (spec.out / "last.pt").exists():
         start, log = restore(spec.out / "last.pt", model, opt, sched, method, selector)
+    elif spec.start is not None:
+        spec.start(model, device=device)
     net = ddp.wrap(model, dist, device)  # the replica that trains; ``model`` is the weights it shares
     if spec.optim.compile:
         net = torch.compile(net)  # same parameters and buffers; checkpoints still save ``model``

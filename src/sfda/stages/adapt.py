@@ -25,13 +25,14 @@ from sfda.config.card import ModelCard, Network, Training
 from sfda.config.methods import ADAPT_METHODS, DEFAULT_METHOD, said, source_free_methods
 from sfda.data.patches import RandomPatches, check_patch_method, model_patch
 from sfda.data.sliceset import SliceSet
-from sfda.engine.distributed import check_device, device_for, resolve_device
+from sfda.engine.distributed import check_device, resolve_device
 from sfda.engine.loop import FitSpec, fit
 from sfda.engine.selection import SELECTED
 from sfda.errors import SfdaError
 from sfda.data.profile import training_profile
 from sfda.io.cases import load_cases, select_cases
 from sfda.methods import build_method
+from sfda.methods.adabn import reestimate_bn
 from sfda.nets.merge import is_merge
 from sfda.priors.table import fraction_rows, load_priors, require_prior
 from sfda.progress import say
@@ -88,13 +89,10 @@ def _adapt(cfg: AdaptConfig, cl, progress: bool) -> None:
     # the selected model is checked before selected.pt is written, and exported as it is handed back
     vet = partial(check_trust, source=reference, target=target, label_names=cl.label_names,
                   on_distrust=cfg.on_distrust, out=Path(cfg.out), device=cfg.device, prior=prior)
+    # adabn_init: the target's batch-norm statistics before the first step (not again on --resume)
+    start = partial(reestimate_bn, images=target.images, seed=cfg.seed) if cfg.method.adabn_init else None
     spec = fit_spec(cfg, target, card, val=val, source=source, prior=prior, val_prior=val_prior, select=cfg.select,
-                    transform=RandomPatches(patch) if patch else None, progress=progress, vet=vet)
-    if cfg.method.adabn_init and method.trains and not (cfg.resume and (Path(cfg.out) / "last.pt").exists()):
-        from sfda.methods.adabn import reestimate_bn
-
-        device = device_for(cfg.device)
-        reestimate_bn(model, target.images, device=device, seed=cfg.seed)
+                    transform=RandomPatches(patch) if patch else None, progress=progress, vet=vet, start=start)
     fitted = fit(model, method, spec)
     if src.card.nnunet and fitted.get("selected"):
         _export(Path(cfg.out), *fitted["selected"])
