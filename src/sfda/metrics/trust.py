@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sfda.metrics.overlap import dice
+
 #: Pixels where the source labels hold a class in at least this share of the slices count as
 #: that class's plausible area.
 MIN_FREQ = 0.02
@@ -105,8 +107,7 @@ def flip_agreement(pred: np.ndarray, pred_of_flipped: np.ndarray, valid: np.ndar
     out = []
     for k in range(1, num_classes):
         a, b = (pred == k) & valid, (back == k) & valid
-        n = int(a.sum() + b.sum())
-        out.append(float(2 * (a & b).sum() / n) if n >= MIN_PIXELS else None)
+        out.append(dice(a, b) if int(a.sum() + b.sum()) >= MIN_PIXELS else None)
     return out
 
 
