@@ -16,9 +16,6 @@ import torch
 import torch.nn.functional as F
 
 
-
-
-
 def in_plane(values, axis: int) -> tuple:
     """The two in-plane entries of a per-axis triple (shape or spacing), in (H, W) order."""
     return tuple(v for i, v in enumerate(values) if i != axis)

@@ -131,8 +131,6 @@ def _subject_order(case_list: CaseList) -> list[str]:
     return list(dict.fromkeys(c.subject for c in case_list.cases))
 
 
-
-
 def select_cases(
     case_list: CaseList, subjects: list[str] | None, modality: str | None = None
 ) -> list[Case]:
