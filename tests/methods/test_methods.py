@@ -200,6 +200,10 @@ def test_unknown_method_lists_valid_names(tiny_cases, tiny_source, tmp_path):
         sfda.adapt_model(build_net("unet", width=2, depth=1), np.zeros((2, 1, 16, 16), np.float32), method="nope")
     with pytest.raises(SfdaError, match=f"config key 'method.name' = 'nope' is not allowed; {choices}"):
         _adapt_cfg(tiny_cases, tiny_source, tmp_path / "run", "method.name=nope")  # refused where it is parsed
+    built = _adapt_cfg(tiny_cases, tiny_source, tmp_path / "run")
+    built.method = MethodConfig(name="nope")  # a config built in Python, never parsed
+    with pytest.raises(SfdaError, match="unknown method 'nope'; choose one of: adabn, adaent"):
+        adapt_stage.adapt(built, progress=False)
     assert not (tmp_path / "run").exists()
 
 

@@ -60,6 +60,14 @@ ROWS = (*BASELINES, *ADAPT_METHODS)
 DISPLAY = {**BASELINES, **{f.name: f.display for f in ADAPT_METHODS.values()}}
 
 
+def facts_of(name: str) -> MethodFacts:
+    """The row of method ``name``; an unknown name is refused with the choices (a config built in
+    Python meets this rule here; a parsed one met it as ``method.name``'s choices)."""
+    if name not in ADAPT_METHODS:
+        raise SfdaError(f"unknown method '{name}'; choose one of: {', '.join(ADAPT_METHODS)}")
+    return ADAPT_METHODS[name]
+
+
 def per_scan_methods() -> tuple[str, ...]:
     """The methods ``sfda predict --adapt`` runs, in table order."""
     return tuple(f.name for f in ADAPT_METHODS.values() if f.per_scan)

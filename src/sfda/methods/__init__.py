@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sfda.errors import SfdaError
+from sfda.config.methods import facts_of
 from sfda.methods.adabn import AdaBN
 from sfda.methods.adaent import AdaEnt
 from sfda.methods.adasource import AdaSource
@@ -18,8 +18,7 @@ METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (AdaBN, AdaEnt, Ada
 
 
 def build_method(name: str, cfg) -> Method:
-    if name not in METHODS:
-        raise SfdaError(f"unknown method '{name}'; choose one of: {', '.join(sorted(METHODS))}")
+    facts_of(name)  # an unknown name is refused there, with the choices
     return METHODS[name](cfg)
 
 

@@ -22,7 +22,7 @@ import torch
 
 from sfda.config import AdaptConfig, MethodConfig, OptimConfig, config_to_dict, merge_into
 from sfda.config.card import ModelCard, Network, Training
-from sfda.config.methods import ADAPT_METHODS, DEFAULT_METHOD, said, source_free_methods
+from sfda.config.methods import DEFAULT_METHOD, facts_of, said, source_free_methods
 from sfda.data.patches import RandomPatches, check_patch_method, model_patch
 from sfda.data.sliceset import SliceSet
 from sfda.engine.distributed import check_device, resolve_device
@@ -101,7 +101,7 @@ def _adapt(cfg: AdaptConfig, cl, progress: bool) -> None:
 def _check_method(cfg: AdaptConfig) -> None:
     """What the method refuses before anything is written: source images it cannot use or lacks, a prior
     table it needs, or one that is not there."""
-    facts = ADAPT_METHODS[cfg.method.name]
+    facts = facts_of(cfg.method.name)
     facts.check_source_data(cfg.method.source_modality, cfg.method.source_subjects)
     if facts.needs_prior:
         require(cfg.prior, "--prior (a table from `sfda prior`)")

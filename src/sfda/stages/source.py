@@ -17,7 +17,7 @@ import torch
 
 from sfda.config import MethodConfig, NnunetImportConfig
 from sfda.config.card import ModelCard
-from sfda.config.methods import ADAPT_METHODS
+from sfda.config.methods import facts_of
 from sfda.engine.checkpoint import load_checkpoint, model_from_checkpoint, require_kind, require_single
 from sfda.errors import SfdaError
 from sfda.io.cases import CHANNEL_SEP, channels_of
@@ -60,7 +60,7 @@ def _refuse_before_writing(folder: str, adapting: Adapting) -> None:
     if name == AdaBN.name or adapting.settings.adabn_init:
         raise SfdaError(f"nnU-Net's networks use instance norm, which keeps no batch statistics: adabn does not "
                         f"apply to {folder}; use tent or adaent")
-    if name and ADAPT_METHODS[name].needs_prior and not adapting.prior:
+    if name and facts_of(name).needs_prior and not adapting.prior:
         raise SfdaError(f"{adapting.flag} {name} needs --prior TABLE (from `sfda prior`; an nnU-Net model carries no "
                         "source label statistics to make one from); or use tent")
 
