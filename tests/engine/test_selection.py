@@ -135,7 +135,7 @@ def test_end_of_epoch_evaluation_is_one_forward_pass_with_the_same_scores(tiny_c
 
     from sfda.config.card import Slicing
 
-    val = slices_for(load_cases(tiny_cases), ["P03"], "inn", Slicing.from_config(DataConfig(axis=2)), with_labels=True,
+    val = slices_for(load_cases(tiny_cases), ["P03"], "inn", Slicing.from_config(DataConfig(axis=0)), with_labels=True,
                      progress=False)
     prior = np.tile([0.9, 0.1], (len(val), 1))
     torch.manual_seed(0)
